@@ -1,0 +1,170 @@
+"""Data sources -> stepwise records (see `prm.schema`).
+
+Every format is a converter registered in `FORMATS`: a function ``(row, index, **options) ->
+list[record]`` that raises `DataError` naming the field on a bad row. `load` reads a local file
+(JSON/JSONL, optionally .gz) or a Hugging Face dataset id, runs the converter, and returns a
+`datasets.Dataset` (or an `IterableDataset` with ``streaming=True``).
+
+    >>> from prm.data import load
+    >>> ds = load("math_shepherd", "samples_math-shepherd.jsonl")              # doctest: +SKIP
+    >>> ds = load("prm800k", "tasksource/PRM800K", split="train", streaming=True)  # doctest: +SKIP
+
+Bad rows raise `DataError` (file, line, field, reason). With ``strict=False`` they are skipped and
+counted in a `Report`, which `load` logs and which callers can pass in to read the counts.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import datasets
+
+from prm.io import iter_json_rows
+from prm.registry import Registry
+from prm.schema import FEATURES, DataError, to_dataset
+
+log = logging.getLogger(__name__)
+
+Converter = Callable[..., list[dict]]
+FORMATS: Registry[Converter] = Registry("data format")
+# Formats whose rows come from an installed package when no source is given.
+PACKAGED_SOURCES: dict[str, Callable[[], Iterator[tuple[str, Any]]]] = {}
+
+
+@dataclass
+class Report:
+    """What a conversion read, wrote and rejected (by kind), plus the first few error messages."""
+
+    rows: int = 0
+    records: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)
+
+    def reject(self, err: DataError) -> None:
+        self.rejected[err.kind] += 1
+        if len(self.examples) < 5:
+            self.examples.append(str(err))
+
+    @property
+    def n_rejected(self) -> int:
+        return sum(self.rejected.values())
+
+    def summary(self) -> str:
+        lines = [f"read {self.rows} rows, wrote {self.records} records, rejected {self.n_rejected} rows"]
+        lines += [f"  {n:6d} x {kind}" for kind, n in self.rejected.most_common()]
+        return "\n".join(lines)
+
+
+def _check_options(fmt: str, conv: Converter, options: dict) -> None:
+    params = inspect.signature(conv).parameters
+    allowed = [p for p, v in params.items() if v.kind == v.KEYWORD_ONLY]
+    for k in options:
+        if k not in allowed:
+            raise TypeError(f"format '{fmt}' has no option '{k}'; its options: {', '.join(allowed) or 'none'}")
+
+
+def convert_rows(
+    fmt: str,
+    rows: Iterable[tuple[str, Any]],
+    *,
+    strict: bool = True,
+    report: Report | None = None,
+    limit: int | None = None,
+    **options: Any,
+) -> Iterator[dict]:
+    """Convert ``(where, row)`` pairs with the converter of ``fmt``; yields validated records."""
+    conv = FORMATS.get(fmt)
+    _check_options(fmt, conv, options)
+    report = report if report is not None else Report()
+    for index, (where, row) in enumerate(rows):
+        if limit is not None and report.records >= limit:
+            return
+        report.rows += 1
+        try:
+            if not isinstance(row, dict):
+                raise DataError(None, "row is not a JSON object", type(row).__name__)
+            records = conv(row, index=index, **options)
+        except DataError as e:
+            e = e if e.where else e.at(where)
+            if strict:
+                raise e from None
+            report.reject(e)
+            continue
+        for rec in records:
+            report.records += 1
+            yield rec
+
+
+def _is_hub_id(source: str) -> bool:
+    return bool(re.fullmatch(r"[\w.\-]+/[\w.\-]+", source)) and not source.endswith((".json", ".jsonl", ".gz"))
+
+
+def iter_source(
+    fmt: str, source: str | Path | None, *, split: str = "train", name: str | None = None, streaming: bool = False
+) -> Iterable[tuple[str, Any]]:
+    """``(where, row)`` pairs from a local file, a hub dataset id, or a format's packaged data."""
+    if source is None:
+        if fmt in PACKAGED_SOURCES:
+            return PACKAGED_SOURCES[fmt]()
+        raise ValueError(f"format '{fmt}' needs a source (a local file or a Hugging Face dataset id)")
+    path = Path(source)
+    if path.exists():
+        return iter_json_rows(path)
+    if isinstance(source, str) and _is_hub_id(source):
+        hub = datasets.load_dataset(source, name, split=split, streaming=streaming)
+        return ((f"{source}[{split}] row {i}", row) for i, row in enumerate(hub))
+    raise FileNotFoundError(f"no such file: {source} (nor does it look like a Hugging Face dataset id 'owner/name')")
+
+
+def load(
+    fmt: str,
+    source: str | Path | None = None,
+    *,
+    split: str = "train",
+    name: str | None = None,
+    streaming: bool = False,
+    strict: bool = True,
+    limit: int | None = None,
+    report: Report | None = None,
+    **options: Any,
+) -> datasets.Dataset | datasets.IterableDataset:
+    """Load ``source`` in format ``fmt`` as stepwise records.
+
+    Args:
+        fmt: a name in `FORMATS` (``python -m prm.data --list`` prints them).
+        source: local JSON/JSONL(.gz) path, Hugging Face dataset id, or None for packaged data.
+        split, name: hub split and config name.
+        streaming: return an `IterableDataset` that converts rows as they are read.
+        strict: raise on the first bad row (default) or skip and count bad rows.
+        limit: stop after this many records.
+        report: a `Report` to fill with counts (also logged when the conversion finishes).
+        **options: converter options (e.g. ``label_scheme="binary"`` for PRM800K).
+    """
+    _check_options(fmt, FORMATS.get(fmt), options)
+    report = report if report is not None else Report()
+    kw = dict(strict=strict, report=report, limit=limit, **options)
+    if streaming:
+        def gen() -> Iterator[dict]:
+            rows = iter_source(fmt, source, split=split, name=name, streaming=True)
+            yield from convert_rows(fmt, rows, **kw)
+
+        return datasets.IterableDataset.from_generator(gen, features=FEATURES)
+    rows = iter_source(fmt, source, split=split, name=name)
+    ds = to_dataset(convert_rows(fmt, rows, **kw))
+    log.info("%s <- %s: %s", fmt, source or "(packaged)", report.summary())
+    return ds
+
+
+# Register the converters (import for side effects).
+from prm.data import formats as _formats  # noqa: E402,F401
+from prm.data import problems as _problems  # noqa: E402,F401
+from prm.data import prm800k as _prm800k  # noqa: E402,F401
+from prm.data.formats import to_trl  # noqa: E402
+
+__all__ = ["FORMATS", "Report", "convert_rows", "iter_source", "load", "to_trl"]
