@@ -36,11 +36,13 @@ def _is_jsonl(path: Path) -> bool:
     return name.endswith((".jsonl", ".ndjson"))
 
 
-def iter_json_rows(path: str | Path) -> Iterator[tuple[str, Any]]:
+def iter_json_rows(path: str | Path, bad_lines: str = "raise") -> Iterator[tuple[str, Any]]:
     """Yield ``(where, row)`` for every row of a JSON or JSONL file (optionally ``.gz``).
 
     ``where`` is ``path:LINE`` for JSONL and ``path[INDEX]`` for the items of a JSON array (a JSON
-    file holding one object is one row). Invalid JSON raises DataError at its line.
+    file holding one object is one row). Invalid JSON raises DataError at its line; with
+    ``bad_lines="yield"`` an invalid JSONL line is yielded as ``(where, DataError)`` instead, so a
+    lenient reader can count it and go on.
     """
     path = Path(path)
     if not path.exists():
@@ -53,7 +55,10 @@ def iter_json_rows(path: str | Path) -> Iterator[tuple[str, Any]]:
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise DataError(None, "invalid JSON", e.msg, where=f"{path}:{n}") from None
+                    err = DataError(None, "invalid JSON", e.msg, where=f"{path}:{n}")
+                    if bad_lines != "yield":
+                        raise err from None
+                    row = err
                 yield f"{path}:{n}", row
             return
         text = f.read()

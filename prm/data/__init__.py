@@ -87,6 +87,8 @@ def convert_rows(
             return
         report.rows += 1
         try:
+            if isinstance(row, DataError):  # a line that is not valid JSON
+                raise row
             if not isinstance(row, dict):
                 raise DataError(None, "row is not a JSON object", type(row).__name__)
             records = conv(row, index=index, **options)
@@ -114,10 +116,11 @@ def iter_source(
             return PACKAGED_SOURCES[fmt]()
         raise ValueError(f"format '{fmt}' needs a source (a local file or a Hugging Face dataset id)")
     path = Path(source)
-    if path.exists():
-        return iter_json_rows(path)
-    if isinstance(source, str) and _is_hub_id(source):
-        hub = datasets.load_dataset(source, name, split=split, streaming=streaming)
+    if path.is_file():
+        return iter_json_rows(path, bad_lines="yield")
+    if path.is_dir() or (isinstance(source, str) and _is_hub_id(source)):
+        # A hub id, or a local dataset folder (e.g. a downloaded hub repo): datasets reads both.
+        hub = datasets.load_dataset(str(source), name, split=split, streaming=streaming)
         return ((f"{source}[{split}] row {i}", row) for i, row in enumerate(hub))
     raise FileNotFoundError(f"no such file: {source} (nor does it look like a Hugging Face dataset id 'owner/name')")
 
