@@ -293,3 +293,47 @@ def test_garbage_raises_only_data_error(fmt, row):
         list(convert_rows(fmt, [("g.jsonl:1", row)]))
     except DataError as e:
         assert e.where == "g.jsonl:1"
+
+
+# Valid rows of each format with one value somewhere replaced by arbitrary JSON.
+_VALID = {
+    "math_shepherd": "math_shepherd.jsonl", "prm800k": "prm800k.jsonl", "trl": "trl.jsonl", "prt": "prt.json",
+    "dreamprm": "dreamprm.jsonl", "processbench": "processbench.jsonl", "gsm8k": "gsm8k.jsonl", "math": "math.jsonl",
+    "minif2f": "minif2f.jsonl", "openmathinstruct": "openmathinstruct.jsonl", "dreamprm_math": "dreamprm_train_math.json",
+}
+
+
+def _paths(obj, prefix=()):
+    yield prefix
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for k, v in items:
+        yield from _paths(v, prefix + (k,))
+
+
+@st.composite
+def mutated_rows(draw):
+    from conftest import FIXTURES
+    from prm.io import read_jsonl
+
+    fmt = draw(st.sampled_from(sorted(_VALID)))
+    row = json.loads(json.dumps(draw(st.sampled_from(read_jsonl(FIXTURES / _VALID[fmt])))))
+    path = draw(st.sampled_from([p for p in _paths(row) if p]))
+    cur = row
+    for k in path[:-1]:
+        cur = cur[k]
+    if draw(st.booleans()) and isinstance(cur, dict):
+        del cur[path[-1]]
+    else:
+        cur[path[-1]] = draw(_json)
+    return fmt, row
+
+
+@settings(max_examples=300, deadline=None)
+@given(mutated_rows())
+def test_mutated_rows_raise_only_data_error(case):
+    fmt, row = case
+    try:
+        for rec in convert_rows(fmt, [("m.jsonl:1", row)]):
+            assert isinstance(rec["prompt"], str) and len(rec["labels"]) == len(rec["completions"])
+    except DataError as e:
+        assert e.where == "m.jsonl:1"

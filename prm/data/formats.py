@@ -167,8 +167,11 @@ def dreamprm(row: dict, index: int, *, split_mode: str = "auto", source: str = "
     The prompt is the informal statement (Lean comment markers removed) followed by the formal
     statement, which is what the prover was asked; the problem may instead be in ``problem``/``prompt``.
     """
-    informal = row.get("informal_prefix") or row.get("problem") or row.get("prompt")
+    informal = next((row[k] for k in ("informal_prefix", "problem", "prompt") if row.get(k) is not None), None)
     formal = row.get("formal_statement")
+    for name, value in (("informal_prefix", informal), ("formal_statement", formal)):
+        if value is not None and not isinstance(value, str):
+            raise DataError(name, "expected str", f"got {type(value).__name__}")
     if not informal and not formal:
         raise DataError("informal_prefix", "missing field (also no problem/prompt/formal_statement)")
     prompt = "\n\n".join(x for x in (_lean_comment(informal) if informal else None, formal.strip() if formal else None) if x)
@@ -221,6 +224,8 @@ def dreamprm_math(row: dict, index: int, *, prompts: str | None = None, source: 
     """
     solution = text(row, "full_solution")
     prompt = row.get("prompt") or row.get("problem")
+    if prompt and not isinstance(prompt, str):
+        raise DataError("prompt", "expected str", f"got {type(prompt).__name__}")
     if not prompt:
         if not prompts:
             raise DataError("prompt", "missing field; pass prompts=FILE to look problems up by solution text")

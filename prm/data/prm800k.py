@@ -48,7 +48,9 @@ def _rating(c: Any, where: str, human: bool = False) -> int | None:
     return r
 
 
-def _text(c: dict, where: str) -> str:
+def _text(c: Any, where: str) -> str:
+    if not isinstance(c, dict):
+        raise DataError(where, "completion is not an object")
     t = c.get("text")
     if not isinstance(t, str) or not t.strip():
         raise DataError(f"{where}.text", "empty step")

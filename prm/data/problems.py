@@ -70,7 +70,7 @@ def minif2f(row: dict, index: int, *, source: str = "minif2f") -> list[dict]:
         name = row.get("name")
     else:
         prompt = text(row, "informal_statement")
-        proof = row.get("informal_proof") or ""
+        proof = get(row, "informal_proof", str, default="")
         steps = split_steps(proof, "paragraphs") if proof.strip() else []
         name = row.get("problem_name")
     m = re.search(r"Show that it is\s*(.+?)\.?\s*$", prompt)
@@ -85,7 +85,7 @@ def openmathinstruct(row: dict, index: int, *, only_correct: bool = False, split
     correct and rejects rows without the field."""
     problem = row.get("problem") or row.get("question")
     if not isinstance(problem, str) or not problem.strip():
-        raise DataError("problem", "missing field")
+        raise DataError("problem", "missing field or not text")
     solution = text(row, "generated_solution")
     meta: dict[str, Any] = {k: row[k] for k in ("is_correct", "problem_source", "dataset", "error_message") if k in row}
     if only_correct:
@@ -118,7 +118,7 @@ for _name in ("champ", "champ_fws"):
 
 def _champ_prompt(row: dict) -> tuple[str, str | None]:
     raw = text(row, "_raw_text")
-    ans = row.get("_raw_answer")
+    ans = get(row, "_raw_answer", str, default=None)
     return raw.replace("@@", ""), ans.replace("@@", "") if isinstance(ans, str) else None
 
 
@@ -126,7 +126,13 @@ def _champ_prompt(row: dict) -> tuple[str, str | None]:
 def champ(row: dict, index: int, *, source: str = "champ") -> list[dict]:
     """CHAMP problems (``champ-dataset``) with their reference solution steps."""
     prompt, answer = _champ_prompt(row)
-    steps = [s["_raw_text"].replace("@@", "") for s in get(row, "solution.steps", list) if s.get("_raw_text", "").strip()]
+    steps = []
+    for i, s in enumerate(get(row, "solution.steps", list)):
+        raw = s.get("_raw_text") if isinstance(s, dict) else None
+        if not isinstance(raw, str):
+            raise DataError(f"solution.steps[{i}]._raw_text", "missing field")
+        if raw.strip():
+            steps.append(raw.replace("@@", ""))
     meta = {"category": row.get("category")}
     return [make_record(prompt, steps, None, "none", answer=answer, id=str(row.get("identifier") or index), source=source, meta=meta)]
 
@@ -148,6 +154,8 @@ def champ_fws(row: dict, index: int, *, source: str = "champ_fws") -> list[dict]
             raise DataError(f"{where}.text", "missing field")
         spans = step_spans(sol, "paragraphs")
         start = ann.get("start_idx")
+        if start is not None and (not isinstance(start, int) or isinstance(start, bool)):
+            raise DataError(f"{where}.start_idx", "expected int or null", repr(start)[:40])
         if start is None:
             first = -1
         else:
