@@ -133,3 +133,48 @@ def _atomic_write(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# --- run directories -------------------------------------------------------------------------
+
+SECRET_HINTS = ("api_key", "apikey", "token", "secret", "password")
+
+
+def git_sha() -> str | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("prm-lab", "torch", "transformers", "datasets", "peft", "accelerate", "math-verify", "anthropic"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def redact(cfg: Any) -> Any:
+    """Drop values whose key names a secret, so credentials never reach results."""
+    if isinstance(cfg, dict):
+        return {k: ("<redacted>" if any(h in str(k).lower() for h in SECRET_HINTS) and v else redact(v)) for k, v in cfg.items()}
+    if isinstance(cfg, list):
+        return [redact(v) for v in cfg]
+    return cfg
+
+
+def start_run(run_dir: str | Path, config: dict, seed: int | None = None) -> Path:
+    """Create ``results/<exp>/<run>/`` and write config.json (resolved config, git SHA, library
+    versions, seed)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "config.json", {"config": redact(config), "seed": seed, "git_sha": git_sha(), "versions": library_versions()})
+    return run_dir

@@ -164,10 +164,42 @@ def load(
     return ds
 
 
+def split_by_problem(ds: datasets.Dataset, test_fraction: float, seed: int = 0) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """Split records so that all solutions of one problem land on the same side (no leakage of a
+    problem's reference into the held-out set). Deterministic for a given seed."""
+    import hashlib
+
+    def side(prompt: str) -> bool:
+        h = hashlib.sha256(f"{seed}:{prompt}".encode()).digest()
+        return int.from_bytes(h[:8], "big") / 2**64 < test_fraction
+
+    held = [side(p) for p in ds["prompt"]]
+    train_idx = [i for i, h in enumerate(held) if not h]
+    test_idx = [i for i, h in enumerate(held) if h]
+    return ds.select(train_idx), ds.select(test_idx)
+
+
+def resolve_path(path: str | None) -> str | None:
+    """Expand ``$PRM_DATA_DIR`` (falling back to `prm.io.data_dir`) and other variables in a path."""
+    import os
+
+    from prm.io import data_dir
+
+    if path is None:
+        return None
+    if "$PRM_DATA_DIR" in path or "${PRM_DATA_DIR}" in path:
+        d = data_dir()
+        if d is None:
+            raise FileNotFoundError(f"{path}: set PRM_DATA_DIR to the folder of local data copies")
+        path = path.replace("${PRM_DATA_DIR}", str(d)).replace("$PRM_DATA_DIR", str(d))
+    return os.path.expandvars(os.path.expanduser(path))
+
+
 # Register the converters (import for side effects).
 from prm.data import formats as _formats  # noqa: E402,F401
 from prm.data import problems as _problems  # noqa: E402,F401
 from prm.data import prm800k as _prm800k  # noqa: E402,F401
+from prm.data import inject as _inject  # noqa: E402,F401
 from prm.data.formats import to_trl  # noqa: E402
 
-__all__ = ["FORMATS", "Report", "convert_rows", "iter_source", "load", "to_trl"]
+__all__ = ["FORMATS", "Report", "convert_rows", "iter_source", "load", "resolve_path", "split_by_problem", "to_trl"]

@@ -1,0 +1,72 @@
+"""Score the steps of solutions with a trained PRM: a readable per-step table and a JSONL file.
+
+    python exp/infer_prm.py --model results/train_prm/minilm_gsm8k_errors/model \\
+        --data data/sample_stepwise.jsonl --format stepwise --output scores.jsonl
+    python exp/infer_prm.py --model results/train_prm/minilm_gsm8k_errors/model \\
+        --problem "What is 2+3*4?" --steps "3*4 = 12." "2 + 12 = 15." "The answer is 15."
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from prm.config import parse
+from prm.data import load, resolve_path
+from prm.eval.steps import score_records
+from prm.io import write_jsonl
+from prm.models.prm import PRM
+from prm.rewards import aggregate
+
+log = logging.getLogger("infer_prm")
+
+
+@dataclass
+class InferConfig:
+    model: str = field(metadata={"help": "A PRM directory saved by exp/train_prm.py (full model or adapter)."})
+    data: str | None = field(default=None, metadata={"help": "Solutions to score (any supported format)."})
+    format: str = field(default="stepwise", metadata={"help": "Format of --data (python -m prm.data --list)."})
+    format_options: str = field(default="{}", metadata={"help": "Converter options as JSON."})
+    problem: str | None = field(default=None, metadata={"help": "Score one solution given on the command line..."})
+    steps: list[str] = field(default_factory=list, metadata={"help": "...with these steps."})
+    limit: int | None = field(default=None, metadata={"help": "Score at most this many records."})
+    output: str | None = field(default=None, metadata={"help": "JSONL output (records with step_scores)."})
+    batch_size: int = field(default=16, metadata={"help": "Solutions per forward pass."})
+    aggregator: str = field(default="min", metadata={"help": "Solution score shown in the table: min, prod, last, mean, geomean."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow models that ship custom code."})
+
+
+def main(cfg: InferConfig) -> list[dict]:
+    prm = PRM.load(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    if cfg.problem:
+        records = [{"id": "cli", "prompt": cfg.problem, "completions": cfg.steps, "labels": [None] * len(cfg.steps)}]
+    elif cfg.data:
+        records = load(cfg.format, resolve_path(cfg.data), limit=cfg.limit, **json.loads(cfg.format_options)).to_list()
+    else:
+        raise SystemExit("give --data FILE or --problem TEXT --steps STEP [STEP ...]")
+    scored = score_records(prm, records, cfg.batch_size)
+    for r in scored:
+        head = r["prompt"].replace("\n", " ")
+        print(f"\n[{r['id']}] {head[:100]}{'…' if len(head) > 100 else ''}")
+        for i, (step, s) in enumerate(zip(r["completions"], r["step_scores"])):
+            lab = r["labels"][i] if i < len(r["labels"]) else None
+            mark = "" if lab is None else f"  (label {lab:g})"
+            print(f"  {i + 1:2d}  {s:5.3f}  {step.replace(chr(10), ' ')[:90]}{mark}")
+        if len(r["step_scores"]) < len(r["completions"]):
+            print(f"      ({len(r['completions']) - len(r['step_scores'])} steps beyond max_length not scored)")
+        if r["step_scores"]:
+            print(f"  solution score ({cfg.aggregator}): {aggregate(r['step_scores'], cfg.aggregator):.3f}")
+    if cfg.output:
+        n = write_jsonl(cfg.output, scored)
+        log.info("wrote %d scored records to %s", n, cfg.output)
+    return scored
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    main(*parse(InferConfig, description=__doc__.split("\n")[0]))

@@ -1,0 +1,39 @@
+"""Command-line parsing for `exp/` scripts: dataclass fields become flags (HfArgumentParser), then
+``--config x.yaml`` supplies values, then flags given on the command line override them.
+Unknown keys in the YAML file fail with the list of known ones."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import HfArgumentParser
+
+
+def parse(dataclass_types: Any, argv: list[str] | None = None, description: str | None = None) -> tuple:
+    """Parse ``argv`` into instances of ``dataclass_types`` (a type or a tuple of types)."""
+    types = dataclass_types if isinstance(dataclass_types, (tuple, list)) else (dataclass_types,)
+    parser = HfArgumentParser(types, description=description)
+    parser.add_argument("--config", type=str, default=None, help="YAML file of option values; flags given on the command line override it")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre, _ = parser.parse_known_args(argv) if "--config" in " ".join(argv) else (None, None)
+    if pre is not None and pre.config:
+        path = Path(pre.config)
+        if not path.is_file():
+            parser.error(f"--config: no such file: {path}")
+        values = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(values, dict):
+            parser.error(f"--config {path}: expected a mapping of option: value")
+        known = {f.name for t in types for f in fields(t)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            parser.error(f"--config {path}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        for action in parser._actions:
+            if action.dest in values:
+                action.required = False
+        parser.set_defaults(**values)
+    out = parser.parse_args_into_dataclasses(args=argv)
+    return tuple(o for o in out if not isinstance(o, type(None)))[: len(types)]

@@ -1,0 +1,1 @@
+"""Evaluation: step metrics, best-of-N, ProcessBench-style first-error F1."""

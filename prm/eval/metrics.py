@@ -1,0 +1,52 @@
+"""Step-level metrics: accuracy, weighted and per-class precision/recall/F1, AUROC."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
+
+from prm.schema import label_names
+
+
+def step_metrics(labels: Sequence[float], probs: np.ndarray, label_scheme: str, threshold: float = 0.5) -> dict:
+    """Metrics of step predictions.
+
+    Args:
+        labels: one label per scored step (class ids, or soft targets in [0, 1]).
+        probs: (n_steps, n_classes) class probabilities, or (n_steps,) P(correct).
+        label_scheme: binary, ternary or soft. Soft targets count as correct when >= 0.5.
+        threshold: P(correct) above which a binary/soft step is predicted correct.
+    """
+    y = np.asarray(labels, dtype=float)
+    p = np.asarray(probs, dtype=float)
+    if y.size == 0:
+        return {"n_steps": 0}
+    if label_scheme == "ternary":
+        pred = p.argmax(-1)
+        y_cls = y.astype(int)
+        pos = p[:, 2]
+        y_bin = (y_cls == 2).astype(int)
+        names = label_names("ternary")
+    else:
+        pos = p[:, 1] if p.ndim == 2 else p
+        pred = (pos >= threshold).astype(int)
+        y_cls = (y >= 0.5).astype(int)
+        y_bin = y_cls
+        names = label_names("binary")
+    classes = list(range(len(names)))
+    out: dict = {"n_steps": int(y.size), "accuracy": float((pred == y_cls).mean())}
+    p_w, r_w, f_w, _ = precision_recall_fscore_support(y_cls, pred, labels=classes, average="weighted", zero_division=0)
+    out.update(precision_weighted=float(p_w), recall_weighted=float(r_w), f1_weighted=float(f_w))
+    p_c, r_c, f_c, s_c = precision_recall_fscore_support(y_cls, pred, labels=classes, zero_division=0)
+    for k, name in enumerate(names):
+        out[f"{name}_precision"] = float(p_c[k])
+        out[f"{name}_recall"] = float(r_c[k])
+        out[f"{name}_f1"] = float(f_c[k])
+        out[f"{name}_support"] = int(s_c[k])
+    # AUROC of P(correct) against "step is correct" (positive class vs rest for ternary)
+    out["auroc"] = float(roc_auc_score(y_bin, pos)) if 0 < y_bin.sum() < len(y_bin) else None
+    if label_scheme == "soft":
+        out["soft_mse"] = float(np.mean((pos - y) ** 2))
+    return out

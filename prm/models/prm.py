@@ -1,0 +1,249 @@
+"""A process reward model: any Hugging Face backbone with a token-classification head that scores
+each step at its score position (see `prm.models.encoding`).
+
+Label schemes and heads:
+
+- ``binary``: 2 classes; P(correct) = softmax(logits)[1].
+- ``ternary``: 3 classes (negative, neutral, positive); P(correct) = softmax(logits)[2].
+- ``soft``: 2 classes trained with soft cross-entropy against (1 - p, p); P(correct) as binary.
+  Soft targets stay floats end to end.
+
+A saved PRM is a standard model directory (safetensors, loadable by
+``AutoModelForTokenClassification`` without ``trust_remote_code``, or a PEFT adapter directory)
+plus ``prm_config.json`` recording separator, label scheme, backbone kind and truncation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from prm.models.backbones import resolve
+from prm.models.encoding import IGNORE, StepEncoding, encode_steps
+
+log = logging.getLogger(__name__)
+
+PRM_CONFIG = "prm_config.json"
+NUM_LABELS = {"binary": 2, "soft": 2, "ternary": 3}
+POSITIVE_CLASS = {"binary": 1, "soft": 1, "ternary": 2}
+SPECIAL_SEPARATORS = ("ки", "<extra_0>")
+
+
+@dataclass
+class PRMSpec:
+    """What a saved PRM needs besides its weights (stored as ``prm_config.json``)."""
+
+    label_scheme: str = "binary"
+    separator: str = "\n"
+    backbone: str = ""  # what it was built from (hub id, path, or embedded name)
+    kind: str = "encoder"  # "encoder" or "causal"
+    max_length: int | None = None
+    max_prompt_length: int | None = None
+    max_completion_length: int | None = None
+    adapter: bool = False  # saved as a PEFT adapter on ``backbone``
+    extra: dict = field(default_factory=dict)
+
+    def save(self, path: str | Path) -> None:
+        Path(path, PRM_CONFIG).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PRMSpec":
+        f = Path(path, PRM_CONFIG)
+        if not f.is_file():
+            raise FileNotFoundError(f"{path} is not a PRM directory: no {PRM_CONFIG}")
+        return cls(**json.loads(f.read_text()))
+
+
+def is_causal(config: Any) -> bool:
+    return not getattr(config, "is_encoder_decoder", False) and getattr(config, "model_type", "") not in (
+        "bert", "roberta", "deberta", "deberta-v2", "distilbert", "electra", "xlm-roberta", "modernbert", "mpnet",
+    )
+
+
+def step_loss(
+    logits: torch.Tensor, labels: torch.Tensor, label_scheme: str, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean loss over labeled score positions.
+
+    logits: (batch, seq, classes); labels: (batch, seq) floats, IGNORE where unlabeled;
+    weights: optional (batch,) per-example or (batch, seq) per-step weights.
+    Hard schemes use cross-entropy on class ids; ``soft`` uses soft cross-entropy on (1 - p, p).
+    """
+    mask = labels != IGNORE  # (batch, seq)
+    if not mask.any():
+        return logits.sum() * 0.0
+    logp = F.log_softmax(logits[mask].float(), dim=-1)  # (n, classes)
+    target = labels[mask]
+    if label_scheme == "soft":
+        loss = -(target * logp[:, 1] + (1.0 - target) * logp[:, 0])
+    else:
+        loss = F.nll_loss(logp, target.long(), reduction="none")
+    if weights is not None:
+        w = weights if weights.dim() == 2 else weights[:, None].expand_as(labels)
+        w = w[mask].to(loss.dtype)
+        return (loss * w).sum() / mask.sum()
+    return loss.mean()
+
+
+def load_backbone(
+    name_or_path: str,
+    label_scheme: str = "binary",
+    separator: str = "\n",
+    *,
+    torch_dtype: torch.dtype | None = None,
+    trust_remote_code: bool = False,
+    load_in_4bit: bool = False,
+    use_pretrained: bool = True,
+) -> tuple[Any, Any]:
+    """A token-classification model and its tokenizer, ready for step scoring.
+
+    Adds the separator as a special token (resizing embeddings) when it is a step tag such as
+    ``ки``; gives decoder tokenizers a pad token (their eos) when they lack one.
+    """
+    from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer
+
+    if label_scheme not in NUM_LABELS:
+        raise ValueError(f"unknown label scheme '{label_scheme}' for a PRM; known: {', '.join(NUM_LABELS)}")
+    path = resolve(name_or_path)
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    # ignore_mismatched_sizes: a checkpoint with another head size (e.g. a binary PRM as the start
+    # of a ternary one) keeps its backbone and gets a fresh head.
+    kw: dict[str, Any] = {"num_labels": NUM_LABELS[label_scheme], "trust_remote_code": trust_remote_code, "ignore_mismatched_sizes": True}
+    if torch_dtype is not None:
+        kw["dtype"] = torch_dtype
+    if load_in_4bit:
+        if not torch.cuda.is_available():
+            raise RuntimeError("4-bit QLoRA (bitsandbytes) needs a CUDA GPU; none is available")
+        from transformers import BitsAndBytesConfig
+
+        kw["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+    if use_pretrained:
+        model = AutoModelForTokenClassification.from_pretrained(path, **kw)
+    else:
+        config = AutoConfig.from_pretrained(path, num_labels=kw["num_labels"], trust_remote_code=trust_remote_code)
+        model = AutoModelForTokenClassification.from_config(config, trust_remote_code=trust_remote_code)
+    prepare_tokenizer(tok, model, separator)
+    return model, tok
+
+
+def prepare_tokenizer(tok: Any, model: Any, separator: str) -> None:
+    """Pad token for decoders; step-tag separators as special tokens (embeddings resized)."""
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    model.config.pad_token_id = tok.pad_token_id
+    if separator in SPECIAL_SEPARATORS and separator not in tok.get_vocab():
+        tok.add_special_tokens({"additional_special_tokens": [separator]})
+        model.resize_token_embeddings(len(tok))
+
+
+class PRM:
+    """A model, its tokenizer and its `PRMSpec`; scores steps in one forward pass per solution."""
+
+    def __init__(self, model: Any, tokenizer: Any, spec: PRMSpec):
+        self.model, self.tokenizer, self.spec = model, tokenizer, spec
+
+    @classmethod
+    def from_backbone(cls, name_or_path: str, spec: PRMSpec | None = None, **kw: Any) -> "PRM":
+        spec = spec or PRMSpec()
+        model, tok = load_backbone(name_or_path, spec.label_scheme, spec.separator, **kw)
+        spec.backbone = spec.backbone or name_or_path
+        spec.kind = "causal" if is_causal(model.config) else "encoder"
+        return cls(model, tok, spec)
+
+    @classmethod
+    def load(cls, path: str | Path, *, torch_dtype: torch.dtype | None = None, trust_remote_code: bool = False) -> "PRM":
+        """Load a PRM saved by `save` (full model or PEFT adapter)."""
+        from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+        spec = PRMSpec.load(path)
+        tok = AutoTokenizer.from_pretrained(path)
+        if spec.adapter:
+            from peft import PeftModel
+
+            base, _ = load_backbone(spec.backbone, spec.label_scheme, spec.separator, torch_dtype=torch_dtype, trust_remote_code=trust_remote_code)
+            if len(tok) != base.get_input_embeddings().weight.shape[0]:
+                base.resize_token_embeddings(len(tok))
+            model = PeftModel.from_pretrained(base, path)
+        else:
+            kw = {"dtype": torch_dtype} if torch_dtype is not None else {}
+            model = AutoModelForTokenClassification.from_pretrained(path, trust_remote_code=trust_remote_code, **kw)
+        model.eval()
+        return cls(model, tok, spec)
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.spec.adapter = hasattr(self.model, "peft_config")
+        self.model.save_pretrained(path, safe_serialization=True)
+        self.tokenizer.save_pretrained(path)
+        self.spec.save(path)
+
+    @property
+    def positive_class(self) -> int:
+        return POSITIVE_CLASS[self.spec.label_scheme]
+
+    def encode(self, prompt: str, steps: Sequence[str], labels: Sequence[float | None] | None = None, **kw: Any) -> StepEncoding | None:
+        """The training/inference tokenization with this PRM's separator and truncation."""
+        s = self.spec
+        opts = dict(separator=s.separator, max_length=s.max_length, max_prompt_length=s.max_prompt_length, max_completion_length=s.max_completion_length)
+        opts.update(kw)
+        return encode_steps(self.tokenizer, prompt, steps, labels, **opts)
+
+    @torch.no_grad()
+    def score_batch(self, items: Sequence[tuple[str, Sequence[str]]], batch_size: int = 16) -> list[list[float]]:
+        """P(step correct) for every step of every (problem, steps) item; one forward pass per
+        solution, batched. Steps removed by truncation get no score (shorter list)."""
+        self.model.eval()
+        device = next(self.model.parameters()).device
+        encs = [self.encode(p, st) for p, st in items]
+        out: list[list[float]] = [[] for _ in items]
+        order = sorted((i for i, e in enumerate(encs) if e is not None), key=lambda i: len(encs[i].input_ids))
+        pad = self.tokenizer.pad_token_id or 0
+        for b in range(0, len(order), batch_size):
+            idx = order[b : b + batch_size]
+            width = max(len(encs[i].input_ids) for i in idx)
+            ids = torch.full((len(idx), width), pad, dtype=torch.long)
+            att = torch.zeros((len(idx), width), dtype=torch.long)
+            for r, i in enumerate(idx):  # right padding: positions stay as encoded
+                n = len(encs[i].input_ids)
+                ids[r, :n] = torch.tensor(encs[i].input_ids)
+                att[r, :n] = 1
+            logits = self.model(input_ids=ids.to(device), attention_mask=att.to(device)).logits  # (batch, seq, classes)
+            probs = logits.float().softmax(-1)[..., self.positive_class].cpu()
+            for r, i in enumerate(idx):
+                out[i] = probs[r, encs[i].score_positions].tolist()
+        return out
+
+    def score_steps(self, problem: str, steps: Sequence[str]) -> list[float]:
+        """P(step correct) for each step of one solution."""
+        return self.score_batch([(problem, steps)])[0]
+
+
+def _head_name(model: Any) -> str:
+    """Name of the token-classification head (``score`` for decoders, ``classifier`` for BERT)."""
+    for name in ("score", "classifier"):
+        if isinstance(getattr(model, name, None), torch.nn.Module):
+            return name
+    raise ValueError(f"cannot find the classification head of {type(model).__name__}")
+
+
+def apply_lora(prm: PRM, r: int = 16, alpha: int = 32, dropout: float = 0.05, target_modules: str | list[str] = "all-linear") -> PRM:
+    """Wrap the model with LoRA adapters (peft). ``all-linear`` means every linear layer of the
+    backbone; the classification head is not adapted but trained in full and saved with the adapter."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    head = _head_name(prm.model)
+    if target_modules == "all-linear":
+        target_modules = sorted({n.rsplit(".", 1)[-1] for n, m in prm.model.named_modules() if isinstance(m, torch.nn.Linear) and not n.startswith(head)})
+    elif isinstance(target_modules, str):
+        target_modules = [m.strip() for m in target_modules.split(",") if m.strip()]
+    cfg = LoraConfig(task_type=TaskType.TOKEN_CLS, r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, modules_to_save=[head])
+    prm.model = get_peft_model(prm.model, cfg)
+    prm.spec.adapter = True
+    return prm
