@@ -46,6 +46,7 @@ class EvalConfig:
     threshold: float | None = field(default=None, metadata={"help": "ProcessBench: fixed threshold (instead of choosing one on dev data)."})
     ns: str = field(default="1,2,4,8,16", metadata={"help": "Best-of-N: comma-separated N values."})
     aggregators: str = field(default="min,prod,last", metadata={"help": "Solution-score aggregators to report."})
+    limit: int | None = field(default=None, metadata={"help": "Use at most this many records (processbench/steps) or problems (best_of_n)."})
     batch_size: int = field(default=16, metadata={"help": "Solutions per forward pass."})
     seed: int = field(default=0, metadata={"help": "Seed for the dev split and bootstrap."})
     run_name: str = field(default="default", metadata={"help": "Folder under results/evaluate/."})
@@ -66,7 +67,7 @@ def main(cfg: EvalConfig) -> dict:
     aggs = [a for a in cfg.aggregators.split(",") if a]
 
     if cfg.task == "best_of_n":
-        problems = load_candidates(resolve_path(cfg.data))
+        problems = load_candidates(resolve_path(cfg.data))[: cfg.limit]
         flat = [(p["problem"], c["steps"]) for p in problems for c in p["candidates"]]
         scores = iter(prm.score_batch(flat, batch_size=cfg.batch_size))
         for p in problems:
@@ -75,9 +76,9 @@ def main(cfg: EvalConfig) -> dict:
         metrics = best_of_n(problems, [int(n) for n in cfg.ns.split(",")], aggs, seed=cfg.seed)
         predictions = problems
     elif cfg.task == "steps":
-        metrics, predictions = evaluate_steps(prm, load(cfg.format, resolve_path(cfg.data)), cfg.batch_size, aggs)
+        metrics, predictions = evaluate_steps(prm, load(cfg.format, resolve_path(cfg.data), limit=cfg.limit), cfg.batch_size, aggs)
     else:
-        test = load(cfg.format, resolve_path(cfg.data))
+        test = load(cfg.format, resolve_path(cfg.data), limit=cfg.limit)
         if cfg.threshold is not None:
             threshold, dev_info = cfg.threshold, {"source": "fixed"}
         else:

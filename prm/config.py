@@ -19,8 +19,12 @@ def parse(dataclass_types: Any, argv: list[str] | None = None, description: str 
     parser = HfArgumentParser(types, description=description)
     parser.add_argument("--config", type=str, default=None, help="YAML file of option values; flags given on the command line override it")
     argv = list(sys.argv[1:] if argv is None else argv)
-    pre, _ = parser.parse_known_args(argv) if "--config" in " ".join(argv) else (None, None)
-    if pre is not None and pre.config:
+    import argparse
+
+    pre_parser = argparse.ArgumentParser(add_help=False)
+    pre_parser.add_argument("--config", default=None)
+    pre, _ = pre_parser.parse_known_args(argv)
+    if pre.config:
         path = Path(pre.config)
         if not path.is_file():
             parser.error(f"--config: no such file: {path}")

@@ -24,3 +24,8 @@ def shared_data() -> Path:
     if d is None or not d.is_dir():
         pytest.skip("no local data folder (set PRM_DATA_DIR)")
     return d
+
+# exp/ scripts are imported by the script tests (they add the repository root themselves too)
+import sys  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))

@@ -1,0 +1,79 @@
+"""The exp/ scripts end to end on their small configs (real MiniLM, real files)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from prm.config import parse
+from prm.io import REPO_ROOT
+
+CONFIGS = REPO_ROOT / "exp" / "configs"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, shared_data):
+    """A MiniLM PRM from exp/train_prm.py's tiny config (4 optimizer steps)."""
+    from exp.train_prm import TrainPRMConfig, main
+    from prm.train import PRMTrainingArguments
+
+    out = tmp_path_factory.mktemp("results")
+    cfg, args = parse((TrainPRMConfig, PRMTrainingArguments), ["--config", str(CONFIGS / "train_prm" / "tiny.yaml"), "--results_dir", str(out)])
+    metrics = main(cfg, args)
+    run = out / "train_prm" / "tiny"
+    return run, metrics
+
+
+def test_train_prm_writes_run_dir(trained):
+    run, metrics = trained
+    for name in ("config.json", "metrics.json", "log.jsonl", "predictions.jsonl", "model/prm_config.json", "model/model.safetensors"):
+        assert (run / name).is_file(), name
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["seed"] == 0 and "torch" in cfg["versions"] and cfg["config"]["script"]["format"] == "gsm8k_errors"
+    assert metrics["steps"]["n_steps"] > 0 and "min" in metrics["solutions"]
+
+
+def test_infer_prm(trained, tmp_path, capsys):
+    from exp.infer_prm import InferConfig, main
+
+    out = tmp_path / "scores.jsonl"
+    (cfg,) = parse(InferConfig, ["--model", str(trained[0] / "model"), "--data", str(REPO_ROOT / "data" / "sample_stepwise.jsonl"), "--output", str(out)])
+    scored = main(cfg)
+    assert len(scored) == 5 and len(out.read_text().splitlines()) == 5
+    assert "solution score (min)" in capsys.readouterr().out
+    assert all(0.0 <= s <= 1.0 for r in scored for s in r["step_scores"])
+
+
+def test_evaluate_processbench_on_champ_with_dev_split(trained, tmp_path):
+    from exp.evaluate import EvalConfig, main
+
+    (cfg,) = parse(EvalConfig, ["--model", str(trained[0] / "model"), "--task", "processbench", "--format", "champ_fws", "--dev_fraction", "0.3", "--limit", "60", "--results_dir", str(tmp_path), "--run_name", "champ"])
+    m = main(cfg)
+    assert 0.0 <= m["test"]["average_f1"] <= 1.0 and m["dev"]["n"] > 0
+    assert (tmp_path / "evaluate" / "champ" / "predictions.jsonl").is_file()
+    # the threshold is never chosen on the test data
+    (cfg,) = parse(EvalConfig, ["--model", str(trained[0] / "model"), "--task", "processbench", "--format", "champ_fws", "--limit", "5", "--results_dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match="never chosen on the test data"):
+        main(cfg)
+
+
+def test_evaluate_best_of_n_and_steps(trained, tmp_path, fixtures):
+    from exp.evaluate import EvalConfig, main
+
+    bon = tmp_path / "bon.jsonl"
+    bon.write_text(json.dumps({"problem": "What is 2+3?", "answer": "5", "candidates": [{"steps": ["2+3 = 5.", "The answer is 5."]}, {"steps": ["2+3 = 6.", "The answer is 6."]}]}) + "\n")
+    (cfg,) = parse(EvalConfig, ["--model", str(trained[0] / "model"), "--task", "best_of_n", "--data", str(bon), "--ns", "1,2", "--results_dir", str(tmp_path)])
+    m = main(cfg)
+    assert m["methods"]["oracle"][1]["accuracy"] == 1.0
+    (cfg,) = parse(EvalConfig, ["--model", str(trained[0] / "model"), "--task", "steps", "--data", str(fixtures / "processbench.jsonl"), "--results_dir", str(tmp_path)])
+    assert main(cfg)["steps"]["n_steps"] == 4
+
+
+def test_math_shepherd_offline(tmp_path, shared_data):
+    from exp.math_shepherd import MathShepherdConfig
+    from exp.train_prm import main
+    from prm.train import PRMTrainingArguments
+
+    cfg, args = parse((MathShepherdConfig, PRMTrainingArguments), ["--config", str(CONFIGS / "math_shepherd" / "offline.yaml"), "--results_dir", str(tmp_path), "--num_train_epochs", "1"])
+    m = main(cfg, args)
+    assert (tmp_path / "math_shepherd" / "offline_samples" / "metrics.json").is_file() and m["steps"]["n_steps"] > 0
