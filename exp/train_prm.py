@@ -22,6 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from transformers import set_seed
+
 from prm.config import parse
 from prm.data import load, resolve_path, split_by_problem
 from prm.eval.steps import evaluate_steps
@@ -62,6 +64,7 @@ def main(cfg: TrainPRMConfig, args: PRMTrainingArguments) -> dict:
     if args.output_dir in (None, "trainer_output"):
         args.output_dir = str(run_dir / "checkpoints")
     start_run(run_dir, {"script": asdict(cfg), "training": args.to_dict()}, seed=args.seed)
+    set_seed(args.seed)  # before the model exists: its new head's initialization depends on it
 
     # --- data
     opts = json.loads(cfg.format_options)

@@ -82,12 +82,36 @@ def test_best_of_n_bad_file(tmp_path):
         load_candidates(p)
 
 
-def test_inject_error():
+def test_inject_calculation_error():
     steps = ["She has 3*4 = <<3*4=12>>12 eggs.", "Then 12+1 = <<12+1=13>>13."]
-    new, k = inject_error(steps, random.Random(0))
-    assert new[1 - k] == steps[1 - k] and new[k] != steps[k]
+    new, k, kind = inject_error(steps, random.Random(0), ("calculation",))
+    assert kind == "calculation" and new[1 - k] == steps[1 - k] and new[k] != steps[k]
     wrong = new[k].split("=")[-1].split(">>")[0]
     assert wrong not in ("12", "13") and wrong in new[k].split(">>")[1]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_inject_propagation_error(seed):
+    steps = ["She has 3*4 = <<3*4=12>>12 eggs.", "Then 12+1 = <<12+1=13>>13 eggs."]
+    new, k, kind = inject_error(steps, random.Random(seed), ("propagation",))
+    # the second step now builds on a wrong copy of 12, and its own arithmetic is redone exactly
+    assert (k, kind) == (1, "propagation") and new[0] == steps[0]
+    expr, rest = new[1].split("<<")[1].split(">>")
+    lhs, rhs = expr.split("=")
+    a = lhs.split("+")[0]
+    assert a != "12" and float(rhs) == float(a) + 1 and rest.startswith(rhs)
+    assert new[1].startswith(f"Then {a}+1 = ")
+
+
+def test_inject_error_kinds():
+    steps = ["She has 3*4 = <<3*4=12>>12 eggs."]
+    assert inject_error(steps, random.Random(0), ("propagation",)) is None  # nothing to propagate from
+    with pytest.raises(ValueError, match="unknown error kind"):
+        inject_error(steps, random.Random(0), ("typo",))
+
+
+def test_gsm8k_errors_records():
+    steps = ["She has 3*4 = <<3*4=12>>12 eggs.", "Then 12+1 = <<12+1=13>>13."]
     recs = gsm8k_errors({"question": "q?", "answer": "\n".join(steps) + "\n#### 13"}, index=0)
     ref, err = recs
     assert ref["labels"] == [1.0, 1.0] and "<<" not in ref["completions"][0]
@@ -113,3 +137,11 @@ def test_config_yaml_then_flags(tmp_path):
     y.write_text("data: a.jsonl\nlearning_rat: 0.5\n")
     with pytest.raises(SystemExit):
         parse(C, ["--config", str(y)])
+
+
+def test_run_config_has_no_secrets(tmp_path):
+    from prm.io import start_run
+
+    run = start_run(tmp_path / "r", {"claude": {"anthropic_api_key": "sk-live-123", "model": "m"}, "hf_token": "hf_x"}, seed=3)
+    text = (run / "config.json").read_text()
+    assert "sk-live-123" not in text and "hf_x" not in text and '"model": "m"' in text

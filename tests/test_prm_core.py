@@ -170,3 +170,23 @@ def test_mismatched_scheme_and_truncation_drops_are_reported(tiny_bert, tmp_path
     st = t.encode_stats["train"]
     # the long row is dropped whole; the short one keeps step "a" and loses its second step
     assert (st.rows, st.dropped_rows, st.truncated_steps, st.labeled_steps) == (2, 1, 1, 1)
+
+
+def test_model_and_tokenizer_api_with_old_format(tiny_bert, tmp_path):
+    # the old ProcessRewardTrainer style: model + tokenizer + list of {input, value, label} dicts
+    model = AutoModelForTokenClassification.from_pretrained(tiny_bert)
+    tok = AutoTokenizer.from_pretrained(tiny_bert)
+    rows = [{"input": "Find 2+2.", "value": ["2+2 = 4.", "So 4."], "label": ["+", "+"]},
+            {"input": "Find 3*3.", "value": ["3*3 = 6.", "So 6."], "label": ["-", "-"]}]
+    args = PRMTrainingArguments(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=2, report_to="none", disable_tqdm=True)
+    t = PRMTrainer(model=model, tokenizer=tok, args=args, train_dataset=rows)
+    t.train()
+    t.save_model(str(tmp_path / "final"))
+    assert len(PRM.load(tmp_path / "final").score_steps("Find 2+2.", ["2+2 = 4.", "So 4."])) == 2
+
+
+def test_qlora_without_cuda_is_a_clear_error(tiny_bert):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
+        PRM.from_backbone(tiny_bert, PRMSpec(), load_in_4bit=True)

@@ -77,3 +77,19 @@ def test_math_shepherd_offline(tmp_path, shared_data):
     cfg, args = parse((MathShepherdConfig, PRMTrainingArguments), ["--config", str(CONFIGS / "math_shepherd" / "offline.yaml"), "--results_dir", str(tmp_path), "--num_train_epochs", "1"])
     m = main(cfg, args)
     assert (tmp_path / "math_shepherd" / "offline_samples" / "metrics.json").is_file() and m["steps"]["n_steps"] > 0
+
+
+@pytest.mark.slow
+def test_train_prm_under_accelerate_launch(tmp_path, shared_data):
+    # the trainer is plain transformers.Trainer, so `accelerate launch` (multi-GPU, DeepSpeed, FSDP
+    # on real hardware) runs the same script; here one CPU process
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no",
+           str(REPO_ROOT / "exp" / "train_prm.py"), "--config", str(CONFIGS / "train_prm" / "tiny.yaml"), "--results_dir", str(tmp_path), "--max_steps", "2"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "PRM_DATA_DIR": str(shared_data)})
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert json.loads((tmp_path / "train_prm" / "tiny" / "metrics.json").read_text())["steps"]["n_steps"] > 0

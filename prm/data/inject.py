@@ -4,11 +4,16 @@ GSM8K reference lines carry calculator annotations ``a*b = <<a*b=c>>c``. For a r
 ``gsm8k_errors`` format yields:
 
 - the reference solution, every step labeled correct (1);
-- a copy in which one annotated computation's result ``c`` is replaced by a wrong value ``c'``
-  (in the annotation and in the visible text after it): steps before it are correct (1), the
-  changed step is wrong (0), and the steps after it are **unlabeled** (None) — they still use the
-  true ``c``, so they are neither cleanly right nor wrong, as after the first error in
-  ProcessBench and PRM800K phase 2.
+- a copy with one error at a known step: steps before it are correct (1), the changed step is
+  wrong (0), and the steps after it are **unlabeled** (None) — they still use the true values, so
+  they are neither cleanly right nor wrong, as after the first error in ProcessBench and PRM800K
+  phase 2. Two kinds of error, one drawn per row among those that the solution allows:
+
+  - ``calculation``: an annotated computation's result ``c`` becomes a wrong value ``c'`` (in the
+    annotation and in the visible text after it): ``48/2 = 25``.
+  - ``propagation``: an operand that repeats an earlier step's result becomes a wrong value and the
+    step's arithmetic is redone with it, so the step is internally consistent but builds on a
+    number the solution never derived: ``48+26 = 74`` after ``48/2 = 24``.
 
 The corrupted step and the wrong value are drawn from a generator seeded by ``seed`` and the row
 index, so a conversion is reproducible. Calculator annotations are stripped from the returned text
@@ -17,6 +22,8 @@ by default (the visible ``a*b = c`` stays).
 
 from __future__ import annotations
 
+import ast
+import operator
 import random
 import re
 from fractions import Fraction
@@ -51,8 +58,83 @@ def _wrong_value(value: str, rng: random.Random) -> str | None:
     return None
 
 
-def inject_error(steps: list[str], rng: random.Random) -> tuple[list[str], int] | None:
-    """Corrupt one annotated computation. Returns (new steps, index of the wrong step) or None."""
+_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+_NUMBER = re.compile(r"(?<![\d.])\d+(?:\.\d+)?(?![\d.])")
+
+
+def _eval(expr: str) -> Fraction | None:
+    """Exact value of a calculator expression (numbers, + - * / and parentheses), else None."""
+
+    def ev(node: ast.AST) -> Fraction:
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+            return Fraction(str(node.value))
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+            return _OPS[type(node.op)](ev(node.left), ev(node.right))
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -ev(node.operand)
+        raise ValueError("unsupported expression")
+
+    try:
+        return ev(ast.parse(expr.replace(",", ""), mode="eval"))
+    except (SyntaxError, ValueError, ZeroDivisionError, TypeError):
+        return None
+
+
+def _fmt(v: Fraction) -> str:
+    return str(int(v)) if v.denominator == 1 else f"{float(v):.4g}"
+
+
+def _propagation(steps: list[str], rng: random.Random) -> tuple[list[str], int] | None:
+    """Change an operand that repeats an earlier result, and redo that step's arithmetic with it."""
+    earlier: set[str] = set()
+    sites = []
+    for i, s in enumerate(steps):
+        for m in _ANNOT.finditer(s):
+            ops = [o for o in _NUMBER.finditer(m.group(1)) if o.group(0) in earlier]
+            if ops and i > 0:
+                sites.append((i, m, ops))
+        earlier |= {m.group(2).strip() for m in _ANNOT.finditer(s)}
+    rng.shuffle(sites)
+    for i, m, ops in sites:
+        op = rng.choice(ops)
+        wrong = _wrong_value(op.group(0), rng)
+        if wrong is None:
+            continue
+        expr = m.group(1)
+        new_expr = expr[: op.start()] + wrong + expr[op.end() :]
+        value = _eval(new_expr)
+        shown_before = steps[i][: m.start()]
+        # the visible expression before the annotation repeats the operand: change it there too
+        k = shown_before.rfind(op.group(0))
+        if value is None or value < 0 or k < 0:
+            continue
+        result, shown = m.group(2).strip(), m.group(3)
+        new_res = _fmt(value)
+        new_shown = shown.replace(result, new_res, 1) if result in shown else new_res + shown
+        text = shown_before[:k] + wrong + shown_before[k + len(op.group(0)) :] + f"<<{new_expr}={new_res}>>{new_shown}" + steps[i][m.end() :]
+        return steps[:i] + [text] + steps[i + 1 :], i
+    return None
+
+
+ERROR_KINDS = ("calculation", "propagation")
+
+
+def inject_error(steps: list[str], rng: random.Random, kinds: tuple[str, ...] = ("calculation",)) -> tuple[list[str], int, str] | None:
+    """Inject one error of a kind drawn from ``kinds`` that the solution allows.
+    Returns (new steps, index of the wrong step, kind) or None."""
+    for kind in rng.sample(list(kinds), len(kinds)):
+        if kind not in ERROR_KINDS:
+            raise ValueError(f"unknown error kind '{kind}'; known: {', '.join(ERROR_KINDS)}")
+        hit = _calculation(steps, rng) if kind == "calculation" else _propagation(steps, rng)
+        if hit is not None:
+            return hit[0], hit[1], kind
+    return None
+
+
+def _calculation(steps: list[str], rng: random.Random) -> tuple[list[str], int] | None:
+    """Corrupt one annotated computation's result."""
     sites = [(i, m) for i, s in enumerate(steps) for m in _ANNOT.finditer(s)]
     rng.shuffle(sites)
     for i, m in sites:
@@ -68,17 +150,17 @@ def inject_error(steps: list[str], rng: random.Random) -> tuple[list[str], int] 
 
 
 @FORMATS.register("gsm8k_errors")
-def gsm8k_errors(row: dict, index: int, *, seed: int = 0, strip_calculator: bool = True, source: str = "gsm8k_errors") -> list[dict]:
-    """GSM8K reference solutions (all steps correct) plus a copy with one injected arithmetic
-    error at a known step (1 before, 0 at, None after). See `prm.data.inject`."""
+def gsm8k_errors(row: dict, index: int, *, seed: int = 0, kinds: str = "calculation,propagation", strip_calculator: bool = True, source: str = "gsm8k_errors") -> list[dict]:
+    """GSM8K reference solutions (all steps correct) plus a copy with one injected error at a
+    known step (1 before, 0 at, None after); ``kinds``: calculation, propagation. See `prm.data.inject`."""
     ref = gsm8k(row, index)[0]
     steps = ref["completions"]
     clean = (lambda ss: [_CALC.sub("", s) for s in ss]) if strip_calculator else (lambda ss: ss)
     out = [make_record(ref["prompt"], clean(steps), [1.0] * len(steps), "binary", answer=ref["answer"], id=f"{source}-{index}-ref", source=source, meta={"injected_at": -1})]
     rng = random.Random(f"{seed}-{index}")
-    hit = inject_error(steps, rng)
+    hit = inject_error(steps, rng, tuple(k.strip() for k in kinds.split(",") if k.strip()))
     if hit is not None:
-        bad, k = hit
+        bad, k, kind = hit
         labels = [1.0] * k + [0.0] + [None] * (len(bad) - k - 1)
-        out.append(make_record(ref["prompt"], clean(bad), labels, "binary", answer=ref["answer"], id=f"{source}-{index}-err", source=source, meta={"injected_at": k, "label": k}))
+        out.append(make_record(ref["prompt"], clean(bad), labels, "binary", answer=ref["answer"], id=f"{source}-{index}-err", source=source, meta={"injected_at": k, "label": k, "error_kind": kind}))
     return out

@@ -30,7 +30,7 @@ from transformers import EvalPrediction, Trainer, TrainingArguments
 
 from prm.eval.metrics import step_metrics
 from prm.models.encoding import IGNORE
-from prm.models.prm import PRM, step_loss
+from prm.models.prm import PRM, PRMSpec, is_causal, prepare_tokenizer, step_loss
 from prm.train.data import EncodeStats, StepCollator, as_stepwise, encode_dataset, label_scheme_of
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,13 @@ class PRMTrainingArguments(TrainingArguments):
     train_sampling_strategy: str = field(default="group_by_length", metadata={"help": "random, sequential or group_by_length."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: the collator needs the step labels."})
 
+    def __post_init__(self) -> None:
+        # bf16 on a machine without an accelerator means CPU autocast (about 2x the fp32 matmul
+        # rate on CPUs with AVX-512 bf16); TrainingArguments insists on use_cpu for that.
+        if self.bf16 and not self.use_cpu and not torch.cuda.is_available() and not (hasattr(torch, "xpu") and torch.xpu.is_available()):
+            self.use_cpu = True
+        super().__post_init__()
+
 
 def disable_dropout(model: torch.nn.Module) -> None:
     for m in model.modules():
@@ -70,12 +77,25 @@ class PRMTrainer(Trainer):
 
     def __init__(
         self,
-        prm: PRM,
-        args: PRMTrainingArguments,
+        prm: PRM | None = None,
+        args: PRMTrainingArguments | None = None,
         train_dataset: Any = None,
         eval_dataset: Any = None,
+        *,
+        model: Any = None,
+        tokenizer: Any = None,
         **kwargs: Any,
     ):
+        if args is None:
+            raise ValueError("PRMTrainer needs args=PRMTrainingArguments(...)")
+        if prm is None:
+            # The old ProcessRewardTrainer style: a token-classification model and its tokenizer.
+            if model is None or tokenizer is None:
+                raise ValueError("give prm=PRM(...), or model= and tokenizer=")
+            scheme = label_scheme_of(as_stepwise(train_dataset)) if train_dataset is not None else "binary"
+            prepare_tokenizer(tokenizer, model, args.step_separator)
+            prm = PRM(model, tokenizer, PRMSpec(label_scheme=scheme, kind="causal" if is_causal(model.config) else "encoder",
+                                               backbone=getattr(model.config, "_name_or_path", "")))
         self.prm = prm
         spec = prm.spec
         spec.separator = args.step_separator
