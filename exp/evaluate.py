@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from prm.config import parse
 from prm.data import load, resolve_path, split_by_problem
 from prm.eval.bon import best_of_n, load_candidates
-from prm.eval.processbench import choose_threshold, processbench_metrics
+from prm.eval.processbench import choose_threshold, first_error, processbench_metrics
 from prm.eval.steps import evaluate_steps, score_records
 from prm.io import start_run, write_json, write_jsonl
 from prm.models.prm import PRM
@@ -46,6 +46,8 @@ class EvalConfig:
     threshold: float | None = field(default=None, metadata={"help": "ProcessBench: fixed threshold (instead of choosing one on dev data)."})
     ns: str = field(default="1,2,4,8,16", metadata={"help": "Best-of-N: comma-separated N values."})
     aggregators: str = field(default="min,prod,last", metadata={"help": "Solution-score aggregators to report."})
+    max_length: int | None = field(default=None, metadata={"help": "Tokens per solution at inference (default: the PRM's training max_length); steps beyond it get no score."})
+    max_prompt_length: int | None = field(default=None, metadata={"help": "Prompt tokens at inference (default: the PRM's training value)."})
     limit: int | None = field(default=None, metadata={"help": "Use at most this many records (processbench/steps) or problems (best_of_n)."})
     batch_size: int = field(default=16, metadata={"help": "Solutions per forward pass."})
     seed: int = field(default=0, metadata={"help": "Seed for the dev split and bootstrap."})
@@ -59,11 +61,24 @@ def _pb_inputs(scored: list[dict]) -> tuple[list[int], list[list[float]], list[s
     return labels, [r["step_scores"] for r in scored], subsets
 
 
+def _slim(r: dict, threshold: float | None = None) -> dict:
+    """What a prediction row keeps: ids, labels and scores (the texts stay in the data files)."""
+    out = {"id": r["id"], "source": r.get("source"), "labels": r.get("labels"), "step_scores": r["step_scores"]}
+    if threshold is not None:
+        out["label"] = r["meta"]["label"]
+        out["predicted_first_error"] = first_error(r["step_scores"], threshold)
+    return out
+
+
 def main(cfg: EvalConfig) -> dict:
     if cfg.task not in TASKS:
         raise SystemExit(f"--task must be one of {', '.join(TASKS)}")
     run_dir = start_run(Path(cfg.results_dir) / "evaluate" / cfg.run_name, asdict(cfg), seed=cfg.seed)
     prm = PRM.load(cfg.model)
+    if cfg.max_length:
+        prm.spec.max_length = cfg.max_length
+    if cfg.max_prompt_length:
+        prm.spec.max_prompt_length = cfg.max_prompt_length
     aggs = [a for a in cfg.aggregators.split(",") if a]
 
     if cfg.task == "best_of_n":
@@ -74,9 +89,10 @@ def main(cfg: EvalConfig) -> dict:
             for c in p["candidates"]:
                 c["step_scores"] = next(scores)
         metrics = best_of_n(problems, [int(n) for n in cfg.ns.split(",")], aggs, seed=cfg.seed)
-        predictions = problems
+        predictions = [{"id": p["id"], "candidates": [{k: c[k] for k in ("answer", "correct", "step_scores")} for c in p["candidates"]]} for p in problems]
     elif cfg.task == "steps":
-        metrics, predictions = evaluate_steps(prm, load(cfg.format, resolve_path(cfg.data), limit=cfg.limit), cfg.batch_size, aggs)
+        metrics, scored = evaluate_steps(prm, load(cfg.format, resolve_path(cfg.data), limit=cfg.limit), cfg.batch_size, aggs)
+        predictions = [_slim(r) for r in scored]
     else:
         test = load(cfg.format, resolve_path(cfg.data), limit=cfg.limit)
         if cfg.threshold is not None:
@@ -91,10 +107,14 @@ def main(cfg: EvalConfig) -> dict:
             dev_scored = score_records(prm, dev, cfg.batch_size, desc="scoring dev")
             threshold = choose_threshold(*_pb_inputs(dev_scored))
             dev_info = {"source": cfg.dev_data or f"{cfg.dev_fraction:.0%} of problems", "n": len(dev_scored), **processbench_metrics(*_pb_inputs(dev_scored), threshold)}
-        predictions = score_records(prm, test, cfg.batch_size, desc="scoring test")
-        metrics = {"test": processbench_metrics(*_pb_inputs(predictions), threshold), "dev": dev_info}
+        scored = score_records(prm, test, cfg.batch_size, desc="scoring test")
+        metrics = {"test": processbench_metrics(*_pb_inputs(scored), threshold), "dev": dev_info}
+        predictions = [_slim(r, threshold) for r in scored]
         log.info("ProcessBench F1 (test, threshold %.2f chosen on dev): %.3f", threshold, metrics["test"]["average_f1"])
 
+    if cfg.task != "best_of_n":
+        # solutions whose later steps fell beyond max_length and were not scored
+        metrics["truncated_solutions"] = sum(len(p["step_scores"]) < len(p["labels"]) for p in predictions)
     write_json(run_dir / "metrics.json", metrics)
     write_jsonl(run_dir / "predictions.jsonl", predictions)
     log.info("wrote %s", run_dir)
