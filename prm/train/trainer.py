@@ -62,6 +62,8 @@ class PRMTrainingArguments(TrainingArguments):
         # rate on CPUs with AVX-512 bf16); TrainingArguments insists on use_cpu for that.
         if self.bf16 and not self.use_cpu and not torch.cuda.is_available() and not (hasattr(torch, "xpu") and torch.xpu.is_available()):
             self.use_cpu = True
+        if not torch.cuda.is_available():
+            self.dataloader_pin_memory = False  # pinning needs an accelerator; avoids a warning per run
         super().__post_init__()
 
 
