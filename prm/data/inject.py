@@ -22,12 +22,11 @@ by default (the visible ``a*b = c`` stays).
 
 from __future__ import annotations
 
-import ast
-import operator
 import random
 import re
 from fractions import Fraction
 
+from prm.arith import evaluate as _eval
 from prm.data import FORMATS
 from prm.data.problems import _CALC, gsm8k
 from prm.schema import make_record
@@ -58,28 +57,7 @@ def _wrong_value(value: str, rng: random.Random) -> str | None:
     return None
 
 
-_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 _NUMBER = re.compile(r"(?<![\d.])\d+(?:\.\d+)?(?![\d.])")
-
-
-def _eval(expr: str) -> Fraction | None:
-    """Exact value of a calculator expression (numbers, + - * / and parentheses), else None."""
-
-    def ev(node: ast.AST) -> Fraction:
-        if isinstance(node, ast.Expression):
-            return ev(node.body)
-        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
-            return Fraction(str(node.value))
-        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
-            return _OPS[type(node.op)](ev(node.left), ev(node.right))
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-            return -ev(node.operand)
-        raise ValueError("unsupported expression")
-
-    try:
-        return ev(ast.parse(expr.replace(",", ""), mode="eval"))
-    except (SyntaxError, ValueError, ZeroDivisionError, TypeError):
-        return None
 
 
 def _fmt(v: Fraction) -> str:
