@@ -9,13 +9,21 @@ from fractions import Fraction
 
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 # Symbols people write for the four operations, mapped to Python's.
-_SYMBOLS = str.maketrans({"x": "*", "×": "*", "·": "*", "÷": "/", "−": "-", "–": "-"})
+_SYMBOLS = str.maketrans({"×": "*", "·": "*", "÷": "/", "−": "-", "–": "-"})
+# "x" is multiplication only between two operands ("3 x 4", "2x(1+2)"); otherwise it is a variable.
+_TIMES = re.compile(r"(?<=[\d)%])\s*x\s*(?=[\d($])")
+# "28 / 1/5" means 28 divided by one fifth: a fraction written after a spaced division sign.
+_DIV_FRACTION = re.compile(r"/\s+(\d+(?:\.\d+)?)/(\d+(?:\.\d+)?)")
 
 
 def evaluate(expr: str) -> Fraction | None:
     """Exact value of an expression of numbers, + - * / (also x × ÷), parentheses and unary minus;
-    ``N%`` is N/100; thousands separators and ``$`` are ignored. None when it is anything else."""
-    text = re.sub(r"(\d+(?:\.\d+)?)\s*%", r"(\1/100)", expr.replace(",", "").replace("$", "")).translate(_SYMBOLS).strip()
+    ``N%`` is N/100, ``a / b/c`` (spaced) is a divided by the fraction b/c; thousands separators and
+    ``$`` are ignored. None when it is anything else (an ``x`` that is not between two operands is
+    a variable)."""
+    text = _TIMES.sub("*", expr.replace(",", "").replace("$", ""))
+    text = _DIV_FRACTION.sub(r"/ (\1/\2)", text)
+    text = re.sub(r"(\d+(?:\.\d+)?)\s*%", r"(\1/100)", text).translate(_SYMBOLS).strip()
     if not text or not re.fullmatch(r"[\d\s.+\-*/()]+", text) or not re.search(r"\d", text):
         return None
 
