@@ -1,0 +1,106 @@
+"""Batched solution sampling with a local transformers model (the "SFT model" of Method 1).
+
+The model is a hub id, a local directory, the embedded ``smollm2``, or a PEFT/LoRA adapter
+directory (its base model is loaded and the adapter applied). Prompts use the tokenizer's chat
+template when it has one. Sampling is seeded per batch, so a rerun with the same seed, problems and
+batch size writes the same solutions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from prm.models.backbones import resolve
+
+log = logging.getLogger(__name__)
+
+SYSTEM_PROMPT = (
+    "You are a careful math tutor. Solve the problem step by step, one step per line, "
+    "and finish with a line 'The answer is: N'."
+)
+
+
+def load_causal_lm(name_or_path: str, *, dtype: torch.dtype | None = None, trust_remote_code: bool = False) -> tuple[Any, Any]:
+    """A causal LM and its tokenizer; an adapter directory loads its base model plus the adapter."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(name_or_path)
+    kw: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if dtype is not None:
+        kw["dtype"] = dtype
+    if (path / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        if not base:
+            raise ValueError(f"{path}/adapter_config.json names no base_model_name_or_path")
+        model = AutoModelForCausalLM.from_pretrained(resolve(base), **kw)
+        model = PeftModel.from_pretrained(model, str(path))
+        tok_src = str(path) if (path / "tokenizer_config.json").is_file() else resolve(base)
+    else:
+        if not path.exists() and "/" not in name_or_path and name_or_path not in ("smollm2",):
+            raise FileNotFoundError(f"--sft_model {name_or_path}: no such directory, and not a hub id (owner/name) or 'smollm2'")
+        model = AutoModelForCausalLM.from_pretrained(resolve(name_or_path), **kw)
+        tok_src = resolve(name_or_path)
+    tok = AutoTokenizer.from_pretrained(tok_src, trust_remote_code=trust_remote_code)
+    tok.padding_side = "left"  # generation continues from the right end of every row
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    model.eval()
+    return model, tok
+
+
+class LocalGenerator:
+    """Sample ``n`` solutions per problem from a local causal LM."""
+
+    def __init__(
+        self,
+        model: str = "smollm2",
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.7,
+        top_p: float = 0.95,
+        batch_size: int = 8,
+        seed: int = 0,
+        system_prompt: str = SYSTEM_PROMPT,
+        dtype: torch.dtype | None = None,
+        trust_remote_code: bool = False,
+    ):
+        self.model, self.tokenizer = load_causal_lm(model, dtype=dtype, trust_remote_code=trust_remote_code)
+        self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
+        self.batch_size, self.seed, self.system_prompt = batch_size, seed, system_prompt
+
+    def prompt(self, problem: str) -> str:
+        tok = self.tokenizer
+        if getattr(tok, "chat_template", None):
+            msgs = [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": problem}]
+            return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        return f"{self.system_prompt}\n\nProblem: {problem}\nSolution:\n"
+
+    @torch.no_grad()
+    def generate(self, problems: Sequence[str], n: int = 1, desc: str = "generating") -> list[list[str]]:
+        """``n`` sampled solutions (text) for every problem, in problem order."""
+        prompts = [self.prompt(p) for p in problems for _ in range(n)]
+        texts: list[str] = []
+        device = next(self.model.parameters()).device
+        for b in tqdm(range(0, len(prompts), self.batch_size), desc=desc, unit="batch"):
+            enc = self.tokenizer(prompts[b : b + self.batch_size], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            enc.pop("token_type_ids", None)  # BERT-style tokenizers add it; decoders take no such input
+            torch.manual_seed(self.seed + b)  # per batch: reruns reproduce, batches differ
+            out = self.model.generate(
+                **enc,
+                max_new_tokens=self.max_new_tokens,
+                do_sample=self.temperature > 0,
+                temperature=self.temperature if self.temperature > 0 else None,
+                top_p=self.top_p if self.temperature > 0 else None,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )  # (batch, prompt + new tokens)
+            new = out[:, enc["input_ids"].shape[1] :]
+            texts += [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+        return [texts[i * n : (i + 1) * n] for i in range(len(problems))]

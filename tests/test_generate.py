@@ -1,0 +1,51 @@
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+
+from prm.generate import LocalGenerator
+from prm.models.backbones import minilm_path
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory):
+    tok = AutoTokenizer.from_pretrained(minilm_path())
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      intermediate_size=64, pad_token_id=tok.pad_token_id, eos_token_id=tok.sep_token_id, bos_token_id=tok.cls_token_id)
+    d = tmp_path_factory.mktemp("lm")
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(d)
+    tok.save_pretrained(d)
+    return str(d)
+
+
+def test_generate_shapes_and_seeding(tiny_lm):
+    gen = LocalGenerator(tiny_lm, max_new_tokens=8, batch_size=3, seed=1)
+    out = gen.generate(["What is 2+2?", "What is 3+3?"], n=2)
+    assert len(out) == 2 and all(len(s) == 2 for s in out)
+    assert gen.generate(["What is 2+2?", "What is 3+3?"], n=2) == out  # same seed, same samples
+    assert LocalGenerator(tiny_lm, max_new_tokens=8, batch_size=3, seed=2).generate(["What is 2+2?", "What is 3+3?"], n=2) != out
+
+
+def test_adapter_directory(tiny_lm, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm)
+    peft = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    peft.save_pretrained(tmp_path / "adapter")
+    gen = LocalGenerator(str(tmp_path / "adapter"), max_new_tokens=4)
+    from peft import PeftModel
+
+    assert isinstance(gen.model, PeftModel)
+    assert len(gen.generate(["q?"], n=1)[0]) == 1
+
+
+def test_bad_model_path_is_one_line_error():
+    with pytest.raises(FileNotFoundError, match="--sft_model nonexistent_dir: no such directory"):
+        LocalGenerator("nonexistent_dir")
+
+
+@pytest.mark.slow
+def test_smollm2_writes_a_solution():
+    gen = LocalGenerator("smollm2", max_new_tokens=48, temperature=0.0)
+    (sol,) = gen.generate(["Tom has 3 apples and buys 2 more. How many apples does he have?"], n=1)
+    assert len(sol[0]) > 10
