@@ -1,0 +1,92 @@
+"""The Claude verifier against a real HTTP server on 127.0.0.1 standing in for the API."""
+
+import pytest
+
+from fake_anthropic import FakeAnthropic
+from prm.verify.claude import ClaudeVerifier, parse_verdict
+
+pytestmark = pytest.mark.api
+KEY = "sk-ant-test-SECRET-123"
+ITEMS = [
+    ("What is 2+3?", ["2 + 3 = 5.", "The answer is 5."], "5"),
+    ("What is 4*3?", ["4 * 3 = 13.", "The answer is 13."], "12"),
+    ("What is 9-4?", ["9 - 4 = 5.", "The answer is 5."], "5"),
+]
+
+
+@pytest.fixture
+def server():
+    s = FakeAnthropic()
+    yield s
+    s.close()
+
+
+def make(server, tmp_path, **kw):
+    return ClaudeVerifier("claude-sonnet-4-6", api_key=KEY, base_url=server.url, cache_path=tmp_path / "cache.jsonl", **kw)
+
+
+def test_happy_path_one_request_per_solution(server, tmp_path):
+    v = make(server, tmp_path)
+    grades = v.grade_many(ITEMS)
+    assert [g.step_correct for g in grades] == [[True, True], [False, True], [True, True]]
+    assert len(server.requests) == 3 and v.usage.requests == 3
+    req = server.requests[0]
+    # grading instructions are a cached system prefix; verdicts are schema-constrained JSON
+    assert req["system"][0]["cache_control"] == {"type": "ephemeral"}
+    assert req["output_config"]["format"]["type"] == "json_schema"
+    assert "temperature" not in req
+    assert server.headers[0]["Authorization"] == f"Bearer {KEY}" and "anthropic-version" in server.headers[0]
+    assert v.usage.cost_usd("claude-sonnet-4-6") == pytest.approx(3 * (100 * 3 + 300 * 0.3 + 20 * 15) / 1e6)
+
+
+@pytest.mark.parametrize("error", ["429", "500", "529"])
+def test_retries_then_success(server, tmp_path, error):
+    server.script = [error, error]
+    g = make(server, tmp_path).grade(*ITEMS[0])
+    assert g.step_correct == [True, True] and len(server.requests) == 3
+
+
+def test_timeout_is_retried(server, tmp_path):
+    server.script = ["slow"]
+    g = make(server, tmp_path, timeout=0.5).grade(*ITEMS[1])
+    assert g.step_correct == [False, True] and len(server.requests) == 2
+
+
+@pytest.mark.parametrize("bad", ["bad_json", "short"])
+def test_malformed_verdict_reasks_once_then_unlabeled(server, tmp_path, bad):
+    server.script = [bad]  # the re-ask gets a good answer
+    v = make(server, tmp_path)
+    assert v.grade(*ITEMS[0]).step_correct == [True, True] and len(server.requests) == 2
+    server.script = [bad, bad]  # twice bad: unlabeled, counted, never guessed
+    g = v.grade(*ITEMS[2])
+    assert g.step_correct == [None, None] and g.solution_correct is None and v.usage.unlabeled == 1
+
+
+def test_rerun_never_pays_twice(server, tmp_path):
+    first = make(server, tmp_path).grade_many(ITEMS[:2])  # "killed" after two solutions
+    n = len(server.requests)
+    again = make(server, tmp_path)
+    grades = again.grade_many(ITEMS)
+    assert len(server.requests) == n + 1 and again.usage.cached == 2  # only the new solution
+    assert [g.step_correct for g in grades[:2]] == [g.step_correct for g in first]
+    assert [g.step_correct for g in grades] == [g.step_correct for g in make(server, tmp_path / "fresh").grade_many(ITEMS)]
+
+
+def test_api_key_never_written(server, tmp_path):
+    make(server, tmp_path).grade_many(ITEMS)
+    for f in tmp_path.rglob("*"):
+        if f.is_file():
+            assert KEY not in f.read_text(errors="ignore")
+
+
+def test_missing_key_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RuntimeError, match="needs ANTHROPIC_API_KEY"):
+        ClaudeVerifier()
+
+
+def test_parse_verdict():
+    assert parse_verdict('{"steps": [{"step": 1, "correct": true, "reason": ""}], "final_answer_correct": false}', 1) == ([True], False)
+    assert parse_verdict('{"steps": [], "final_answer_correct": false}', 1) is None
+    assert parse_verdict("not json", 1) is None
