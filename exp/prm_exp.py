@@ -1,0 +1,222 @@
+"""The main job: make step-labeled data with an SFT model (Method 1) and grade it, turn the grades
+into HE or SE step rewards, train a LoRA PRM on them, and evaluate it.
+
+    # offline, embedded defaults (SmolLM2 generates, the rules verifier grades, SmolLM2 + LoRA PRM)
+    python exp/prm_exp.py --method 1 --reward HE
+    python exp/prm_exp.py --method 1 --reward SE --skip_generation      # reuses HE's graded data
+    # with a key in ANTHROPIC_API_KEY (or .env): Claude grades (asks before spending; --yes skips)
+    python exp/prm_exp.py --method 1 --reward HE --verifier claude --max_cost_usd 5
+    # the original setup on a GPU box
+    python exp/prm_exp.py --method 1 --reward HE --dataset openmathinstruct \\
+        --sft_model math_tutor_model/math_sft_adapter/v2/final_checkpoint --prm_model meta-llama/Llama-3.2-1B --bf16
+
+Outputs:
+    data/prm_exp/method{X}-<hash of the generation arguments>/{args.json, mining, solutions, graded}.jsonl
+                                                                resumable work files (HE and SE share them)
+    data/prm_dataset_method{X}_{HE|SE}/{train,test,prefix_layout}.jsonl
+    <output_root>/math_prm_adapter/method{X}_{HE|SE}/{checkpoint-N/, final_checkpoint/, trainer_state.json}
+    results/prm_exp/method{X}_{HE|SE}/{config.json, metrics.json, log.jsonl, predictions.jsonl}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from transformers import set_seed
+
+from prm.config import parse
+from prm.data import load, resolve_path
+from prm.eval.steps import evaluate_steps
+from prm.io import start_run, write_json, write_jsonl
+from prm.models.prm import PRM, PRMSpec, apply_lora
+from prm.pipeline import MiningConfig, grade, mine, rollouts, save_dataset, split_questions, to_records
+from prm.registry import UnknownName
+from prm.schema import DataError, to_dataset
+from prm.train import PRMTrainer, PRMTrainingArguments
+from prm.verify import VERIFIERS
+from prm.verify.claude import DEFAULT_MODEL, load_dotenv_key
+
+log = logging.getLogger("prm_exp")
+
+
+@dataclass
+class PrmExpConfig:
+    method: int = field(default=1, metadata={"help": "1: the SFT model generates, a verifier grades. 2: Claude generates and grades.", "choices": [1, 2]})
+    reward: str = field(default="HE", metadata={"help": "HE: +1 only if the step AND the whole solution are right. SE: +-(0.5 + 0.5 k/n) by step position.", "choices": ["HE", "SE"]})
+    sft_model: str = field(default="smollm2", metadata={"help": "Generator for Method 1: hub id, local path, PEFT adapter dir, or the embedded 'smollm2'."})
+    num_rollouts: int = field(default=5, metadata={"help": "Solutions per kept question."})
+    num_samples: int = field(default=1000, metadata={"help": "Questions to keep after mistake mining."})
+    skip_generation: bool = field(default=False, metadata={"help": "Use the graded data already in the work directory; generate and grade nothing."})
+    verifier: str = field(default="auto", metadata={"help": "auto (claude if ANTHROPIC_API_KEY is set, else rules), claude, rules.", "choices": ["auto", "claude", "rules"]})
+    claude_model: str = field(default=DEFAULT_MODEL, metadata={"help": "Claude model id for grading."})
+    dataset: str = field(default="auto", metadata={"help": "Problems: auto (data/sample_problems.jsonl with the embedded SmolLM2, else $PRM_DATA_DIR/gsm8k/train.jsonl), gsm8k ($PRM_DATA_DIR), openmathinstruct (hub), or a file."})
+    dataset_format: str = field(default="gsm8k", metadata={"help": "Format of a --dataset file (python -m prm.data --list)."})
+    output_root: str = field(default=".", metadata={"help": "Where math_prm_adapter/ goes."})
+    max_concurrency: int = field(default=8, metadata={"help": "Parallel Claude requests."})
+    max_cost_usd: float | None = field(default=None, metadata={"help": "Stop grading cleanly once this much was spent (everything so far is kept)."})
+    yes: bool = field(default=False, metadata={"help": "Do not ask before paid API work."})
+    seed: int = field(default=0, metadata={"help": "Seed for sampling, splits and training."})
+    mine_samples: int = field(default=4, metadata={"help": "SFT samples per question for mistake mining."})
+    fail_low: float = field(default=0.3, metadata={"help": "Keep questions whose fail rate is at least this..."})
+    fail_high: float | None = field(default=None, metadata={"help": "...and at most this (default 0.8; 1.0 with the embedded SmolLM2, which fails most questions)."})
+    max_questions: int | None = field(default=None, metadata={"help": "Examine at most this many questions while mining (default: all; 24 with the embedded SmolLM2)."})
+    max_new_tokens: int | None = field(default=None, metadata={"help": "Tokens per generated solution (default 256; 160 with the embedded SmolLM2)."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature of the SFT model."})
+    gen_batch_size: int = field(default=8, metadata={"help": "Prompts per generation batch."})
+    prm_model: str = field(default="smollm2", metadata={"help": "PRM backbone (Llama-architecture by default)."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    epochs: float = field(default=2, metadata={"help": "PRM training epochs."})
+    learning_rate: float = field(default=2e-4, metadata={"help": "PRM learning rate."})
+    batch_size: int = field(default=8, metadata={"help": "PRM training batch size."})
+    max_length: int = field(default=512, metadata={"help": "PRM tokens per solution."})
+    bf16: bool = field(default=True, metadata={"help": "bf16 autocast for PRM training (CPU autocast without a GPU)."})
+    test_fraction: float = field(default=0.2, metadata={"help": "Share of questions held out for evaluation."})
+    results_dir: str = field(default="results", metadata={"help": "Root of the results tree."})
+
+
+SAMPLE_PROBLEMS = Path(__file__).resolve().parent.parent / "data" / "sample_problems.jsonl"
+
+
+def problems_for(cfg: PrmExpConfig):
+    if cfg.dataset == "openmathinstruct":
+        return load("openmathinstruct", "nvidia/OpenMathInstruct-1", split="train", only_correct=True)
+    if cfg.dataset == "gsm8k" or (cfg.dataset == "auto" and cfg.sft_model != "smollm2"):
+        return load("gsm8k", resolve_path("$PRM_DATA_DIR/gsm8k/train.jsonl"))
+    if cfg.dataset == "auto":
+        # GSM8K is too hard for the 135M model (about 1 solution in 100 is right, so HE labels
+        # would all be -1); the project's sample problems are easier.
+        return load("gsm8k", SAMPLE_PROBLEMS)
+    return load(cfg.dataset_format, resolve_path(cfg.dataset))
+
+
+def work_dir(cfg: PrmExpConfig) -> Path:
+    """Generation/grading files depend on these arguments only (not on the reward): same
+    arguments, same folder, so reruns resume and --skip_generation finds the data."""
+    keys = ("method", "sft_model", "dataset", "dataset_format", "num_rollouts", "num_samples", "mine_samples", "fail_low",
+            "fail_high", "max_questions", "max_new_tokens", "temperature", "seed", "verifier", "claude_model")
+    blob = json.dumps({**{k: getattr(cfg, k) for k in keys}, "verifier": resolved_verifier(cfg)}, sort_keys=True)
+    return Path("data") / "prm_exp" / f"method{cfg.method}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+
+
+def resolved_verifier(cfg: PrmExpConfig) -> str:
+    """``auto`` means claude when an API key is set (environment or .env), else the offline rules."""
+    return cfg.verifier if cfg.verifier != "auto" else ("claude" if load_dotenv_key() else "rules")
+
+
+def choose_verifier(cfg: PrmExpConfig, work: Path):
+    name = resolved_verifier(cfg)
+    log.info("verifier: %s", name)
+    if name == "claude":
+        return name, VERIFIERS.get("claude")(cfg.claude_model, cache_path=work / "claude_cache.jsonl", max_concurrency=cfg.max_concurrency)
+    return name, VERIFIERS.get(name)()
+
+
+EMBEDDED_PROFILE = {"max_questions": 24, "fail_high": 1.0, "max_new_tokens": 160}
+FULL_PROFILE = {"max_questions": None, "fail_high": 0.8, "max_new_tokens": 256}
+
+
+def main(cfg: PrmExpConfig) -> dict:
+    # --- setup
+    t0 = time.time()
+    # Unset limits: small with the embedded SmolLM2 (the whole run fits ~15 min on 2 CPU cores)
+    profile = EMBEDDED_PROFILE if cfg.sft_model == "smollm2" else FULL_PROFILE
+    for k, v in profile.items():
+        if getattr(cfg, k) is None:
+            setattr(cfg, k, v)
+    log.info("limits: max_questions=%s fail band=[%.2f, %.2f] max_new_tokens=%d", cfg.max_questions, cfg.fail_low, cfg.fail_high, cfg.max_new_tokens)
+    if cfg.method == 2:
+        if not load_dotenv_key():
+            raise SystemExit("error: --method 2 needs ANTHROPIC_API_KEY (environment or .env): Claude generates and grades")
+        raise SystemExit("error: --method 2 (Claude generation) is not available yet; use --method 1 --verifier claude")
+    name = f"method{cfg.method}_{cfg.reward}"
+    work = work_dir(cfg)
+    run_dir = Path(cfg.results_dir) / "prm_exp" / name
+    adapter_dir = Path(cfg.output_root) / "math_prm_adapter" / name
+    set_seed(cfg.seed)
+
+    # --- data: mine, generate, grade (each stage resumable)
+    graded_path = work / "graded.jsonl"
+    if cfg.skip_generation:
+        if not graded_path.is_file():
+            raise SystemExit(f"error: --skip_generation but no graded data at {graded_path}; run once without it")
+        verifier_name = "(cached)"
+        from prm.io import read_jsonl
+
+        graded = read_jsonl(graded_path)
+    else:
+        work.mkdir(parents=True, exist_ok=True)
+        write_json(work / "args.json", {k: v for k, v in asdict(cfg).items() if k not in ("reward", "skip_generation")})
+        verifier_name, verifier = choose_verifier(cfg, work)
+        problems = problems_for(cfg).shuffle(seed=cfg.seed)
+        from prm.generate import LocalGenerator
+
+        gen = LocalGenerator(cfg.sft_model, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, batch_size=cfg.gen_batch_size, seed=cfg.seed)
+        sample = lambda prompts, n: gen.generate(prompts, n)  # noqa: E731
+        mcfg = MiningConfig(cfg.mine_samples, cfg.fail_low, cfg.fail_high, cfg.num_samples, cfg.max_questions)
+        kept = mine(problems, sample, mcfg, work / "mining.jsonl", batch=max(1, cfg.gen_batch_size // max(1, cfg.mine_samples)))
+        sols = rollouts(kept, cfg.num_rollouts, sample, work / "solutions.jsonl")
+        graded = grade(sols, verifier, graded_path)
+    start_run(run_dir, {**asdict(cfg), "verifier_used": verifier_name}, seed=cfg.seed)
+
+    # --- rewards -> training data
+    records, prefix = to_records(graded, cfg.reward)
+    if not records:
+        raise SystemExit("error: no labeled solution; widen --fail_low/--fail_high or raise --max_questions")
+    train, test = split_questions(records, cfg.test_fraction, cfg.seed)
+    save_dataset(Path("data") / f"prm_dataset_method{cfg.method}_{cfg.reward}", train, test, prefix)
+    labels = [v for r in records for v in r["labels"] if v is not None]
+    counts = {"questions": len({r["meta"]["question_id"] for r in records}), "solutions": len(records), "steps": len(labels),
+              "correct_step_share": sum(v >= 0.5 for v in labels) / len(labels), "solutions_correct": sum(bool(r["meta"]["solution_correct"]) for r in records),
+              "train_solutions": len(train), "test_solutions": len(test)}
+    log.info("data: %s", counts)
+
+    # --- model: LoRA PRM with soft targets from the reward
+    prm = apply_lora(PRM.from_backbone(cfg.prm_model, PRMSpec(label_scheme="soft", separator="\n")), cfg.lora_r, cfg.lora_alpha)
+    args = PRMTrainingArguments(output_dir=str(adapter_dir), num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
+                                learning_rate=cfg.learning_rate, max_length=cfg.max_length, max_prompt_length=cfg.max_length // 2,
+                                save_strategy="epoch", save_total_limit=2, logging_steps=5, bf16=cfg.bf16, seed=cfg.seed, step_separator="\n")
+
+    # --- train (resumes from the newest checkpoint in adapter_dir)
+    trainer = PRMTrainer(prm=prm, args=args, train_dataset=to_dataset(train))
+    resume = any(adapter_dir.glob("checkpoint-*"))
+    trainer.train(resume_from_checkpoint=resume or None)
+    trainer.save_model(str(adapter_dir / "final_checkpoint"))
+    trainer.state.save_to_json(str(adapter_dir / "trainer_state.json"))
+
+    # --- evaluate on held-out questions
+    metrics, scored = evaluate_steps(prm, test) if test else ({"steps": {"n_steps": 0}}, [])
+    metrics.update(data=counts, wall_time_s=round(time.time() - t0, 1), verifier=verifier_name)
+    if verifier_name == "claude" and not cfg.skip_generation:
+        metrics["api_usage"] = verifier.usage.as_dict(cfg.claude_model)
+
+    # --- save
+    write_json(run_dir / "metrics.json", metrics)
+    write_jsonl(run_dir / "log.jsonl", trainer.state.log_history)
+    write_jsonl(run_dir / "predictions.jsonl", ({"id": r["id"], "labels": r["labels"], "step_scores": r["step_scores"]} for r in scored))
+    s = metrics["steps"]
+    print(f"\nPRM {name}: {counts['solutions']} solutions, {counts['steps']} labeled steps ({counts['correct_step_share']:.0%} correct)")
+    print(f"held-out steps: n={s.get('n_steps')} accuracy={s.get('accuracy')} auroc={s.get('auroc')}")
+    print(f"data: data/prm_dataset_method{cfg.method}_{cfg.reward}/  adapter: {adapter_dir}/final_checkpoint  results: {run_dir}")
+    return metrics
+
+
+def cli(argv: list[str] | None = None) -> dict:
+    """Run from the command line: user errors (bad paths, bad data) end in one line, not a traceback."""
+    try:
+        return main(*parse(PrmExpConfig, argv, description=__doc__.split("\n")[0]))
+    except (FileNotFoundError, DataError, UnknownName) as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    cli()

@@ -1,0 +1,146 @@
+"""The prm_exp pipeline: mine questions the SFT model gets wrong, sample solutions, grade every
+step, turn the grades into HE/SE rewards, and write PRM training data.
+
+Every stage appends to a JSONL file in the work directory and skips what it already holds, so a
+killed run rerun with the same arguments continues where it stopped:
+
+    <work>/mining.jsonl     one row per examined question: samples, fail rate, kept?
+    <work>/solutions.jsonl  one row per kept question: its rollouts (text)
+    <work>/graded.jsonl     one row per solution: steps, step verdicts, final-answer verdict
+
+The work directory depends on the method, not on the reward, so HE and SE share generation and
+grading (``--reward SE --skip_generation`` after an HE run costs nothing).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from prm.answers import is_correct
+from prm.io import append_jsonl, iter_json_rows, write_jsonl
+from prm.rewards import reward_to_label, step_rewards
+from prm.schema import make_record
+from prm.steps import split_steps
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MiningConfig:
+    mine_samples: int = 4  # SFT samples per question to estimate its fail rate
+    fail_low: float = 0.3
+    fail_high: float = 0.8
+    num_samples: int = 1000  # questions to keep
+    max_questions: int | None = None  # examine at most this many
+
+
+def _done(path: Path, key: str = "id") -> dict[str, dict]:
+    return {row[key]: row for _, row in iter_json_rows(path)} if path.is_file() else {}
+
+
+def mine(problems: Sequence[dict], sample: Callable[[list[str], int], list[list[str]]], cfg: MiningConfig, path: Path, batch: int = 8) -> list[dict]:
+    """Keep questions whose fail rate under the SFT model lies in [fail_low, fail_high].
+
+    ``problems`` are stepwise records with ``answer``; ``sample(prompts, n)`` returns n texts per
+    prompt. Returns the kept rows (``id``, ``prompt``, ``answer``, ``samples``)."""
+    seen = _done(path)
+    kept = [r for r in seen.values() if r["kept"]]
+    todo = [p for p in problems if p["id"] not in seen][: None if cfg.max_questions is None else max(0, cfg.max_questions - len(seen))]
+    for b in range(0, len(todo), batch):
+        if len(kept) >= cfg.num_samples:
+            break
+        chunk = todo[b : b + batch]
+        texts = sample([p["prompt"] for p in chunk], cfg.mine_samples)
+        for p, samples in zip(chunk, texts):
+            fails = sum(is_correct(t, p["answer"]) is not True for t in samples)
+            rate = fails / len(samples)
+            row = {"id": p["id"], "prompt": p["prompt"], "answer": p["answer"], "samples": samples, "fail_rate": rate,
+                   "kept": cfg.fail_low <= rate <= cfg.fail_high and len(kept) < cfg.num_samples}
+            append_jsonl(path, row)
+            if row["kept"]:
+                kept.append(row)
+    log.info("mining: %d questions examined, %d kept (fail rate in [%.2f, %.2f])", len(_done(path)), len(kept), cfg.fail_low, cfg.fail_high)
+    return kept[: cfg.num_samples]
+
+
+def rollouts(kept: Sequence[dict], num_rollouts: int, sample: Callable[[list[str], int], list[list[str]]], path: Path, batch: int = 8) -> list[dict]:
+    """``num_rollouts`` solutions per kept question. The mining samples (same model, same
+    settings) count as the first rollouts; only the missing ones are generated."""
+    done = _done(path)
+    need = [k for k in kept if k["id"] not in done]
+    for b in range(0, len(need), batch):
+        chunk = need[b : b + batch]
+        extra = max(0, num_rollouts - min(len(k.get("samples", [])) for k in chunk))
+        more = sample([k["prompt"] for k in chunk], extra) if extra else [[] for _ in chunk]
+        for k, m in zip(chunk, more):
+            sols = (list(k.get("samples", [])) + m)[:num_rollouts]
+            row = {"id": k["id"], "prompt": k["prompt"], "answer": k["answer"], "solutions": sols}
+            append_jsonl(path, row)
+            done[k["id"]] = row
+    return [done[k["id"]] for k in kept]
+
+
+def grade(solutions: Sequence[dict], verifier: Any, path: Path, split_mode: str = "auto") -> list[dict]:
+    """Grade every solution's steps with ``verifier`` (rules/claude/...); one row per solution."""
+    done = _done(path)
+    todo = []
+    for q in solutions:
+        for j, text in enumerate(q["solutions"]):
+            sid = f"{q['id']}#{j}"
+            steps = split_steps(text, split_mode)
+            if sid not in done and steps:
+                todo.append((sid, q, steps))
+    items = [(q["prompt"], steps, q["answer"]) for _, q, steps in todo]
+    grades = verifier.grade_many(items) if hasattr(verifier, "grade_many") else [verifier.grade(*it) for it in items]
+    for (sid, q, steps), g in zip(todo, grades):
+        row = {"id": sid, "question_id": q["id"], "prompt": q["prompt"], "answer": q["answer"], "steps": steps,
+               "step_correct": g.step_correct, "solution_correct": g.solution_correct}
+        append_jsonl(path, row)
+        done[sid] = row
+    return [done[f"{q['id']}#{j}"] for q in solutions for j in range(len(q["solutions"])) if f"{q['id']}#{j}" in done]
+
+
+def to_records(graded: Sequence[dict], reward: str) -> tuple[list[dict], list[dict]]:
+    """Stepwise records (soft labels (r+1)/2 of the HE/SE reward) and the original per-prefix
+    layout (``input_text``, ``target_text`` CORRECT/INCORRECT, ``reward_value``).
+
+    A solution with no stated final answer counts as incorrect for HE; a step the verifier could
+    not judge (None) gets no label."""
+    records, prefix = [], []
+    for g in graded:
+        steps, verdicts = g["steps"], g["step_correct"]
+        sol_ok = bool(g["solution_correct"])
+        rewards = step_rewards(reward, [bool(v) for v in verdicts], sol_ok)
+        labels = [None if v is None else reward_to_label(r) for v, r in zip(verdicts, rewards)]
+        if all(lab is None for lab in labels):
+            continue
+        records.append(make_record(g["prompt"], steps, labels, "soft", answer=g["answer"], id=g["id"], source=f"prm_exp_{reward}",
+                                   meta={"question_id": g["question_id"], "solution_correct": g["solution_correct"], "rewards": rewards, "step_correct": verdicts}))
+        for k, (v, r) in enumerate(zip(verdicts, rewards)):
+            if v is None:
+                continue
+            partial = "\n".join(steps[: k + 1])
+            prefix.append({"input_text": f"Question: {g['prompt']}\n\nPartial solution:\n{partial}\n\nEvaluate this step.",
+                           "target_text": "CORRECT" if v else "INCORRECT", "reward_value": r, "id": f"{g['id']}@{k}"})
+    return records, prefix
+
+
+def split_questions(records: Sequence[dict], test_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """Hold out whole questions (all their solutions) for evaluation."""
+    qids = sorted({r["meta"]["question_id"] for r in records})
+    rng = random.Random(seed)
+    rng.shuffle(qids)
+    n_test = max(1, round(len(qids) * test_fraction)) if len(qids) > 1 else 0
+    test_q = set(qids[:n_test])
+    return [r for r in records if r["meta"]["question_id"] not in test_q], [r for r in records if r["meta"]["question_id"] in test_q]
+
+
+def save_dataset(out_dir: Path, train: list[dict], test: list[dict], prefix: list[dict]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out_dir / "train.jsonl", train)
+    write_jsonl(out_dir / "test.jsonl", test)
+    write_jsonl(out_dir / "prefix_layout.jsonl", prefix)

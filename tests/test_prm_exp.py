@@ -1,0 +1,51 @@
+"""The main job end to end on the embedded defaults (tiny config), and its one-line errors."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from prm.io import REPO_ROOT
+
+TINY = str(REPO_ROOT / "exp" / "configs" / "prm_exp" / "tiny.yaml")
+
+
+def test_bad_paths_are_one_line_errors(tmp_path, monkeypatch):
+    from exp.prm_exp import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    with pytest.raises(SystemExit, match="error: --sft_model no_such_dir: no such directory"):
+        cli(["--config", TINY, "--sft_model", "no_such_dir"])
+    with pytest.raises(SystemExit, match="error: no such file: missing.jsonl"):
+        cli(["--config", TINY, "--dataset", "missing.jsonl"])
+    with pytest.raises(SystemExit, match="--method 2 needs ANTHROPIC_API_KEY"):
+        cli(["--method", "2"])
+    with pytest.raises(SystemExit, match="no graded data"):
+        cli(["--config", TINY, "--skip_generation"])
+
+
+@pytest.mark.slow
+def test_embedded_default_end_to_end(tmp_path, monkeypatch):
+    from exp.prm_exp import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    he = cli(["--config", TINY, "--reward", "HE"])
+    work = next(Path("data/prm_exp").glob("method1-*"))
+    for f in ("args.json", "mining.jsonl", "solutions.jsonl", "graded.jsonl"):
+        assert (work / f).is_file(), f
+    for f in ("train.jsonl", "test.jsonl", "prefix_layout.jsonl"):
+        assert Path("data/prm_dataset_method1_HE", f).is_file(), f
+    adapter = Path("math_prm_adapter/method1_HE")
+    assert list(adapter.glob("checkpoint-*")) and (adapter / "final_checkpoint" / "adapter_model.safetensors").is_file()
+    assert (adapter / "trainer_state.json").is_file()
+    for f in ("config.json", "metrics.json", "log.jsonl", "predictions.jsonl"):
+        assert Path("results/prm_exp/method1_HE", f).is_file(), f
+    assert json.loads(Path("results/prm_exp/method1_HE/config.json").read_text())["config"]["verifier_used"] == "rules"
+    assert he["data"]["solutions"] > 0 and he["verifier"] == "rules"
+    # SE reuses the graded data: nothing is generated again
+    graded = (work / "graded.jsonl").read_text()
+    se = cli(["--config", TINY, "--reward", "SE", "--skip_generation"])
+    assert (work / "graded.jsonl").read_text() == graded and se["data"]["steps"] == he["data"]["steps"]
+    assert Path("results/prm_exp/method1_SE/metrics.json").is_file()
