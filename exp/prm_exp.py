@@ -42,7 +42,7 @@ from prm.registry import UnknownName
 from prm.schema import DataError, to_dataset
 from prm.train import PRMTrainer, PRMTrainingArguments
 from prm.verify import VERIFIERS
-from prm.verify.claude import DEFAULT_MODEL, load_dotenv_key
+from prm.verify.claude import DEFAULT_MODEL, BudgetExceeded, load_dotenv_key
 
 log = logging.getLogger("prm_exp")
 
@@ -112,11 +112,23 @@ def resolved_verifier(cfg: PrmExpConfig) -> str:
     return cfg.verifier if cfg.verifier != "auto" else ("claude" if load_dotenv_key() else "rules")
 
 
+def confirm_spend(est: dict, yes: bool) -> bool:
+    """Print the estimate of paid work; go on with --yes or a 'y' typed at the prompt."""
+    usd = "unknown (model not in the price table)" if est["usd"] is None else f"${est['usd']:.2f}"
+    print(f"Claude grading: {est['calls']} calls, ~{est['input_tokens']:,} input and ~{est['output_tokens']:,} output tokens, about {usd}")
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        raise SystemExit("error: paid API work needs confirmation: pass --yes")
+    return input("Proceed? [y/N] ").strip().lower() in ("y", "yes")
+
+
 def choose_verifier(cfg: PrmExpConfig, work: Path):
     name = resolved_verifier(cfg)
     log.info("verifier: %s", name)
     if name == "claude":
-        return name, VERIFIERS.get("claude")(cfg.claude_model, cache_path=work / "claude_cache.jsonl", max_concurrency=cfg.max_concurrency)
+        return name, VERIFIERS.get("claude")(cfg.claude_model, cache_path=work / "claude_cache.jsonl", max_concurrency=cfg.max_concurrency,
+                                             max_cost_usd=cfg.max_cost_usd, confirm=lambda est: confirm_spend(est, cfg.yes))
     return name, VERIFIERS.get(name)()
 
 
@@ -164,7 +176,10 @@ def main(cfg: PrmExpConfig) -> dict:
         mcfg = MiningConfig(cfg.mine_samples, cfg.fail_low, cfg.fail_high, cfg.num_samples, cfg.max_questions)
         kept = mine(problems, sample, mcfg, work / "mining.jsonl", batch=max(1, cfg.gen_batch_size // max(1, cfg.mine_samples)))
         sols = rollouts(kept, cfg.num_rollouts, sample, work / "solutions.jsonl")
-        graded = grade(sols, verifier, graded_path)
+        try:
+            graded = grade(sols, verifier, graded_path)
+        except BudgetExceeded as e:
+            raise SystemExit(f"stopped: {e}") from None
     start_run(run_dir, {**asdict(cfg), "verifier_used": verifier_name}, seed=cfg.seed)
 
     # --- rewards -> training data

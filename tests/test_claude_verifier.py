@@ -90,3 +90,20 @@ def test_parse_verdict():
     assert parse_verdict('{"steps": [{"step": 1, "correct": true, "reason": ""}], "final_answer_correct": false}', 1) == ([True], False)
     assert parse_verdict('{"steps": [], "final_answer_correct": false}', 1) is None
     assert parse_verdict("not json", 1) is None
+
+
+def test_budget_and_confirmation(server, tmp_path):
+    from prm.verify.claude import BudgetExceeded, estimate
+
+    est = estimate(ITEMS, "claude-sonnet-4-6")
+    assert est["calls"] == 3 and est["usd"] > 0
+    seen = []
+    v = make(server, tmp_path, confirm=lambda e: seen.append(e) or False)
+    with pytest.raises(BudgetExceeded, match="before paid work"):
+        v.grade_many(ITEMS)
+    assert seen[0]["calls"] == 3 and not server.requests  # nothing was sent
+    # a budget smaller than one call: the first request goes, then the run stops, keeping it
+    v = make(server, tmp_path, max_cost_usd=1e-9, max_concurrency=1)
+    with pytest.raises(BudgetExceeded, match="cached"):
+        v.grade_many(ITEMS)
+    assert len(server.requests) == 1 and len(make(server, tmp_path).cache) == 1

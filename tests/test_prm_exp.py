@@ -49,3 +49,27 @@ def test_embedded_default_end_to_end(tmp_path, monkeypatch):
     se = cli(["--config", TINY, "--reward", "SE", "--skip_generation"])
     assert (work / "graded.jsonl").read_text() == graded and se["data"]["steps"] == he["data"]["steps"]
     assert Path("results/prm_exp/method1_SE/metrics.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.api
+def test_claude_verifier_run_asks_and_never_leaks_the_key(tmp_path, monkeypatch):
+    from exp.prm_exp import cli
+    from fake_anthropic import FakeAnthropic
+
+    server = FakeAnthropic()
+    try:
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-SECRET-999")
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
+        # auto picks claude when a key is set; without a terminal, paid work needs --yes
+        with pytest.raises(SystemExit, match="pass --yes"):
+            cli(["--config", TINY, "--max_questions", "2"])
+        assert not server.requests
+        m = cli(["--config", TINY, "--max_questions", "2", "--yes"])
+        assert m["verifier"] == "claude" and m["api_usage"]["requests"] == len(server.requests) > 0
+        for f in Path(".").rglob("*"):
+            if f.is_file() and f.suffix in (".json", ".jsonl", ".txt", ".md", ""):
+                assert "sk-ant-SECRET-999" not in f.read_text(errors="ignore"), f
+    finally:
+        server.close()

@@ -109,6 +109,20 @@ class Usage:
         return {**self.__dict__, "model": model, "cost_usd": self.cost_usd(model)}
 
 
+class BudgetExceeded(RuntimeError):
+    """Raised when the next request would go past ``max_cost_usd``; all answers so far are cached."""
+
+
+def estimate(items: Sequence[tuple[str, Sequence[str], str | None]], model: str) -> dict:
+    """Expected calls, tokens and USD for grading ``items`` (about 4 characters a token; ~40
+    output tokens a step). The grading prompt is cached after the first call."""
+    chars = sum(len(user_message(p, st, g)) for p, st, g in items)
+    out_tokens = sum(40 * len(st) + 20 for _, st, _ in items)
+    u = Usage(requests=len(items), input_tokens=chars // 4, output_tokens=out_tokens,
+              cache_read_tokens=max(0, len(items) - 1) * len(INSTRUCTIONS) // 4, cache_write_tokens=len(INSTRUCTIONS) // 4 if items else 0)
+    return {"calls": len(items), "input_tokens": u.input_tokens + u.cache_read_tokens + u.cache_write_tokens, "output_tokens": out_tokens, "usd": u.cost_usd(model)}
+
+
 def request_key(model: str, problem: str, steps: Sequence[str], gold: str | None) -> str:
     blob = json.dumps([model, PROMPT_VERSION, problem, list(steps), gold], ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -149,6 +163,8 @@ class ClaudeVerifier:
         max_tokens: int = 2048,
         api_key: str | None = None,
         base_url: str | None = None,
+        max_cost_usd: float | None = None,
+        confirm: Any = None,
     ):
         import anthropic
 
@@ -166,6 +182,8 @@ class ClaudeVerifier:
         if self.cache_path and self.cache_path.is_file():
             self.cache = {row["key"]: row for _, row in iter_json_rows(self.cache_path)}
         self.usage = Usage()
+        self.max_cost_usd = max_cost_usd
+        self.confirm = confirm  # called with estimate(...) before paid work; returns False to stop
 
     async def _ask(self, messages: list[dict]) -> str:
         msg = await self.client.messages.create(
@@ -183,6 +201,9 @@ class ClaudeVerifier:
         if key in self.cache:
             self.usage.cached += 1
             return self._grade(self.cache[key], len(steps))
+        spent = self.usage.cost_usd(self.model)
+        if self.max_cost_usd is not None and spent is not None and spent >= self.max_cost_usd:
+            raise BudgetExceeded(f"spent ${spent:.2f} of --max_cost_usd {self.max_cost_usd}; every verdict so far is cached, rerun with a larger budget to continue")
         messages = [{"role": "user", "content": user_message(problem, steps, gold)}]
         text = await self._ask(messages)
         verdict = parse_verdict(text, len(steps))
@@ -207,7 +228,11 @@ class ClaudeVerifier:
         return Grade(list(row["steps"]), row["final_answer_correct"])
 
     def grade_many(self, items: Sequence[tuple[str, Sequence[str], str | None]], desc: str = "grading") -> list[Grade]:
-        """Grade (problem, steps, gold) items concurrently; results in input order."""
+        """Grade (problem, steps, gold) items concurrently; results in input order. Before paid
+        work, ``confirm`` (if set) sees the estimate of the uncached part and may stop it."""
+        todo = [it for it in items if request_key(self.model, *it) not in self.cache]
+        if todo and self.confirm is not None and not self.confirm(estimate(todo, self.model)):
+            raise BudgetExceeded("stopped before paid work")
 
         async def run() -> list[Grade]:
             sem = asyncio.Semaphore(self.max_concurrency)
