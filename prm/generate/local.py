@@ -20,9 +20,14 @@ from prm.models.backbones import resolve
 
 log = logging.getLogger(__name__)
 
-SYSTEM_PROMPT = (
-    "You are a careful math tutor. Solve the problem step by step, one step per line, "
-    "and finish with a line 'The answer is: N'."
+SYSTEM_PROMPT = "Solve the math problem step by step, one short step per line, and end with 'The answer is: N'."
+# One worked example shown before the problem (project-written): small instruction-tuned models
+# then write one computation per line and state the answer in a form the checker can read.
+EXAMPLES = (
+    (
+        "Tom has 4 bags with 6 apples each. He eats 5 apples. How many apples are left?",
+        "Tom has 4 * 6 = 24 apples.\nAfter eating, 24 - 5 = 19 apples are left.\nThe answer is: 19",
+    ),
 )
 
 
@@ -69,19 +74,24 @@ class LocalGenerator:
         batch_size: int = 8,
         seed: int = 0,
         system_prompt: str = SYSTEM_PROMPT,
+        examples: Sequence[tuple[str, str]] = EXAMPLES,
         dtype: torch.dtype | None = None,
         trust_remote_code: bool = False,
     ):
         self.model, self.tokenizer = load_causal_lm(model, dtype=dtype, trust_remote_code=trust_remote_code)
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
-        self.batch_size, self.seed, self.system_prompt = batch_size, seed, system_prompt
+        self.batch_size, self.seed, self.system_prompt, self.examples = batch_size, seed, system_prompt, list(examples)
 
     def prompt(self, problem: str) -> str:
         tok = self.tokenizer
         if getattr(tok, "chat_template", None):
-            msgs = [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": problem}]
+            msgs = [{"role": "system", "content": self.system_prompt}]
+            for q, a in self.examples:
+                msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+            msgs.append({"role": "user", "content": problem})
             return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        return f"{self.system_prompt}\n\nProblem: {problem}\nSolution:\n"
+        shots = "".join(f"Problem: {q}\nSolution:\n{a}\n\n" for q, a in self.examples)
+        return f"{self.system_prompt}\n\n{shots}Problem: {problem}\nSolution:\n"
 
     @torch.no_grad()
     def generate(self, problems: Sequence[str], n: int = 1, desc: str = "generating") -> list[list[str]]:
