@@ -96,11 +96,17 @@ def grade(solutions: Sequence[dict], verifier: Any, path: Path, split_mode: str 
                 todo.append((sid, q, steps))
     items = [(q["prompt"], steps, q["answer"]) for _, q, steps in todo]
     grades = verifier.grade_many(items) if hasattr(verifier, "grade_many") else [verifier.grade(*it) for it in items]
+    failed = 0
     for (sid, q, steps), g in zip(todo, grades):
+        if g is None:  # a transient failure (batch request errored/expired): not written, a rerun retries it
+            failed += 1
+            continue
         row = {"id": sid, "question_id": q["id"], "prompt": q["prompt"], "answer": q["answer"], "steps": steps,
                "step_correct": g.step_correct, "solution_correct": g.solution_correct}
         append_jsonl(path, row)
         done[sid] = row
+    if failed:
+        log.warning("%d solutions could not be graded this time (see above); rerun to grade them", failed)
     return [done[f"{q['id']}#{j}"] for q in solutions for j in range(len(q["solutions"])) if f"{q['id']}#{j}" in done]
 
 

@@ -107,3 +107,62 @@ def test_budget_and_confirmation(server, tmp_path):
     with pytest.raises(BudgetExceeded, match="cached"):
         v.grade_many(ITEMS)
     assert len(server.requests) == 1 and len(make(server, tmp_path).cache) == 1
+
+
+# --- Message Batches API ------------------------------------------------------------------------
+
+
+def test_batch_api_matches_online_at_half_price(server, tmp_path):
+    online = make(server, tmp_path / "online").grade_many(ITEMS)
+    n = len(server.requests)
+    v = make(server, tmp_path, batch=True, poll_interval=0.01)
+    grades = v.grade_many(ITEMS)
+    assert [g.step_correct for g in grades] == [g.step_correct for g in online]  # results come back reversed: matched by custom_id
+    assert server.batch_creates == 1 and len(server.requests) == n + 3
+    assert v.usage.batch and v.usage.cost_usd("claude-sonnet-4-6") == pytest.approx(0.5 * 3 * (100 * 3 + 300 * 0.3 + 20 * 15) / 1e6)
+    assert (tmp_path / "cache.batches.jsonl").is_file()
+    assert make(server, tmp_path, batch=True).grade_many(ITEMS) and server.batch_creates == 1  # all cached now
+
+
+def test_batch_reasks_bad_replies_in_a_second_batch(server, tmp_path):
+    server.script = ["bad_json", None, None]
+    v = make(server, tmp_path, batch=True, poll_interval=0.01)
+    grades = v.grade_many(ITEMS)
+    assert server.batch_creates == 2 and all(g.step_correct[0] is not None for g in grades)
+    assert len(server.requests[-1]["messages"]) == 3  # the re-ask shows the bad reply
+
+
+def test_batch_errored_and_expired_are_retried_by_a_rerun(server, tmp_path):
+    server.script = ["errored", None, "expired"]
+    v = make(server, tmp_path, batch=True, poll_interval=0.01)
+    grades = v.grade_many(ITEMS)
+    assert grades[0] is None and grades[2] is None and grades[1] is not None and v.usage.failed == 2
+    again = make(server, tmp_path, batch=True, poll_interval=0.01)
+    grades = again.grade_many(ITEMS)
+    assert all(g is not None for g in grades) and again.usage.cached == 1 and len(server.requests) == 5
+
+
+def test_batch_killed_while_waiting_is_picked_up_not_resent(server, tmp_path, monkeypatch):
+    import prm.claude
+
+    def killed(_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prm.claude.time, "sleep", killed)
+    with pytest.raises(KeyboardInterrupt):
+        make(server, tmp_path, batch=True).grade_many(ITEMS)
+    assert server.batch_creates == 1 and len(server.requests) == 3
+    monkeypatch.undo()
+    grades = make(server, tmp_path, batch=True, poll_interval=0.01).grade_many(ITEMS)
+    assert server.batch_creates == 1 and len(server.requests) == 3  # nothing paid twice
+    assert [g.step_correct for g in grades] == [[True, True], [False, True], [True, True]]
+
+
+def test_batch_budget_sends_only_what_fits(server, tmp_path):
+    from prm.verify.claude import BudgetExceeded, estimate
+
+    one = estimate(ITEMS[:1], "claude-sonnet-4-6", batch=True)["usd"]
+    v = make(server, tmp_path, batch=True, poll_interval=0.01, max_cost_usd=one * 1.01)
+    with pytest.raises(BudgetExceeded, match="covers 1 of 3"):
+        v.grade_many(ITEMS)
+    assert len(server.requests) == 1 and len(make(server, tmp_path).cache) == 1
