@@ -34,6 +34,7 @@ from transformers import set_seed
 
 from prm.config import parse
 from prm.data import load, resolve_path
+from prm.device import wait_for_gpu
 from prm.eval.steps import evaluate_steps
 from prm.io import start_run, write_json, write_jsonl
 from prm.models.prm import PRM, PRMSpec, apply_lora
@@ -55,13 +56,16 @@ class PrmExpConfig:
     num_rollouts: int = field(default=5, metadata={"help": "Solutions per kept question."})
     num_samples: int = field(default=1000, metadata={"help": "Questions to keep after mistake mining."})
     skip_generation: bool = field(default=False, metadata={"help": "Use the graded data already in the work directory; generate and grade nothing."})
-    verifier: str = field(default="auto", metadata={"help": "auto (claude if ANTHROPIC_API_KEY is set, else rules), claude, rules.", "choices": ["auto", "claude", "rules"]})
-    claude_model: str = field(default=DEFAULT_MODEL, metadata={"help": "Claude model id for grading."})
+    verifier: str = field(default="auto", metadata={"help": "auto (claude if ANTHROPIC_API_KEY is set, else rules), claude, rules, or mc (Math-Shepherd rollouts from each step prefix with the SFT model).", "choices": ["auto", "claude", "rules", "mc"]})
+    claude_model: str = field(default=DEFAULT_MODEL, metadata={"help": "Claude model id for grading (and for generating, Method 2)."})
+    mc_completions: int = field(default=4, metadata={"help": "--verifier mc: continuations sampled from each step prefix."})
+    mc_label: str = field(default="hard", metadata={"help": "--verifier mc: a step is correct if any (hard) or at least half (soft) of its continuations reach the answer.", "choices": ["hard", "soft"]})
+    batch_api: bool = field(default=False, metadata={"help": "Send Claude requests through the Message Batches API: half price, results within 24 h (the run waits; a killed run picks its batches up again)."})
     dataset: str = field(default="auto", metadata={"help": "Problems: auto (data/sample_problems.jsonl with the embedded SmolLM2, else $PRM_DATA_DIR/gsm8k/train.jsonl), gsm8k ($PRM_DATA_DIR), openmathinstruct (hub), or a file."})
     dataset_format: str = field(default="gsm8k", metadata={"help": "Format of a --dataset file (python -m prm.data --list)."})
     output_root: str = field(default=".", metadata={"help": "Where math_prm_adapter/ goes."})
     max_concurrency: int = field(default=8, metadata={"help": "Parallel Claude requests."})
-    max_cost_usd: float | None = field(default=None, metadata={"help": "Stop grading cleanly once this much was spent (everything so far is kept)."})
+    max_cost_usd: float | None = field(default=None, metadata={"help": "Stop Claude work cleanly once this much was spent in this run, generation and grading together (everything so far is kept)."})
     yes: bool = field(default=False, metadata={"help": "Do not ask before paid API work."})
     seed: int = field(default=0, metadata={"help": "Seed for sampling, splits and training."})
     mine_samples: int = field(default=4, metadata={"help": "SFT samples per question for mistake mining."})
@@ -81,6 +85,8 @@ class PrmExpConfig:
     bf16: bool = field(default=True, metadata={"help": "bf16 autocast for PRM training (CPU autocast without a GPU)."})
     test_fraction: float = field(default=0.2, metadata={"help": "Share of questions held out for evaluation."})
     results_dir: str = field(default="results", metadata={"help": "Root of the results tree."})
+    wait_for_gpu: float = field(default=0, metadata={"help": "Minutes to wait, before training, for a GPU with --gpu_min_free_gb free (0: do not wait; no effect without a GPU)."})
+    gpu_min_free_gb: float = field(default=10, metadata={"help": "Free GPU memory (GiB) that --wait_for_gpu waits for."})
 
 
 SAMPLE_PROBLEMS = Path(__file__).resolve().parent.parent / "data" / "sample_problems.jsonl"
@@ -102,7 +108,7 @@ def work_dir(cfg: PrmExpConfig) -> Path:
     """Generation/grading files depend on these arguments only (not on the reward): same
     arguments, same folder, so reruns resume and --skip_generation finds the data."""
     keys = ("method", "sft_model", "dataset", "dataset_format", "num_rollouts", "num_samples", "mine_samples", "fail_low",
-            "fail_high", "max_questions", "max_new_tokens", "temperature", "seed", "verifier", "claude_model")
+            "fail_high", "max_questions", "max_new_tokens", "temperature", "seed", "verifier", "claude_model", "mc_completions", "mc_label")
     blob = json.dumps({**{k: getattr(cfg, k) for k in keys}, "verifier": resolved_verifier(cfg)}, sort_keys=True)
     return Path("data") / "prm_exp" / f"method{cfg.method}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
@@ -112,10 +118,11 @@ def resolved_verifier(cfg: PrmExpConfig) -> str:
     return cfg.verifier if cfg.verifier != "auto" else ("claude" if load_dotenv_key() else "rules")
 
 
-def confirm_spend(est: dict, yes: bool) -> bool:
+def confirm_spend(est: dict, yes: bool, what: str = "grading") -> bool:
     """Print the estimate of paid work; go on with --yes or a 'y' typed at the prompt."""
     usd = "unknown (model not in the price table)" if est["usd"] is None else f"${est['usd']:.2f}"
-    print(f"Claude grading: {est['calls']} calls, ~{est['input_tokens']:,} input and ~{est['output_tokens']:,} output tokens, about {usd}")
+    usd += " (Message Batches: half price)" if est.get("batch") else ""
+    print(f"Claude {what}: {est['calls']} calls, ~{est['input_tokens']:,} input and ~{est['output_tokens']:,} output tokens, about {usd}")
     if yes:
         return True
     if not sys.stdin.isatty():
@@ -123,12 +130,19 @@ def confirm_spend(est: dict, yes: bool) -> bool:
     return input("Proceed? [y/N] ").strip().lower() in ("y", "yes")
 
 
-def choose_verifier(cfg: PrmExpConfig, work: Path):
+def claude_kw(cfg: PrmExpConfig, what: str, budget: float | None) -> dict:
+    """Settings shared by the Claude generator and verifier."""
+    return dict(max_concurrency=cfg.max_concurrency, max_cost_usd=budget, batch=cfg.batch_api,
+                confirm=lambda est: confirm_spend(est, cfg.yes, what))
+
+
+def choose_verifier(cfg: PrmExpConfig, work: Path, gen, budget: float | None):
     name = resolved_verifier(cfg)
     log.info("verifier: %s", name)
     if name == "claude":
-        return name, VERIFIERS.get("claude")(cfg.claude_model, cache_path=work / "claude_cache.jsonl", max_concurrency=cfg.max_concurrency,
-                                             max_cost_usd=cfg.max_cost_usd, confirm=lambda est: confirm_spend(est, cfg.yes))
+        return name, VERIFIERS.get("claude")(cfg.claude_model, cache_path=work / "claude_cache.jsonl", **claude_kw(cfg, "grading", budget))
+    if name == "mc":
+        return name, VERIFIERS.get("mc")(gen.complete, num_completions=cfg.mc_completions, label=cfg.mc_label)
     return name, VERIFIERS.get(name)()
 
 
@@ -148,7 +162,6 @@ def main(cfg: PrmExpConfig) -> dict:
     if cfg.method == 2:
         if not load_dotenv_key():
             raise SystemExit("error: --method 2 needs ANTHROPIC_API_KEY (environment or .env): Claude generates and grades")
-        raise SystemExit("error: --method 2 (Claude generation) is not available yet; use --method 1 --verifier claude")
     name = f"method{cfg.method}_{cfg.reward}"
     work = work_dir(cfg)
     run_dir = Path(cfg.results_dir) / "prm_exp" / name
@@ -157,6 +170,7 @@ def main(cfg: PrmExpConfig) -> dict:
 
     # --- data: mine, generate, grade (each stage resumable)
     graded_path = work / "graded.jsonl"
+    api_usage: dict[str, dict] = {}
     if cfg.skip_generation:
         if not graded_path.is_file():
             raise SystemExit(f"error: --skip_generation but no graded data at {graded_path}; run once without it")
@@ -167,17 +181,26 @@ def main(cfg: PrmExpConfig) -> dict:
     else:
         work.mkdir(parents=True, exist_ok=True)
         write_json(work / "args.json", {k: v for k, v in asdict(cfg).items() if k not in ("reward", "skip_generation")})
-        verifier_name, verifier = choose_verifier(cfg, work)
         problems = problems_for(cfg).shuffle(seed=cfg.seed)
-        from prm.generate import LocalGenerator
+        from prm.generate import ClaudeGenerator, LocalGenerator
 
+        # The SFT model mines questions (both methods) and writes the rollouts (Method 1)
         gen = LocalGenerator(cfg.sft_model, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, batch_size=cfg.gen_batch_size, seed=cfg.seed)
-        sample = lambda prompts, n: gen.generate(prompts, n)  # noqa: E731
         mcfg = MiningConfig(cfg.mine_samples, cfg.fail_low, cfg.fail_high, cfg.num_samples, cfg.max_questions)
-        kept = mine(problems, sample, mcfg, work / "mining.jsonl", batch=max(1, cfg.gen_batch_size // max(1, cfg.mine_samples)))
-        sols = rollouts(kept, cfg.num_rollouts, sample, work / "solutions.jsonl")
         try:
+            kept = mine(problems, gen.generate, mcfg, work / "mining.jsonl", batch=max(1, cfg.gen_batch_size // max(1, cfg.mine_samples)))
+            if cfg.method == 2:  # Claude writes the rollouts; prompt variants make them differ
+                writer = ClaudeGenerator(cfg.claude_model, cache_path=work / "claude_generation_cache.jsonl", **claude_kw(cfg, "generation", cfg.max_cost_usd))
+                sols = rollouts(kept, cfg.num_rollouts, writer.generate, work / "solutions.jsonl", reuse_samples=False)
+                api_usage["generation"] = writer.usage.as_dict(cfg.claude_model)
+            else:
+                sols = rollouts(kept, cfg.num_rollouts, gen.generate, work / "solutions.jsonl")
+            spent = api_usage.get("generation", {}).get("cost_usd") or 0.0
+            budget = None if cfg.max_cost_usd is None else cfg.max_cost_usd - spent
+            verifier_name, verifier = choose_verifier(cfg, work, gen, budget)
             graded = grade(sols, verifier, graded_path)
+            if verifier_name == "claude":
+                api_usage["grading"] = verifier.usage.as_dict(cfg.claude_model)
         except BudgetExceeded as e:
             raise SystemExit(f"stopped: {e}") from None
     start_run(run_dir, {**asdict(cfg), "verifier_used": verifier_name}, seed=cfg.seed)
@@ -201,6 +224,12 @@ def main(cfg: PrmExpConfig) -> dict:
                                 save_strategy="epoch", save_total_limit=2, logging_steps=5, bf16=cfg.bf16, seed=cfg.seed, step_separator="\n")
 
     # --- train (resumes from the newest checkpoint in adapter_dir)
+    if cfg.wait_for_gpu > 0:
+        gpu = wait_for_gpu(cfg.gpu_min_free_gb, cfg.wait_for_gpu)
+        if gpu is not None:
+            import torch
+
+            torch.cuda.set_device(gpu)
     trainer = PRMTrainer(prm=prm, args=args, train_dataset=to_dataset(train))
     resume = any(adapter_dir.glob("checkpoint-*"))
     trainer.train(resume_from_checkpoint=resume or None)
@@ -210,8 +239,8 @@ def main(cfg: PrmExpConfig) -> dict:
     # --- evaluate on held-out questions
     metrics, scored = evaluate_steps(prm, test) if test else ({"steps": {"n_steps": 0}}, [])
     metrics.update(data=counts, wall_time_s=round(time.time() - t0, 1), verifier=verifier_name)
-    if verifier_name == "claude" and not cfg.skip_generation:
-        metrics["api_usage"] = verifier.usage.as_dict(cfg.claude_model)
+    if api_usage:
+        metrics["api_usage"] = api_usage
 
     # --- save
     write_json(run_dir / "metrics.json", metrics)
@@ -228,7 +257,7 @@ def cli(argv: list[str] | None = None) -> dict:
     """Run from the command line: user errors (bad paths, bad data) end in one line, not a traceback."""
     try:
         return main(*parse(PrmExpConfig, argv, description=__doc__.split("\n")[0]))
-    except (FileNotFoundError, DataError, UnknownName) as e:
+    except (FileNotFoundError, DataError, UnknownName, TimeoutError) as e:
         raise SystemExit(f"error: {e}") from None
 
 

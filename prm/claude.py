@@ -19,6 +19,7 @@ for the reply and, optionally, one re-ask when the reply does not parse. The gra
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import os
@@ -323,11 +324,11 @@ class ClaudeJob:
         bar = tqdm(total=sum(len(v) for v in open_batches.values()), desc=desc, unit="request")
         try:
             for bid in open_batches:
-                while True:
+                for i in itertools.count():
                     b = client.messages.batches.retrieve(bid)
                     if b.processing_status == "ended":
                         break
-                    time.sleep(self.poll_interval)
+                    time.sleep(min(self.poll_interval, 2.0**i))  # 1, 2, 4, ... s: small batches end fast
                 for entry in client.messages.batches.results(bid):
                     if entry.custom_id in requests:
                         out[entry.custom_id] = entry.result.message if entry.result.type == "succeeded" else None

@@ -67,17 +67,20 @@ def mine(problems: Sequence[dict], sample: Callable[[list[str], int], list[list[
     return kept[: cfg.num_samples]
 
 
-def rollouts(kept: Sequence[dict], num_rollouts: int, sample: Callable[[list[str], int], list[list[str]]], path: Path, batch: int = 8) -> list[dict]:
-    """``num_rollouts`` solutions per kept question. The mining samples (same model, same
-    settings) count as the first rollouts; only the missing ones are generated."""
+def rollouts(kept: Sequence[dict], num_rollouts: int, sample: Callable[[list[str], int], list[list[str]]], path: Path, batch: int = 8,
+             reuse_samples: bool = True) -> list[dict]:
+    """``num_rollouts`` solutions per kept question. With ``reuse_samples`` the mining samples
+    (same model, same settings) count as the first rollouts and only the missing ones are
+    generated; Method 2 passes False (mining used the SFT model, rollouts come from Claude)."""
     done = _done(path)
     need = [k for k in kept if k["id"] not in done]
     for b in range(0, len(need), batch):
         chunk = need[b : b + batch]
-        extra = max(0, num_rollouts - min(len(k.get("samples", [])) for k in chunk))
+        have = [list(k.get("samples", [])) if reuse_samples else [] for k in chunk]
+        extra = max(0, num_rollouts - min(len(h) for h in have))
         more = sample([k["prompt"] for k in chunk], extra) if extra else [[] for _ in chunk]
-        for k, m in zip(chunk, more):
-            sols = (list(k.get("samples", [])) + m)[:num_rollouts]
+        for k, h, m in zip(chunk, have, more):
+            sols = (h + m)[:num_rollouts]
             row = {"id": k["id"], "prompt": k["prompt"], "answer": k["answer"], "solutions": sols}
             append_jsonl(path, row)
             done[k["id"]] = row
@@ -103,6 +106,8 @@ def grade(solutions: Sequence[dict], verifier: Any, path: Path, split_mode: str 
             continue
         row = {"id": sid, "question_id": q["id"], "prompt": q["prompt"], "answer": q["answer"], "steps": steps,
                "step_correct": g.step_correct, "solution_correct": g.solution_correct}
+        if getattr(g, "estimates", None):
+            row["step_estimates"] = g.estimates
         append_jsonl(path, row)
         done[sid] = row
     if failed:
@@ -110,9 +115,13 @@ def grade(solutions: Sequence[dict], verifier: Any, path: Path, split_mode: str 
     return [done[f"{q['id']}#{j}"] for q in solutions for j in range(len(q["solutions"])) if f"{q['id']}#{j}" in done]
 
 
+# The original prm_exp.py's per-prefix training text, kept verbatim for compatibility.
+PREFIX_TEMPLATE = "### Question:\n{question}\n\n### Partial Solution:\n{partial}\n\n### Evaluate this step:\n"
+
+
 def to_records(graded: Sequence[dict], reward: str) -> tuple[list[dict], list[dict]]:
     """Stepwise records (soft labels (r+1)/2 of the HE/SE reward) and the original per-prefix
-    layout (``input_text``, ``target_text`` CORRECT/INCORRECT, ``reward_value``).
+    layout (``input_text``, ``target_text`` "CORRECT (+1)"/"INCORRECT (-1)", ``reward_value``).
 
     A solution with no stated final answer counts as incorrect for HE; a step the verifier could
     not judge (None) gets no label."""
@@ -130,8 +139,8 @@ def to_records(graded: Sequence[dict], reward: str) -> tuple[list[dict], list[di
             if v is None:
                 continue
             partial = "\n".join(steps[: k + 1])
-            prefix.append({"input_text": f"Question: {g['prompt']}\n\nPartial solution:\n{partial}\n\nEvaluate this step.",
-                           "target_text": "CORRECT" if v else "INCORRECT", "reward_value": r, "id": f"{g['id']}@{k}"})
+            prefix.append({"input_text": PREFIX_TEMPLATE.format(question=g["prompt"], partial=partial),
+                           "target_text": "CORRECT (+1)" if v else "INCORRECT (-1)", "reward_value": r, "id": f"{g['id']}@{k}"})
     return records, prefix
 
 

@@ -49,3 +49,11 @@ def test_smollm2_writes_a_solution():
     gen = LocalGenerator("smollm2", max_new_tokens=48, temperature=0.0)
     (sol,) = gen.generate(["Tom has 3 apples and buys 2 more. How many apples does he have?"], n=1)
     assert len(sol[0]) > 10
+
+
+def test_complete_continues_a_prefix(tiny_lm):
+    gen = LocalGenerator(tiny_lm, max_new_tokens=6, batch_size=4, seed=0)
+    out = gen.complete(["What is 2+2?", "What is 3+3?"], ["2 + 2 = 4", "3 + 3 = 7\n"], n=3)
+    assert len(out) == 2 and all(len(c) == 3 for c in out)
+    # the prompt of a completion is the problem's prompt with the prefix as the start of the answer
+    assert gen.complete(["What is 2+2?"], ["2 + 2 = 4"], n=3)[0] == gen._sample([gen.prompt("What is 2+2?") + "2 + 2 = 4\n"], 3, "x")[0]

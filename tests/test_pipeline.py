@@ -64,8 +64,9 @@ def test_grade_and_rewards(tmp_path, reward, expected):
     records, prefix = to_records(graded, reward)
     assert records[0]["labels"] == expected["right"] and records[1]["labels"] == expected["wrong"]
     assert records[0]["label_scheme"] == "soft"
-    assert prefix[0]["target_text"] == "CORRECT" and prefix[-1]["target_text"] == "INCORRECT"
-    assert prefix[0]["input_text"].endswith("Evaluate this step.") and "reward_value" in prefix[0]
+    assert prefix[0]["target_text"] == "CORRECT (+1)" and prefix[-1]["target_text"] == "INCORRECT (-1)"
+    assert prefix[0]["input_text"].startswith("### Question:\n") and prefix[0]["input_text"].endswith("### Evaluate this step:\n")
+    assert "reward_value" in prefix[0]
     # grading is resumable: nothing is graded twice
     assert grade(sols, RulesVerifier(), tmp_path / "g.jsonl") == graded
 
@@ -74,3 +75,11 @@ def test_split_questions_keeps_solutions_together():
     recs = [{"meta": {"question_id": f"q{i // 3}"}, "id": i} for i in range(30)]
     train, test = split_questions(recs, 0.2, seed=0)
     assert len(test) == 6 and not {r["meta"]["question_id"] for r in train} & {r["meta"]["question_id"] for r in test}
+
+
+def test_rollouts_without_reusing_mining_samples(tmp_path):
+    kept = [{"id": "q2", "prompt": "What is 2 + 2?", "answer": "4", "samples": ["old one", "old two"]}]
+    s = Sampler()
+    rows = rollouts(kept, 3, s, tmp_path / "sols.jsonl", reuse_samples=False)
+    assert len(rows[0]["solutions"]) == 3 and "old one" not in rows[0]["solutions"] and len(s.prompts) == 1
+    assert rollouts(kept, 3, s, tmp_path / "other.jsonl")[0]["solutions"][:2] == ["old one", "old two"]

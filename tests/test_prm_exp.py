@@ -67,9 +67,48 @@ def test_claude_verifier_run_asks_and_never_leaks_the_key(tmp_path, monkeypatch)
             cli(["--config", TINY, "--max_questions", "2"])
         assert not server.requests
         m = cli(["--config", TINY, "--max_questions", "2", "--yes"])
-        assert m["verifier"] == "claude" and m["api_usage"]["requests"] == len(server.requests) > 0
+        assert m["verifier"] == "claude" and m["api_usage"]["grading"]["requests"] == len(server.requests) > 0
         for f in Path(".").rglob("*"):
             if f.is_file() and f.suffix in (".json", ".jsonl", ".txt", ".md", ""):
                 assert "sk-ant-SECRET-999" not in f.read_text(errors="ignore"), f
     finally:
         server.close()
+
+
+@pytest.mark.slow
+@pytest.mark.api
+def test_method2_claude_generates_and_grades_as_a_batch(tmp_path, monkeypatch):
+    from exp.prm_exp import cli
+    from fake_anthropic import FakeAnthropic
+
+    server = FakeAnthropic()
+    try:
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-SECRET-222")
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
+        args = ["--config", TINY, "--method", "2", "--max_questions", "2", "--fail_low", "0", "--yes", "--batch_api"]
+        m = cli(args)
+        sols = [json.loads(line) for line in next(Path("data/prm_exp").glob("method2-*")).joinpath("solutions.jsonl").read_text().splitlines()]
+        assert sols and all(s.startswith("The two amounts") for row in sols for s in row["solutions"])  # Claude's, not SmolLM2's
+        assert m["api_usage"]["generation"]["requests"] == 2 * len(sols) and m["api_usage"]["grading"]["batch"] is True
+        assert server.batch_creates == 2  # one batch for generation, one for grading
+        assert Path("data/prm_dataset_method2_HE/prefix_layout.jsonl").is_file() and Path("results/prm_exp/method2_HE/metrics.json").is_file()
+        n = len(server.requests)
+        cli(args)  # a rerun pays nothing
+        assert len(server.requests) == n
+        for f in Path(".").rglob("*"):
+            if f.is_file() and f.suffix in (".json", ".jsonl"):
+                assert "sk-ant-SECRET-222" not in f.read_text(errors="ignore"), f
+    finally:
+        server.close()
+
+
+@pytest.mark.slow
+def test_mc_verifier_run(tmp_path, monkeypatch):
+    from exp.prm_exp import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    m = cli(["--config", TINY, "--verifier", "mc", "--mc_completions", "2", "--max_questions", "2", "--fail_low", "0"])
+    graded = [json.loads(line) for line in next(Path("data/prm_exp").glob("method1-*")).joinpath("graded.jsonl").read_text().splitlines()]
+    assert m["verifier"] == "mc" and graded and all(len(g["step_estimates"]["mc_soft"]) == len(g["steps"]) for g in graded)

@@ -93,10 +93,18 @@ class LocalGenerator:
         shots = "".join(f"Problem: {q}\nSolution:\n{a}\n\n" for q, a in self.examples)
         return f"{self.system_prompt}\n\n{shots}Problem: {problem}\nSolution:\n"
 
-    @torch.no_grad()
     def generate(self, problems: Sequence[str], n: int = 1, desc: str = "generating") -> list[list[str]]:
         """``n`` sampled solutions (text) for every problem, in problem order."""
-        prompts = [self.prompt(p) for p in problems for _ in range(n)]
+        return self._sample([self.prompt(p) for p in problems], n, desc)
+
+    def complete(self, problems: Sequence[str], prefixes: Sequence[str], n: int = 1, desc: str = "completing") -> list[list[str]]:
+        """``n`` sampled continuations of each partial solution ``prefixes[i]`` of ``problems[i]``
+        (the text after the prefix; Math-Shepherd rollouts)."""
+        return self._sample([self.prompt(p) + pre.rstrip() + "\n" for p, pre in zip(problems, prefixes)], n, desc)
+
+    @torch.no_grad()
+    def _sample(self, texts_in: Sequence[str], n: int, desc: str) -> list[list[str]]:
+        prompts = [t for t in texts_in for _ in range(n)]
         texts: list[str] = []
         device = next(self.model.parameters()).device
         for b in tqdm(range(0, len(prompts), self.batch_size), desc=desc, unit="batch"):
@@ -113,4 +121,4 @@ class LocalGenerator:
             )  # (batch, prompt + new tokens)
             new = out[:, enc["input_ids"].shape[1] :]
             texts += [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
-        return [texts[i * n : (i + 1) * n] for i in range(len(problems))]
+        return [texts[i * n : (i + 1) * n] for i in range(len(texts_in))]

@@ -78,6 +78,7 @@ class Grade:
     step_correct: list[bool | None]
     solution_correct: bool | None  # final answer vs gold; None when no answer is stated
     details: list[list[str]] = field(default_factory=list)
+    estimates: dict[str, list[float]] | None = None  # per-step numbers behind the verdicts (e.g. Monte-Carlo estimates)
 
 
 class RulesVerifier:
