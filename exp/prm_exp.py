@@ -75,6 +75,7 @@ class PrmExpConfig:
     max_new_tokens: int | None = field(default=None, metadata={"help": "Tokens per generated solution (default 256; 160 with the embedded SmolLM2)."})
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature of the SFT model."})
     gen_batch_size: int = field(default=8, metadata={"help": "Prompts per generation batch."})
+    vllm: str = field(default="auto", metadata={"help": "Generate with vLLM: auto (when installed and a GPU is present), yes, no.", "choices": ["auto", "yes", "no"]})
     prm_model: str = field(default="smollm2", metadata={"help": "PRM backbone (Llama-architecture by default)."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
@@ -182,10 +183,10 @@ def main(cfg: PrmExpConfig) -> dict:
         work.mkdir(parents=True, exist_ok=True)
         write_json(work / "args.json", {k: v for k, v in asdict(cfg).items() if k not in ("reward", "skip_generation")})
         problems = problems_for(cfg).shuffle(seed=cfg.seed)
-        from prm.generate import ClaudeGenerator, LocalGenerator
+        from prm.generate import ClaudeGenerator, make_generator
 
         # The SFT model mines questions (both methods) and writes the rollouts (Method 1)
-        gen = LocalGenerator(cfg.sft_model, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, batch_size=cfg.gen_batch_size, seed=cfg.seed)
+        gen = make_generator(cfg.sft_model, cfg.vllm, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, batch_size=cfg.gen_batch_size, seed=cfg.seed)
         mcfg = MiningConfig(cfg.mine_samples, cfg.fail_low, cfg.fail_high, cfg.num_samples, cfg.max_questions)
         try:
             kept = mine(problems, gen.generate, mcfg, work / "mining.jsonl", batch=max(1, cfg.gen_batch_size // max(1, cfg.mine_samples)))

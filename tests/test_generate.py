@@ -57,3 +57,21 @@ def test_complete_continues_a_prefix(tiny_lm):
     assert len(out) == 2 and all(len(c) == 3 for c in out)
     # the prompt of a completion is the problem's prompt with the prefix as the start of the answer
     assert gen.complete(["What is 2+2?"], ["2 + 2 = 4"], n=3)[0] == gen._sample([gen.prompt("What is 2+2?") + "2 + 2 = 4\n"], 3, "x")[0]
+
+
+def test_make_generator_without_vllm(tiny_lm):
+    from prm.generate import make_generator
+
+    assert isinstance(make_generator(tiny_lm, "auto", max_new_tokens=2), LocalGenerator)  # no vLLM/GPU here: transformers
+    with pytest.raises(ValueError, match="auto, yes or no"):
+        make_generator(tiny_lm, "maybe")
+
+
+@pytest.mark.gpu
+def test_vllm_matches_the_interface():
+    pytest.importorskip("vllm")
+    from prm.generate import VLLMGenerator
+
+    gen = VLLMGenerator("smollm2", max_new_tokens=16)
+    out = gen.generate(["What is 2+2?"], n=2)
+    assert len(out) == 1 and len(out[0]) == 2 and len(gen.complete(["What is 2+2?"], ["2 + 2 = 4"], n=3)[0]) == 3

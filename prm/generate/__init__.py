@@ -1,7 +1,8 @@
-"""Solution generators: a local transformers model (Method 1, mistake mining, Monte-Carlo
-rollouts) and Claude (Method 2)."""
+"""Solution generators: a local model (Method 1, mistake mining, Monte-Carlo rollouts) through
+transformers or, on a GPU with vLLM installed, vLLM; and Claude (Method 2)."""
 
 from prm.generate.claude import ClaudeGenerator
 from prm.generate.local import LocalGenerator, load_causal_lm
+from prm.generate.vllm import VLLMGenerator, make_generator
 
-__all__ = ["ClaudeGenerator", "LocalGenerator", "load_causal_lm"]
+__all__ = ["ClaudeGenerator", "LocalGenerator", "VLLMGenerator", "load_causal_lm", "make_generator"]

@@ -61,6 +61,18 @@ def load_causal_lm(name_or_path: str, *, dtype: torch.dtype | None = None, trust
     return model, tok
 
 
+def chat_prompt(tok: Any, problem: str, system_prompt: str = SYSTEM_PROMPT, examples: Sequence[tuple[str, str]] = EXAMPLES) -> str:
+    """The generation prompt: the chat template when the tokenizer has one, else plain text."""
+    if getattr(tok, "chat_template", None):
+        msgs = [{"role": "system", "content": system_prompt}]
+        for q, a in examples:
+            msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        msgs.append({"role": "user", "content": problem})
+        return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    shots = "".join(f"Problem: {q}\nSolution:\n{a}\n\n" for q, a in examples)
+    return f"{system_prompt}\n\n{shots}Problem: {problem}\nSolution:\n"
+
+
 class LocalGenerator:
     """Sample ``n`` solutions per problem from a local causal LM."""
 
@@ -83,15 +95,7 @@ class LocalGenerator:
         self.batch_size, self.seed, self.system_prompt, self.examples = batch_size, seed, system_prompt, list(examples)
 
     def prompt(self, problem: str) -> str:
-        tok = self.tokenizer
-        if getattr(tok, "chat_template", None):
-            msgs = [{"role": "system", "content": self.system_prompt}]
-            for q, a in self.examples:
-                msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
-            msgs.append({"role": "user", "content": problem})
-            return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        shots = "".join(f"Problem: {q}\nSolution:\n{a}\n\n" for q, a in self.examples)
-        return f"{self.system_prompt}\n\n{shots}Problem: {problem}\nSolution:\n"
+        return chat_prompt(self.tokenizer, problem, self.system_prompt, self.examples)
 
     def generate(self, problems: Sequence[str], n: int = 1, desc: str = "generating") -> list[list[str]]:
         """``n`` sampled solutions (text) for every problem, in problem order."""
