@@ -1,11 +1,17 @@
-"""The main job: make step-labeled data with an SFT model (Method 1) and grade it, turn the grades
-into HE or SE step rewards, train a LoRA PRM on them, and evaluate it.
+"""The main job: step-labeled data from an SFT model (Method 1) or Claude (Method 2), HE/SE rewards, a LoRA PRM.
+
+The SFT model or Claude writes solutions, a verifier grades every step, the grades become HE or SE
+step rewards, and a LoRA PRM is trained on them and evaluated on held-out questions.
 
     # offline, embedded defaults (SmolLM2 generates, the rules verifier grades, SmolLM2 + LoRA PRM)
     python exp/prm_exp.py --method 1 --reward HE
     python exp/prm_exp.py --method 1 --reward SE --skip_generation      # reuses HE's graded data
+    # offline Monte-Carlo labels (Math-Shepherd): 4 continuations from every step prefix
+    python exp/prm_exp.py --method 1 --reward HE --verifier mc --mc_completions 4
     # with a key in ANTHROPIC_API_KEY (or .env): Claude grades (asks before spending; --yes skips)
     python exp/prm_exp.py --method 1 --reward HE --verifier claude --max_cost_usd 5
+    # Method 2: Claude writes the rollouts and grades them, through the Message Batches API (half price)
+    python exp/prm_exp.py --method 2 --reward HE --batch_api --max_cost_usd 10
     # the original setup on a GPU box
     python exp/prm_exp.py --method 1 --reward HE --dataset openmathinstruct \\
         --sft_model math_tutor_model/math_sft_adapter/v2/final_checkpoint --prm_model meta-llama/Llama-3.2-1B --bf16
