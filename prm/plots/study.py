@@ -6,7 +6,6 @@ ProcessBench-style F1, best-of-N accuracy vs N, and API cost. Each reads the sta
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
