@@ -65,6 +65,17 @@ def prefix_ids(tokenizer: Any) -> list[int]:
     return []
 
 
+def prompt_ids(tokenizer: Any, prompt: str, *, separator: str = "\n", max_length: int | None = None, max_prompt_length: int | None = None) -> list[int]:
+    """The tokens every solution of ``prompt`` starts with: [CLS]/BOS, the (truncated) prompt, the
+    separator. Identical for all solutions of one problem, which shared-prefix scoring relies on."""
+    head = _ids(tokenizer, prompt)
+    if max_length is not None:
+        head = head[: max_prompt_length if max_prompt_length is not None else max_length // 2]
+    elif max_prompt_length is not None:
+        head = head[:max_prompt_length]
+    return prefix_ids(tokenizer) + head + separator_ids(tokenizer, separator)
+
+
 def encode_steps(
     tokenizer: Any,
     prompt: str,
@@ -83,13 +94,7 @@ def encode_steps(
     if labels is not None and len(labels) != len(steps):
         raise ValueError(f"{len(labels)} labels for {len(steps)} steps")
     sep = separator_ids(tokenizer, separator)
-    head = _ids(tokenizer, prompt)
-    if max_length is not None:
-        budget = max_prompt_length if max_prompt_length is not None else max_length // 2
-        head = head[:budget]
-    elif max_prompt_length is not None:
-        head = head[:max_prompt_length]
-    input_ids = prefix_ids(tokenizer) + head + sep
+    input_ids = prompt_ids(tokenizer, prompt, separator=separator, max_length=max_length, max_prompt_length=max_prompt_length)
     out_labels = [float(IGNORE)] * len(input_ids)
     positions: list[int] = []
     used = 0

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from prm.models.backbones import resolve
-from prm.models.encoding import IGNORE, StepEncoding, encode_steps
+from prm.models.encoding import IGNORE, StepEncoding, encode_steps, prompt_ids
 
 log = logging.getLogger(__name__)
 
@@ -220,9 +220,65 @@ class PRM:
                 out[i] = probs[r, encs[i].score_positions].tolist()
         return out
 
+    @torch.no_grad()
+    def score_candidates(self, problem: str, candidates: Sequence[Sequence[str]], batch_size: int = 16) -> list[list[float]]:
+        """P(step correct) for each step of N candidate solutions of ONE problem (best-of-N).
+
+        For a causal backbone the problem's tokens are run once and their key/value cache is
+        shared by all candidates (a causal model's states for the prefix do not depend on what
+        follows), so only the candidates' own tokens are computed: the same scores as
+        `score_batch`, for a fraction of the work when the problem is long. Encoders (where every
+        token sees the whole solution) fall back to `score_batch`."""
+        if self.spec.kind != "causal" or not candidates:
+            return self.score_batch([(problem, c) for c in candidates], batch_size)
+        from transformers import DynamicCache
+
+        self.model.eval()
+        device = next(self.model.parameters()).device
+        s = self.spec
+        prefix = prompt_ids(self.tokenizer, problem, separator=s.separator, max_length=s.max_length, max_prompt_length=s.max_prompt_length)
+        P = len(prefix)
+        encs = [self.encode(problem, c) for c in candidates]
+        out: list[list[float]] = [[] for _ in candidates]
+        pad = self.tokenizer.pad_token_id or 0
+        # the prefix once: (1, P) -> a cache of P positions in every layer
+        cache = DynamicCache()
+        self.model(input_ids=torch.tensor([prefix], device=device), past_key_values=cache, use_cache=True)
+        order = sorted((i for i, e in enumerate(encs) if e is not None), key=lambda i: len(encs[i].input_ids))
+        for b in range(0, len(order), batch_size):
+            idx = order[b : b + batch_size]
+            for i in idx:
+                if encs[i].input_ids[:P] != prefix:  # cannot happen with the one encoding; guards refactors
+                    raise AssertionError("a candidate does not start with the problem's tokens")
+            width = max(len(encs[i].input_ids) for i in idx) - P
+            ids = torch.full((len(idx), width), pad, dtype=torch.long)
+            att = torch.zeros((len(idx), P + width), dtype=torch.long)
+            att[:, :P] = 1
+            for r, i in enumerate(idx):  # right padding after each candidate's own tokens
+                n = len(encs[i].input_ids) - P
+                ids[r, :n] = torch.tensor(encs[i].input_ids[P:])
+                att[r, : P + n] = 1
+            c = _copy_cache(cache, len(idx))
+            pos = torch.arange(P, P + width).expand(len(idx), -1)
+            logits = self.model(input_ids=ids.to(device), attention_mask=att.to(device), position_ids=pos.to(device),
+                                past_key_values=c, use_cache=True).logits  # (batch, width, classes)
+            probs = logits.float().softmax(-1)[..., self.positive_class].cpu()
+            for r, i in enumerate(idx):
+                out[i] = probs[r, [p - P for p in encs[i].score_positions]].tolist()
+        return out
+
     def score_steps(self, problem: str, steps: Sequence[str]) -> list[float]:
         """P(step correct) for each step of one solution."""
         return self.score_batch([(problem, steps)])[0]
+
+
+def _copy_cache(cache: Any, n: int) -> Any:
+    """A cache holding ``n`` copies of a batch-1 cache (the original stays as it is for the next batch)."""
+    import copy
+
+    c = copy.deepcopy(cache)
+    c.batch_repeat_interleave(n)
+    return c
 
 
 def _head_name(model: Any) -> str:

@@ -1,0 +1,181 @@
+"""Performance benchmarks (issue 7); each writes results/bench/<name>.json and a figure
+(python exp/make_figures.py).
+
+    export PRM_DATA_DIR=../shared/data
+    python exp/bench.py train        # this trainer vs TRL 1.12 PRMTrainer (defaults and best CPU config), MiniLM + SmolLM2
+    python exp/bench.py prefix       # single pass vs the per-prefix layout of the old prm_exp.py (SmolLM2)
+    python exp/bench.py score        # best-of-N solutions/s at N=8,16: naive vs shared-prefix KV cache (SmolLM2)
+    python exp/bench.py label_cost   # Claude grading: requests, tokens, USD per 1000 solutions (loopback fake API)
+    python exp/bench.py efficiency   # MFU of training, fp32 and bf16 (MiniLM)
+    python exp/bench.py gpu          # on a CUDA machine: train + score with a random Llama-3.2-1B-shaped model, bf16
+    python exp/bench.py <name> --smoke   # seconds, tiny real models (what tests/test_bench.py runs)
+
+The first `train` creates .bench/trl-venv (python -m venv + pinned pip install of trl==1.12.0);
+`--trl_python PATH` uses another interpreter that has it. `--help` after a name lists its flags.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from prm.bench.common import gsm8k_rows, llama_1b_dir, save, tiny_backbone
+from prm.bench.train import TrainBench, train_benchmark
+from prm.config import parse
+from prm.data import resolve_path
+from prm.io import REPO_ROOT
+
+log = logging.getLogger("bench")
+
+
+@dataclass
+class Common:
+    smoke: bool = field(default=False, metadata={"help": "Seconds-long run on tiny real models (for the tests)."})
+    data: str = field(default="$PRM_DATA_DIR/gsm8k/train.jsonl", metadata={"help": "GSM8K JSONL (train split) the rows come from."})
+    results_dir: str = field(default="results", metadata={"help": "Writes <results_dir>/bench/<name>.json."})
+    name: str | None = field(default=None, metadata={"help": "Result file name (default: the benchmark's name)."})
+    work_dir: str = field(default=".bench/work", metadata={"help": "Scratch folder (gitignored)."})
+    note: str = field(default="", metadata={"help": "Free text stored with the result (e.g. how busy the machine was)."})
+
+
+@dataclass
+class TrainConfig(Common, TrainBench):
+    pass
+
+
+@dataclass
+class PrefixConfig(Common):
+    model: str = "smollm2"
+    solutions: int = 64
+    batch_size: int = 8
+    bf16: bool = True
+
+
+@dataclass
+class ScoreConfig(Common):
+    model: str = "smollm2"
+    ns: str = "8,16"
+    problems: int = 8
+    rounds: int = 3
+    random_init: bool = False
+
+
+@dataclass
+class LabelCostConfig(Common):
+    solutions: int = 200
+    claude_model: str = "claude-sonnet-4-6"
+
+
+@dataclass
+class EfficiencyConfig(Common):
+    model: str = "minilm"
+    steps: int = 10
+    batch_size: int = 8
+
+
+@dataclass
+class GpuConfig(Common):
+    trl_python: str | None = field(default=None, metadata={"help": "Python with trl==1.12.0 (the GPU machine has no internet: install wheels)."})
+    tokenizer: str = field(default="smollm2", metadata={"help": "Tokenizer for the Llama-1B-shaped model (embedded name or a folder)."})
+    steps: int = 40
+    batch_size: int = 16
+    pairs: int = 3
+    defaults_rounds: int = 3
+    problems: int = 16
+
+
+def run_train(cfg: TrainConfig) -> Path:
+    work = REPO_ROOT / cfg.work_dir / "train"
+    if cfg.smoke:
+        cfg.backbones = str(tiny_backbone("bert", work / "tiny-bert"))
+        cfg.random_init, cfg.n_train, cfg.n_eval, cfg.steps, cfg.batch_size, cfg.pairs = True, 24, 8, "3", "4", 1
+        cfg.defaults_rounds, cfg.warmup, cfg.profile = "0", 1, False
+        venv = REPO_ROOT / ".bench" / "trl-venv" / "bin" / "python"
+        cfg.trl = bool(cfg.trl_python) or venv.is_file()  # never install TRL for a smoke run
+    res = train_benchmark(cfg, resolve_path(cfg.data), work)
+    return save(cfg.results_dir, cfg.name or "train", res, cfg.note)
+
+
+def run_prefix(cfg: PrefixConfig) -> Path:
+    from prm.bench.prefix import prefix_benchmark
+
+    model, random_init = cfg.model, False
+    if cfg.smoke:
+        model, random_init, cfg.solutions, cfg.batch_size = str(tiny_backbone("llama", REPO_ROOT / cfg.work_dir / "tiny-llama")), True, 6, 8
+    rows, _ = gsm8k_rows(resolve_path(cfg.data), cfg.solutions, 0)
+    return save(cfg.results_dir, cfg.name or "prefix", prefix_benchmark(model, rows, cfg.batch_size, cfg.bf16, random_init), cfg.note)
+
+
+def run_score(cfg: ScoreConfig) -> Path:
+    from prm.bench.score import score_benchmark
+
+    model = cfg.model
+    if cfg.smoke:
+        model, cfg.random_init, cfg.problems, cfg.rounds, cfg.ns = str(tiny_backbone("llama", REPO_ROOT / cfg.work_dir / "tiny-llama")), True, 2, 1, "4"
+    res = score_benchmark(model, resolve_path(cfg.data), [int(n) for n in cfg.ns.split(",")], cfg.problems, cfg.rounds, cfg.random_init)
+    return save(cfg.results_dir, cfg.name or "score", res, cfg.note)
+
+
+def run_label_cost(cfg: LabelCostConfig) -> Path:
+    from prm.bench.label_cost import items_from_rows, label_cost_benchmark
+    from prm.data import load
+
+    n = 6 if cfg.smoke else cfg.solutions
+    ds = load("gsm8k_errors", resolve_path(cfg.data)).select(range(n))
+    return save(cfg.results_dir, cfg.name or "label_cost", label_cost_benchmark(items_from_rows(ds.to_list()), cfg.claude_model), cfg.note)
+
+
+def run_efficiency(cfg: EfficiencyConfig) -> Path:
+    from prm.bench.efficiency import efficiency_benchmark
+
+    model, random_init = cfg.model, False
+    if cfg.smoke:
+        model, random_init, cfg.steps, cfg.batch_size = str(tiny_backbone("bert", REPO_ROOT / cfg.work_dir / "tiny-bert")), True, 3, 4
+    rows, _ = gsm8k_rows(resolve_path(cfg.data), max(64, cfg.steps * cfg.batch_size), 0)
+    return save(cfg.results_dir, cfg.name or "efficiency", efficiency_benchmark(model, rows, cfg.steps, cfg.batch_size, random_init=random_init,
+                                                                                peak_seconds=0.2 if cfg.smoke else 1.0), cfg.note)
+
+
+def run_gpu(cfg: GpuConfig) -> list[Path]:
+    """train + score on a CUDA machine with a randomly initialized Llama-3.2-1B-shaped model."""
+    import torch
+
+    if not torch.cuda.is_available() and not cfg.smoke:
+        raise SystemExit("gpu: no CUDA device here; run this on a GPU machine (see README 'Benchmarks')")
+    work = REPO_ROOT / cfg.work_dir
+    model = tiny_backbone("llama", work / "tiny-llama", cfg.tokenizer) if cfg.smoke else llama_1b_dir(work / "llama-1b-shape", cfg.tokenizer)
+    steps, bs, pairs, problems = (3, 4, 1, 2) if cfg.smoke else (cfg.steps, cfg.batch_size, cfg.pairs, cfg.problems)
+    tcfg = TrainConfig(backbones=str(model), n_train=max(1000, steps * bs) if not cfg.smoke else 24, n_eval=200 if not cfg.smoke else 8,
+                       steps=str(steps), batch_size=str(bs), pairs=pairs, defaults_rounds=str(min(pairs, cfg.defaults_rounds)), random_init=True, warmup=5 if not cfg.smoke else 1,
+                       profile=not cfg.smoke, trl_python=cfg.trl_python, data=cfg.data, results_dir=cfg.results_dir, note=cfg.note, work_dir=cfg.work_dir)
+    tcfg.smoke = False
+    tpath = save(cfg.results_dir, (cfg.name or "gpu") + "_train", train_benchmark(tcfg, resolve_path(cfg.data), work / "gpu-train"), cfg.note)
+    from prm.bench.score import score_benchmark
+
+    spath = save(cfg.results_dir, (cfg.name or "gpu") + "_score",
+                 score_benchmark(str(model), resolve_path(cfg.data), [4] if cfg.smoke else [8, 16], problems, 1 if cfg.smoke else 3, random_init=True), cfg.note)
+    return [tpath, spath]
+
+
+COMMANDS = {"train": (TrainConfig, run_train), "prefix": (PrefixConfig, run_prefix), "score": (ScoreConfig, run_score),
+            "label_cost": (LabelCostConfig, run_label_cost), "efficiency": (EfficiencyConfig, run_efficiency), "gpu": (GpuConfig, run_gpu)}
+
+
+def main(argv: list[str] | None = None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        raise SystemExit(f"usage: python exp/bench.py {{{','.join(COMMANDS)}}} [--smoke] [flags]; got {argv[:1] or 'nothing'}")
+    cls, fn = COMMANDS[argv[0]]
+    (cfg,) = parse(cls, argv[1:], description=f"benchmark: {argv[0]}")
+    out = fn(cfg)
+    log.info("wrote %s", out)
+    return out
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    main()

@@ -1,0 +1,132 @@
+"""Measurements shared by both training runners (this project's and TRL's).
+
+This module imports only the standard library, torch and transformers, because the TRL runner
+imports it by path from inside the isolated TRL environment, where ``prm`` is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+import torch
+
+IGNORE = -100
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, MiB (Linux reports KiB, macOS bytes)."""
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / (1024 * 1024) if sys.platform == "darwin" else r / 1024
+
+
+class CountingCollator:
+    """Wraps a collator and records, per batch, rows, real tokens, padded width and the sum of
+    squared row lengths (for attention FLOPs). With no gradient accumulation, batch i is step i."""
+
+    def __init__(self, collate: Callable[[list[dict]], dict]):
+        self.collate = collate
+        self.batches: list[dict] = []
+
+    def __call__(self, rows: list[dict]) -> dict:
+        batch = self.collate(rows)
+        lens = [len(r["input_ids"]) for r in rows]
+        ids = batch["input_ids"]
+        self.batches.append({"rows": len(rows), "tokens": sum(lens), "padded": int(ids.numel()), "sq": sum(n * n for n in lens)})
+        return batch
+
+    def totals(self, skip: int = 0) -> dict:
+        bs = self.batches[skip:]
+        tok, pad = sum(b["tokens"] for b in bs), sum(b["padded"] for b in bs)
+        return {"examples": sum(b["rows"] for b in bs), "tokens": tok, "padded_tokens": pad,
+                "padding_fraction": 1.0 - tok / pad if pad else 0.0, "sum_sq_len": sum(b["sq"] for b in bs)}
+
+
+def step_timer():
+    """A TrainerCallback recording the wall clock at the start of training and after each
+    optimizer step (created lazily so importing this module does not import transformers)."""
+    from transformers import TrainerCallback
+
+    class StepTimes(TrainerCallback):
+        def __init__(self):
+            self.t: list[float] = []
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.t = [time.perf_counter()]
+
+        def on_step_end(self, args, state, control, **kw):
+            self.t.append(time.perf_counter())
+
+    return StepTimes()
+
+
+def throughput(times: Sequence[float], counter: CountingCollator, warmup: int) -> dict:
+    """Examples/s and real tokens/s over the steps after ``warmup`` (the first steps pay for
+    allocations and thread start-up), plus totals over all steps."""
+    n_steps = len(times) - 1
+    warmup = min(warmup, max(0, n_steps - 1))
+    steady = counter.totals(skip=warmup)
+    # batches beyond the steps (a prefetched one) are not counted
+    steady_batches = counter.batches[warmup:n_steps]
+    ex = sum(b["rows"] for b in steady_batches)
+    tok = sum(b["tokens"] for b in steady_batches)
+    sec = times[-1] - times[warmup]
+    allb = counter.totals()
+    return {
+        "steps": n_steps, "warmup_steps": warmup, "train_seconds": times[-1] - times[0], "steady_seconds": sec,
+        "examples_per_s": ex / sec if sec > 0 else None, "tokens_per_s": tok / sec if sec > 0 else None,
+        "padding_fraction": allb["padding_fraction"], "tokens": allb["tokens"], "padded_tokens": allb["padded_tokens"],
+        "examples": allb["examples"], "steady_tokens": tok, "steady_examples": ex, "steady_sum_sq_len": sum(b["sq"] for b in steady_batches),
+        "padding_fraction_steady": steady["padding_fraction"],
+    }
+
+
+@torch.no_grad()
+def step_accuracy(model: Any, rows: Sequence[dict], pad_id: int, batch_size: int = 32, autocast: bool = False) -> dict:
+    """Held-out step accuracy: argmax of the logits at every labeled position (binary heads:
+    the same as P(correct) > 0.5). ``rows`` hold ``input_ids`` and ``labels`` (IGNORE elsewhere)."""
+    model.eval()
+    device = next(model.parameters()).device
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
+    right = total = 0
+    for b in range(0, len(order), batch_size):
+        idx = order[b : b + batch_size]
+        width = max(len(rows[i]["input_ids"]) for i in idx)
+        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+        att = torch.zeros_like(ids)
+        lab = torch.full((len(idx), width), float(IGNORE))
+        for r, i in enumerate(idx):
+            n = len(rows[i]["input_ids"])
+            ids[r, :n] = torch.as_tensor(rows[i]["input_ids"])
+            att[r, :n] = 1
+            lab[r, :n] = torch.as_tensor(rows[i]["labels"], dtype=torch.float32)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            logits = model(input_ids=ids.to(device), attention_mask=att.to(device)).logits
+        mask = lab != IGNORE
+        pred = logits.float().argmax(-1).cpu()[mask]
+        right += int((pred == lab[mask].long()).sum())
+        total += int(mask.sum())
+    return {"step_accuracy": right / total if total else None, "n_steps": total}
+
+
+def profile_top(fn: Callable[[], Any], k: int = 12) -> list[dict]:
+    """Run ``fn`` under torch.profiler and return the top-k operators by self CPU (or CUDA) time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=acts) as prof:
+        fn()
+    cuda = torch.cuda.is_available()
+    events = prof.key_averages()
+    key = (lambda e: getattr(e, "self_device_time_total", 0)) if cuda else (lambda e: e.self_cpu_time_total)
+    total = sum(key(e) for e in events) or 1
+    top = sorted(events, key=key, reverse=True)[:k]
+    return [{"op": e.key, "self_ms": key(e) / 1000, "share": key(e) / total, "calls": e.count} for e in top]
+
+
+def write(path: str, obj: dict) -> None:
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2)

@@ -1,0 +1,69 @@
+"""One run of this project's PRMTrainer under the same protocol as `trl_runner.py`.
+
+    python -m prm.bench.ours_runner SPEC.json
+
+Run as its own process so that its peak memory is its own and both systems start equally cold.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+
+from prm.bench import measure
+
+
+def main(spec_path: str) -> None:
+    spec = json.load(open(spec_path))
+    t0 = time.perf_counter()
+    import torch
+    import transformers
+    from transformers import set_seed
+
+    from prm.models.prm import PRM, PRMSpec
+    from prm.train import PRMTrainer, PRMTrainingArguments
+
+    rows = [json.loads(x) for x in open(spec["train_file"])]
+    held = [json.loads(x) for x in open(spec["eval_file"])]
+    set_seed(spec["seed"])
+    gpu = torch.cuda.is_available()
+    with torch.device("cuda" if gpu and spec.get("random_init") else "cpu"):  # initialize a large random model where it runs
+        prm = PRM.from_backbone(spec["model"], PRMSpec(label_scheme="binary"), use_pretrained=not spec.get("random_init"))
+    rss_model = measure.peak_rss_mb()
+    bf16 = spec["mode"] != "fp32"
+    args = PRMTrainingArguments(
+        output_dir=tempfile.mkdtemp(prefix="prm-bench-"), max_steps=spec["steps"], per_device_train_batch_size=spec["batch_size"],
+        learning_rate=spec["learning_rate"], max_length=spec["max_length"], max_prompt_length=None, seed=spec["seed"],
+        save_strategy="no", report_to=[], logging_steps=max(1, spec["steps"]), dataloader_num_workers=0, disable_tqdm=True, bf16=bf16,
+    )
+    trainer = PRMTrainer(prm=prm, args=args, train_dataset=rows)
+    counter = measure.CountingCollator(trainer.data_collator)
+    trainer.data_collator = counter
+    timer = measure.step_timer()
+    trainer.add_callback(timer)
+    setup_s = time.perf_counter() - t0
+    if spec.get("profile"):
+        top = measure.profile_top(trainer.train)
+    else:
+        trainer.train()
+        top = None
+    rss_train = measure.peak_rss_mb()
+    out = measure.throughput(timer.t, counter, spec["warmup"])
+
+    encs = [prm.encode(r["prompt"], r["completions"], [float(v) for v in r["labels"]]) for r in held]
+    enc = [{"input_ids": e.input_ids, "labels": e.labels} for e in encs if e is not None]
+    out.update(measure.step_accuracy(trainer.model, enc, prm.tokenizer.pad_token_id, spec["eval_batch_size"], autocast=bf16))
+    out.update({
+        "system": "ours", "mode": spec["mode"], "bf16": bf16, "gradient_checkpointing": bool(args.gradient_checkpointing),
+        "use_cpu": bool(args.use_cpu), "train_sampling_strategy": args.train_sampling_strategy, "setup_seconds": setup_s,
+        "peak_rss_mb": rss_train, "rss_after_model_mb": rss_model,
+        "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if gpu else None, "profile_top": top,
+        "versions": {"transformers": transformers.__version__, "torch": torch.__version__}, "threads": torch.get_num_threads(),
+    })
+    measure.write(spec["out"], out)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

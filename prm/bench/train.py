@@ -1,0 +1,138 @@
+"""Training speed: this project's PRMTrainer against TRL's PRMTrainer (``trl==1.12.0``, the last
+release with ``trl.experimental.prm``), run in an isolated environment that this module creates,
+so the project's own requirements never include trl.
+
+Protocol: the same backbone, the same TRL-format rows, the same batch size, learning rate, number
+of optimizer steps and seed. Each run is its own process (cold start, its own peak RSS). Runs
+alternate ours, TRL best, TRL defaults, ours, ... for ``pairs`` rounds; ratios are taken within a
+round and summarised by their median and spread, so slow drifts of a shared machine hit both sides.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prm.bench.common import gsm8k_rows, spread, write_rows
+from prm.io import REPO_ROOT
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).resolve().parent
+# Pinned like the project's own requirements, so both sides run the same torch/transformers.
+TRL_PINS = ("torch==2.13.0", "trl==1.12.0", "transformers==5.23.0", "tokenizers==0.23.3", "datasets==5.2.0",
+            "accelerate==1.15.0", "safetensors==0.8.0", "numpy==2.4.6", "huggingface-hub==2.4.0")
+
+
+def ensure_trl_python(venv: str | Path) -> str:
+    """The Python of an isolated environment holding TRL 1.12.0; created on first use
+    (``python -m venv`` + pinned ``pip install``, about a minute with the local torch wheel)."""
+    venv = Path(venv)
+    py = venv / "bin" / "python"
+    check = [str(py), "-c", "import trl.experimental.prm, trl; assert trl.__version__ == '1.12.0'"]
+    if py.is_file() and subprocess.run(check, capture_output=True).returncode == 0:
+        return str(py)
+    log.info("creating the isolated TRL environment in %s (once)", venv)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    res = subprocess.run([str(py), "-m", "pip", "install", "-q", *TRL_PINS], capture_output=True, text=True)
+    if res.returncode != 0 or subprocess.run(check, capture_output=True).returncode != 0:
+        raise RuntimeError(f"could not install {' '.join(TRL_PINS)} into {venv}:\n{res.stderr[-2000:]}")
+    return str(py)
+
+
+def run_child(cmd: list[str], spec: dict, work: Path, name: str, timeout: int = 1800) -> dict:
+    """Run one measured process with ``spec`` and return the JSON it wrote."""
+    spec = dict(spec, out=str(work / f"{name}.out.json"))
+    spec_path = work / f"{name}.spec.json"
+    spec_path.write_text(json.dumps(spec))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    res = subprocess.run([*cmd, str(spec_path)], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO_ROOT)
+    if res.returncode != 0:
+        raise RuntimeError(f"{name} failed (exit {res.returncode}):\n{res.stderr[-3000:]}")
+    return json.loads(Path(spec["out"]).read_text())
+
+
+@dataclass
+class TrainBench:
+    backbones: str = field(default="minilm,smollm2", metadata={"help": "Comma-separated backbones (embedded names, paths or hub ids)."})
+    n_train: int = field(default=1000, metadata={"help": "Stepwise GSM8K training rows (reference + injected-error copies)."})
+    n_eval: int = field(default=200, metadata={"help": "Held-out rows (other problems) for step accuracy."})
+    steps: str = field(default="minilm=12,smollm2=6", metadata={"help": "Optimizer steps per backbone (name=steps, or one number for all)."})
+    batch_size: str = field(default="minilm=8,smollm2=4", metadata={"help": "Batch size per backbone (name=n, or one number)."})
+    learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate (both systems)."})
+    max_length: int = field(default=512, metadata={"help": "Maximum tokens per row (both systems)."})
+    pairs: int = field(default=3, metadata={"help": "Alternation rounds (ours, TRL best, TRL defaults) per backbone."})
+    defaults_rounds: str = field(default="minilm=3,smollm2=1", metadata={"help": "Rounds that include TRL at its defaults (fp32 + checkpointing is slow)."})
+    warmup: int = field(default=2, metadata={"help": "Optimizer steps excluded from the throughput (allocator and thread warm-up)."})
+    random_init: bool = field(default=False, metadata={"help": "Random weights from the backbone's config (GPU run: a Llama-3.2-1B shape)."})
+    tokenizer: str | None = field(default=None, metadata={"help": "Tokenizer path when the backbone folder holds only a config."})
+    profile: bool = field(default=True, metadata={"help": "One extra profiled run per system (torch.profiler top operators)."})
+    trl_python: str | None = field(default=None, metadata={"help": "Python with trl==1.12.0; default: create .bench/trl-venv."})
+    trl: bool = field(default=True, metadata={"help": "Run the TRL side (--smoke turns it off when no TRL environment exists yet)."})
+    seed: int = 0
+
+
+def _per(spec: str, name: str, cast=int) -> Any:
+    if "=" not in spec:
+        return cast(spec)
+    table = dict(kv.split("=", 1) for kv in spec.split(","))
+    if name not in table:
+        raise ValueError(f"no value for backbone '{name}' in '{spec}'")
+    return cast(table[name])
+
+
+def train_benchmark(cfg: TrainBench, data_path: str, work: Path) -> dict:
+    from prm.models.backbones import resolve
+
+    work.mkdir(parents=True, exist_ok=True)
+    train, held = gsm8k_rows(data_path, cfg.n_train, cfg.n_eval, cfg.seed)
+    tf, ef = write_rows(work / "train.jsonl", train), write_rows(work / "eval.jsonl", held)
+    trl_py = (cfg.trl_python or ensure_trl_python(REPO_ROOT / ".bench" / "trl-venv")) if cfg.trl else None
+    ours_cmd = [sys.executable, "-m", "prm.bench.ours_runner"]
+    trl_cmd = [trl_py, str(HERE / "trl_runner.py")] if trl_py else None
+    out: dict[str, Any] = {"data": {"source": "GSM8K train, gsm8k_errors (cut after the wrong step)", "n_train": len(train), "n_eval": len(held),
+                                    "train_steps_labeled": sum(len(r["labels"]) for r in train)}, "backbones": {}}
+    for name in [b.strip() for b in cfg.backbones.split(",") if b.strip()]:
+        key = Path(name).name
+        spec = {"model": resolve(name), "tokenizer": cfg.tokenizer, "random_init": cfg.random_init, "train_file": str(tf), "eval_file": str(ef),
+                "steps": _per(cfg.steps, key), "batch_size": _per(cfg.batch_size, key), "learning_rate": cfg.learning_rate,
+                "max_length": cfg.max_length, "seed": cfg.seed, "warmup": cfg.warmup, "eval_batch_size": 32, "profile": False}
+        n_def = _per(cfg.defaults_rounds, key)
+        runs: dict[str, list[dict]] = {"ours": [], "trl_best": [], "trl_defaults": []}
+        for i in range(cfg.pairs):  # A B C A B C ...
+            runs["ours"].append(run_child(ours_cmd, dict(spec, mode="bf16"), work, f"{key}_ours_{i}"))
+            if trl_cmd is None:
+                continue
+            runs["trl_best"].append(run_child(trl_cmd, dict(spec, mode="best"), work, f"{key}_trl_best_{i}"))
+            if i < n_def:
+                runs["trl_defaults"].append(run_child(trl_cmd, dict(spec, mode="defaults"), work, f"{key}_trl_defaults_{i}"))
+            log.info("%s round %d: ours %.2f ex/s, TRL best %.2f ex/s", key, i, runs["ours"][-1]["examples_per_s"], runs["trl_best"][-1]["examples_per_s"])
+        res: dict[str, Any] = {"spec": {k: v for k, v in spec.items() if k not in ("train_file", "eval_file", "model")}, "model": name, "runs": runs}
+        summary = {}
+        for sysname, rs in runs.items():
+            if not rs:
+                continue
+            summary[sysname] = {m: spread([r[m] for r in rs]) for m in ("examples_per_s", "tokens_per_s", "padding_fraction", "peak_rss_mb", "step_accuracy", "peak_gpu_mb")}
+        res["summary"] = summary
+        ratios = {}
+        for other in ("trl_best", "trl_defaults"):
+            k = len(runs[other])
+            ratios[f"ours_vs_{other}"] = {
+                "examples_per_s": spread([runs["ours"][i]["examples_per_s"] / runs[other][i]["examples_per_s"] for i in range(k)]),
+                "tokens_per_s": spread([runs["ours"][i]["tokens_per_s"] / runs[other][i]["tokens_per_s"] for i in range(k)]),
+            }
+        ratios["trl_best_vs_trl_defaults"] = {"examples_per_s": spread([runs["trl_best"][i]["examples_per_s"] / runs["trl_defaults"][i]["examples_per_s"] for i in range(len(runs["trl_defaults"]))])}
+        res["ratios"] = ratios
+        if cfg.profile and trl_cmd is not None:
+            pspec = dict(spec, profile=True, steps=min(spec["steps"], 4), warmup=1)
+            res["profile"] = {"ours": run_child(ours_cmd, dict(pspec, mode="bf16"), work, f"{key}_ours_profile")["profile_top"],
+                              "trl_best": run_child(trl_cmd, dict(pspec, mode="best"), work, f"{key}_trl_profile")["profile_top"]}
+        out["backbones"][key] = res
+    return out

@@ -1,0 +1,85 @@
+"""The benchmarks' --smoke runs (tiny real models, real files) and the shared-prefix scorer."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from prm.io import REPO_ROOT
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+    from prm.bench.common import tiny_backbone
+    from prm.models.prm import PRM, PRMSpec
+
+    d = tiny_backbone("llama", tmp_path_factory.mktemp("tiny") / "llama")
+    torch.manual_seed(0)
+    return PRM.from_backbone(str(d), PRMSpec(label_scheme="binary"), use_pretrained=False)
+
+
+def test_shared_prefix_scores_equal_full_sequences(tiny_llama):
+    # the KV-cache path must give the single-pass scores: same tokens, causal attention
+    cands = [["2+2 = 4.", "The answer is 4."], ["2+2 = 5.", "So 5 it is.", "The answer is 5."], ["4"]]
+    full = tiny_llama.score_batch([("What is 2+2?", c) for c in cands])
+    shared = tiny_llama.score_candidates("What is 2+2?", cands, batch_size=2)
+    assert [len(s) for s in shared] == [2, 3, 1]
+    assert max(abs(a - b) for u, v in zip(full, shared) for a, b in zip(u, v)) < 1e-5
+
+
+def _bench(name, tmp_path, *extra):
+    from exp.bench import main
+
+    out = main([name, "--smoke", "--results_dir", str(tmp_path), "--work_dir", str(tmp_path / "work"), *extra])
+    return json.loads(Path(out).read_text())
+
+
+def test_label_cost_smoke(tmp_path, shared_data):
+    r = _bench("label_cost", tmp_path)
+    s = r["schemes"]
+    # one request per solution vs one per step; batch halves the cached per-solution price
+    assert s["per_solution"]["requests"] == 1.0 and s["per_step"]["requests"] == r["steps"] / r["solutions"] > 1
+    usd = {k: v["usd_per_1000_solutions"]["claude-sonnet-4-6"] for k, v in s.items()}
+    assert usd["per_step"] > usd["per_solution"] and usd["batch"] == pytest.approx(usd["per_solution_cached"] / 2)
+
+
+def test_score_smoke(tmp_path, shared_data):
+    r = _bench("score", tmp_path)
+    res = r["by_n"]["4"]
+    assert res["max_abs_score_diff_fp32"] < 1e-4
+    assert res["tokens"]["prefix_cache_padded"] < res["tokens"]["naive_padded"]
+    assert set(res["solutions_per_s"]) == {"naive_fp32", "prefix_cache_fp32", "naive_bf16", "prefix_cache_bf16"}
+
+
+def test_prefix_smoke(tmp_path, shared_data):
+    r = _bench("prefix", tmp_path)
+    assert r["scores_equal"] and r["kind"] == "causal"
+    assert r["per_prefix"]["rows"] == r["steps"] and r["per_prefix"]["tokens"] > r["single"]["tokens"]
+
+
+def test_efficiency_smoke(tmp_path, shared_data):
+    r = _bench("efficiency", tmp_path)
+    for run in r["runs"].values():
+        assert 0 < run["mfu"] < 1 and run["model_flops"] > 0
+
+
+@pytest.mark.slow  # two processes (ours, TRL), each importing torch/transformers
+def test_train_smoke(tmp_path, shared_data):
+    # ours always; TRL too when its isolated environment exists (a smoke run never installs it)
+    r = _bench("train", tmp_path)
+    (b,) = r["backbones"].values()
+    ours = b["runs"]["ours"][0]
+    assert ours["steps"] == 3 and 0 <= ours["padding_fraction"] < 1 and ours["peak_rss_mb"] > 0
+    assert 0 <= ours["step_accuracy"] <= 1
+    if (REPO_ROOT / ".bench" / "trl-venv" / "bin" / "python").is_file():
+        trl = b["runs"]["trl_best"][0]
+        assert trl["system"] == "trl" and trl["bf16"] and not trl["gradient_checkpointing"] and trl["steps"] == 3
+        assert b["ratios"]["ours_vs_trl_best"]["examples_per_s"]["n"] == 1
+
+
+def test_bench_rejects_unknown_command():
+    from exp.bench import main
+
+    with pytest.raises(SystemExit, match="usage"):
+        main(["nope"])
