@@ -30,8 +30,12 @@ def test_shared_prefix_scores_equal_full_sequences(tiny_llama):
 
 def _bench(name, tmp_path, *extra):
     from exp.bench import main
+    from prm.plots import load_all
 
     out = main([name, "--smoke", "--results_dir", str(tmp_path), "--work_dir", str(tmp_path / "work"), *extra])
+    # its figure is drawn from the file just written
+    made = load_all().get(f"bench_{name}")(tmp_path, tmp_path / "figures")
+    assert made and all(m.stem.with_suffix(".png").is_file() for m in made)
     return json.loads(Path(out).read_text())
 
 

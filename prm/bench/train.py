@@ -63,7 +63,7 @@ def run_child(cmd: list[str], spec: dict, work: Path, name: str, timeout: int = 
 class TrainBench:
     backbones: str = field(default="minilm,smollm2", metadata={"help": "Comma-separated backbones (embedded names, paths or hub ids)."})
     n_train: int = field(default=1000, metadata={"help": "Stepwise GSM8K training rows (reference + injected-error copies)."})
-    n_eval: int = field(default=200, metadata={"help": "Held-out rows (other problems) for step accuracy."})
+    n_eval: int = field(default=100, metadata={"help": "Held-out rows (other problems) for step accuracy."})
     steps: str = field(default="minilm=12,smollm2=6", metadata={"help": "Optimizer steps per backbone (name=steps, or one number for all)."})
     batch_size: str = field(default="minilm=8,smollm2=4", metadata={"help": "Batch size per backbone (name=n, or one number)."})
     learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate (both systems)."})

@@ -1,0 +1,147 @@
+"""Figures of the performance benchmarks (``results/bench/*.json``, written by `exp/bench.py`).
+
+One maker per benchmark; each returns [] when its result file is absent. Bars show medians of
+the repeated runs, whiskers their min-max range.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from prm.plots import FIGURES, Made, figure, save_figure
+
+SYSTEMS = (("ours", "this project"), ("trl_best", "TRL best (bf16, no ckpt)"), ("trl_defaults", "TRL defaults"))
+
+
+def _load(results_dir: Path, name: str) -> tuple[dict, Path] | None:
+    f = Path(results_dir) / "bench" / f"{name}.json"
+    return (json.loads(f.read_text()), f) if f.is_file() else None
+
+
+def _bar(ax, x: float, s: dict | None, color: str, label: str | None = None) -> None:
+    if not s or s.get("median") is None:
+        return
+    m = s["median"]
+    ax.bar(x, m, width=0.25, color=color, label=label, yerr=[[m - s["min"]], [s["max"] - m]], capsize=2)
+
+
+def _train_figure(results_dir: Path, figures_dir: Path, name: str) -> list[Made]:
+    got = _load(results_dir, name)
+    if got is None:
+        return []
+    r, src = got
+    backbones = list(r["backbones"])
+    fig, axes = figure(1, 2, figsize=(8, 3))
+    colors = ("tab:blue", "tab:orange", "tab:gray")
+    for j, (metric, title) in enumerate((("examples_per_s", "training examples/s"), ("padding_fraction", "padding fraction"))):
+        ax = axes[j]
+        for i, b in enumerate(backbones):
+            summ = r["backbones"][b]["summary"]
+            for k, ((key, label), c) in enumerate(zip(SYSTEMS, colors)):
+                _bar(ax, i + (k - 1) * 0.27, summ.get(key, {}).get(metric), c, label if i == 0 else None)
+            ratio = r["backbones"][b]["ratios"]["ours_vs_trl_best"]["examples_per_s"]
+            if metric == "examples_per_s" and ratio.get("median"):
+                top = summ["ours"][metric]["max"]
+                ax.annotate(f"{ratio['median']:.2f}x", (i - 0.27, top), ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(range(len(backbones)), backbones)
+        ax.set_title(title, fontsize=9)
+    axes[0].legend(fontsize=7)
+    dev = r["machine"].get("gpu") or r["machine"].get("cpu", "cpu")
+    fig.suptitle(f"PRM training vs TRL 1.12 PRMTrainer ({dev})", fontsize=9)
+    stem = save_figure(fig, Path(figures_dir) / f"bench_{name}")
+    return [Made(stem, (src,), f"Training throughput and padding, this project vs TRL's PRMTrainer ({name}); label: median ratio ours/TRL-best.")]
+
+
+@FIGURES.register("bench_train")
+def train_figures(results_dir: Path, figures_dir: Path) -> list[Made]:
+    return _train_figure(results_dir, figures_dir, "train") + _train_figure(results_dir, figures_dir, "gpu_train")
+
+
+@FIGURES.register("bench_prefix")
+def prefix_figure(results_dir: Path, figures_dir: Path) -> list[Made]:
+    got = _load(results_dir, "prefix")
+    if got is None:
+        return []
+    r, src = got
+    fig, axes = figure(1, 2, figsize=(6, 2.8))
+    names = ("single", "per_prefix")
+    for ax, key, title in ((axes[0], "tokens", "tokens per epoch"), (axes[1], "epoch_seconds", "seconds per epoch")):
+        ax.bar(range(2), [r[n][key] for n in names], color=("tab:blue", "tab:gray"))
+        ax.set_xticks(range(2), ("single pass", "per prefix"))
+        ax.set_title(title, fontsize=9)
+    fig.suptitle(f"{r['solutions']} solutions, {r['steps']} steps, {Path(r['model']).name}: "
+                 f"{r['token_ratio']:.2f}x tokens, {r['time_ratio']:.2f}x time; scores equal: {r['scores_equal']}", fontsize=8)
+    stem = save_figure(fig, Path(figures_dir) / "bench_prefix")
+    return [Made(stem, (src,), "Single-pass training vs the per-prefix layout of the original prm_exp.py: tokens and wall time per epoch.")]
+
+
+def _score_figure(results_dir: Path, figures_dir: Path, name: str) -> list[Made]:
+    got = _load(results_dir, name)
+    if got is None:
+        return []
+    r, src = got
+    ns = list(r["by_n"])
+    schemes = list(r["by_n"][ns[0]]["solutions_per_s"])
+    fig, ax = figure(figsize=(5.5, 3))
+    colors = ("tab:gray", "tab:blue", "silver", "tab:cyan")
+    for i, n in enumerate(ns):
+        for k, (s, c) in enumerate(zip(schemes, colors)):
+            _bar(ax, i + (k - 1.5) * 0.2, r["by_n"][n]["solutions_per_s"][s], c, s if i == 0 else None)
+    ax.set_xticks(range(len(ns)), [f"N = {n}" for n in ns])
+    ax.set_ylabel("solutions scored / s")
+    ax.legend(fontsize=7)
+    dev = r["machine"].get("gpu") or r["machine"].get("cpu", "cpu")
+    ax.set_title(f"best-of-N scoring, {Path(r['model']).name} ({dev})", fontsize=9)
+    stem = save_figure(fig, Path(figures_dir) / f"bench_{name}")
+    return [Made(stem, (src,), "Best-of-N scoring throughput: naive padded batch vs shared problem prefix (KV cache), fp32 and bf16.")]
+
+
+@FIGURES.register("bench_score")
+def score_figures(results_dir: Path, figures_dir: Path) -> list[Made]:
+    return _score_figure(results_dir, figures_dir, "score") + _score_figure(results_dir, figures_dir, "gpu_score")
+
+
+@FIGURES.register("bench_label_cost")
+def label_cost_figure(results_dir: Path, figures_dir: Path) -> list[Made]:
+    got = _load(results_dir, "label_cost")
+    if got is None:
+        return []
+    r, src = got
+    schemes = list(r["schemes"])
+    models = list(r["price_table_usd_per_mtok"])
+    fig, ax = figure(figsize=(6, 3))
+    width = 0.8 / len(models)
+    for j, m in enumerate(models):
+        vals = [r["schemes"][s]["usd_per_1000_solutions"][m] for s in schemes]
+        ax.bar(np.arange(len(schemes)) + (j - (len(models) - 1) / 2) * width, vals, width=width, label=m)
+    ax.set_xticks(range(len(schemes)), [s.replace("_", " ") for s in schemes], fontsize=8)
+    ax.set_ylabel("USD per 1000 solutions")
+    ax.legend(fontsize=7)
+    ax.set_title(f"Claude step grading cost ({r['solutions']} GSM8K solutions, {r['steps']} steps)", fontsize=9)
+    stem = save_figure(fig, Path(figures_dir) / "bench_label_cost")
+    return [Made(stem, (src,), "Claude grading cost per 1000 solutions: one request per step vs per solution, prompt caching, Message Batches.")]
+
+
+@FIGURES.register("bench_efficiency")
+def efficiency_figure(results_dir: Path, figures_dir: Path) -> list[Made]:
+    got = _load(results_dir, "efficiency")
+    if got is None:
+        return []
+    r, src = got
+    runs = r["runs"]
+    fig, axes = figure(1, 2, figsize=(6, 2.8))
+    names = list(runs)
+    axes[0].bar(range(len(names)), [runs[n]["achieved_flops_per_s"] / 1e9 for n in names], color="tab:blue", label="training (model FLOPs)")
+    axes[0].bar(range(len(names)), [runs[n]["matmul_peak_flops_per_s"] / 1e9 for n in names], color="none", edgecolor="black", label="matmul peak")
+    axes[0].set_xticks(range(len(names)), names)
+    axes[0].set_ylabel("GFLOP/s")
+    axes[0].legend(fontsize=7)
+    axes[1].bar(range(len(names)), [100 * runs[n]["mfu"] for n in names], color="tab:orange")
+    axes[1].set_xticks(range(len(names)), names)
+    axes[1].set_ylabel("MFU (%)")
+    fig.suptitle(f"training efficiency, {Path(r['model']).name}", fontsize=9)
+    stem = save_figure(fig, Path(figures_dir) / "bench_efficiency")
+    return [Made(stem, (src,), "Achieved training FLOP/s (6 x params x tokens + attention) against the matmul peak measured in the same run.")]
