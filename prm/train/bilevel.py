@@ -111,11 +111,14 @@ class Example:
     id: str = ""
 
 
-def encode_records(prm: PRM, records: Any, domains: Sequence[str] | None = None) -> tuple[list[Example], list[str], dict]:
+def encode_records(prm: PRM, records: Any, domains: Sequence[str] | None = None, drop_truncated: bool = False) -> tuple[list[Example], list[str], dict]:
     """Encode stepwise records (``meta.domain``, ``meta.meta_label``) with the PRM's tokenization.
 
     ``domains`` fixes the domain order (e.g. the training domains, for a meta set); otherwise it
-    is the sorted set of domains found. Returns (examples, domain names, counts)."""
+    is the sorted set of domains found. ``drop_truncated`` drops rows that lose steps to
+    truncation: a solution-level label (meta_label) speaks of the whole solution, and a wrong
+    step cut off would leave a "wrong" label on steps that are all right. Returns (examples,
+    domain names, counts)."""
     rows = list(records)
     names = list(domains) if domains is not None else sorted({(r.get("meta") or {}).get("domain") or "default" for r in rows})
     ids = {d: i for i, d in enumerate(names)}
@@ -123,8 +126,8 @@ def encode_records(prm: PRM, records: Any, domains: Sequence[str] | None = None)
     for r in rows:
         meta = r.get("meta") or {}
         enc = prm.encode(r["prompt"], r["completions"], r["labels"])
-        if enc is None:
-            dropped += 1  # no scorable step after truncation
+        if enc is None or (drop_truncated and enc.n_truncated):
+            dropped += 1  # no scorable step after truncation, or (drop_truncated) a partial solution
             continue
         truncated += enc.n_truncated
         domain = meta.get("domain") or "default"
@@ -291,6 +294,30 @@ def make_weights(kind: str, n_domains: int, n_examples: int) -> nn.Module | None
     if kind == "none":
         return None
     raise ValueError(f"unknown weighting '{kind}'; known: {', '.join(WEIGHTINGS)}")
+
+
+def train_top_layers(model: nn.Module, n: int) -> int:
+    """Keep trainable only the classification head and the parameters of the top ``n``
+    transformer layers (``...layer.K.`` / ``...layers.K.``); returns how many stay trainable.
+
+    On a CPU this makes the unroll cheap: the backward and the hypergradient's double backward
+    stop at the lowest trainable layer, while the forward still runs the whole model."""
+    import re
+
+    layer = re.compile(r"\.layers?\.(\d+)\.")
+    idx = {name: int(m.group(1)) for name, _ in model.named_parameters() if (m := layer.search(name))}
+    if not idx:
+        raise ValueError("train_top_layers: no numbered transformer layers in this model's parameter names")
+    first = max(idx.values()) + 1 - n
+    kept = 0
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        head = any(h in name for h in ("classifier", "score", "modules_to_save"))
+        if not head and idx.get(name, -1) < first:
+            p.requires_grad_(False)
+        kept += p.numel() if p.requires_grad else 0
+    return kept
 
 
 # --- trainer ---------------------------------------------------------------------------------

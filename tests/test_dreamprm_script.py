@@ -1,0 +1,112 @@
+"""exp/dreamprm_minif2f.py end to end on a tiny real model, and the offline miniF2F data builder."""
+
+import json
+import random
+
+import pytest
+import torch
+from transformers import AutoModelForTokenClassification, AutoTokenizer, BertConfig
+
+from exp.dreamprm_minif2f import DreamPRMConfig, main
+from prm.config import parse
+from prm.data import load
+from prm.data.dreamprm_build import build_minif2f_pair, corrupt_number, cot_response, proof_steps
+from prm.models.backbones import minilm_path
+from prm.plots.dreamprm import compare_figure, weight_figures
+from prm.train.bilevel import BilevelConfig
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    tok = AutoTokenizer.from_pretrained(minilm_path())
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, num_labels=2)
+    d = tmp_path_factory.mktemp("tiny")
+    AutoModelForTokenClassification.from_config(cfg).save_pretrained(d)
+    tok.save_pretrained(d)
+    return str(d)
+
+
+def write_rows(path, n, seed, domains=("algebra", "geometry")):
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        ok = [rng.random() < 0.6 for _ in range(3)]
+        steps = [f"we get {rng.randint(1, 9)} which is {'right' if o else 'wrong'}" for o in ok]
+        rows.append({"informal_prefix": f"/-- Show that problem {i} holds. -/", "formal_statement": f"theorem p{i} : True := by\n",
+                     "cot_response": cot_response(steps), "cot_steps": [{"pi": float(o)} for o in ok], "meta_label": float(all(ok)),
+                     "domain": domains[i % len(domains)]})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def configs(tmp_path, tiny_model, *flags):
+    data = {k: write_rows(tmp_path / f"{k}.jsonl", n, s) for k, n, s in (("train", 16, 0), ("meta", 8, 1), ("heldout", 8, 2))}
+    argv = ["--train_json_file", data["train"], "--meta_json_file", data["meta"], "--heldout_json_file", data["heldout"],
+            "--model_name", tiny_model, "--lora_r", "0", "--max_length", "64", "--split_mode", "headers", "--results_dir", str(tmp_path / "results"),
+            "--total_steps", "4", "--batch_size", "4", "--meta_batch_size", "4", "--lr", "1e-3", "--log_every", "1", "--save_every", "2", *flags]
+    return parse((DreamPRMConfig, BilevelConfig), argv)
+
+
+@pytest.mark.slow
+def test_dry_run_baseline_reweighted_resume_and_figures(tmp_path, tiny_model):
+    dry = main(*configs(tmp_path, tiny_model, "--dry_run", "--experiment_name", "dry"))
+    assert dry["dry_run"] and dry["data"]["domains"] == ["algebra", "geometry"]
+    assert not (tmp_path / "results/dreamprm_minif2f/dry/log.jsonl").exists()  # nothing trained
+
+    base = main(*configs(tmp_path, tiny_model, "--baseline", "--experiment_name", "base"))
+    assert base["baseline"] and base["final_weights"] is None and base["steps"] == 4
+
+    rw = main(*configs(tmp_path, tiny_model, "--experiment_name", "rw"))
+    run = tmp_path / "results/dreamprm_minif2f/rw"
+    for f in ("config.json", "metrics.json", "log.jsonl", "weights.jsonl", "predictions.jsonl"):
+        assert (run / f).is_file(), f
+    assert rw["final_weights"] != {"algebra": 1.0, "geometry": 1.0}
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["checkpoint_step_2.pt", "checkpoint_step_4.pt"]
+    preds = [json.loads(x) for x in (run / "predictions.jsonl").read_text().splitlines()]
+    assert len(preds) == rw["heldout"]["n"] and all(0 <= p["score"] <= 1 for p in preds)
+
+    # resume at step 2 and run to 4: the same log as the uninterrupted run
+    straight = (run / "log.jsonl").read_text().splitlines()
+    again = main(*configs(tmp_path, tiny_model, "--experiment_name", "rw", "--resume_step", "2"))
+    resumed = (run / "log.jsonl").read_text().splitlines()
+    strip = lambda lines: [{k: v for k, v in json.loads(x).items() if k != "elapsed_s"} for x in lines]  # noqa: E731
+    assert strip(resumed) == strip(straight) and again["steps"] == 4
+
+    made = weight_figures(tmp_path / "results", tmp_path / "fig") + compare_figure(tmp_path / "results", tmp_path / "fig")
+    names = sorted(m.stem.name for m in made)
+    assert names == ["dreamprm_minif2f_compare", "dreamprm_minif2f_rw_weights"]
+    assert all(m.stem.with_suffix(".png").is_file() for m in made)
+
+
+def test_bad_options_are_one_line_errors(tmp_path, tiny_model):
+    with pytest.raises(SystemExit, match="fp16 needs a CUDA device"):
+        main(*configs(tmp_path, tiny_model, "--precision", "fp16", "--device", "cpu"))
+    with pytest.raises(ValueError, match="aggregation: unknown value 'avg'"):
+        main(*configs(tmp_path, tiny_model, "--aggregation", "avg"))
+
+
+def test_proof_steps_and_corruption():
+    steps = proof_steps("We have $x = 12$. Then $2x = 24$.\n\nSo the answer is 24.")
+    assert steps == ["We have $x = 12$.", "Then $2x = 24$.", "So the answer is 24."]
+    bad, k = corrupt_number(steps, random.Random(0))
+    assert [i for i, (a, b) in enumerate(zip(steps, bad)) if a != b] == [k]
+    assert corrupt_number(["no numbers here"], random.Random(0)) is None
+
+
+def test_build_offline_minif2f_pair(shared_data, tmp_path):
+    counts = build_minif2f_pair(tmp_path / "a", shared_data)
+    build_minif2f_pair(tmp_path / "b", shared_data)
+    for name in ("train", "meta", "heldout"):  # deterministic: the same bytes twice
+        assert (tmp_path / "a" / f"{name}.jsonl").read_bytes() == (tmp_path / "b" / f"{name}.jsonl").read_bytes()
+    assert set(counts["train"]["domains"]) == {"augmented_gsm8k", "augmented_math", "gsm8k", "math"}
+    assert counts["meta"]["domains"] == {"minif2f": counts["meta"]["rows"]} and counts["meta"]["rows"] > 400
+    meta = load("dreamprm", tmp_path / "a" / "meta.jsonl", split_mode="headers")
+    for r in meta.select(range(40)):
+        err = "-err" in r["id"]
+        assert r["meta"]["meta_label"] == (0.0 if err else 1.0)
+        if err:  # 1 before the changed step, 0 from it on
+            k = r["labels"].index(0.0)
+            assert r["labels"] == [1.0] * k + [0.0] * (len(r["labels"]) - k)
+        else:
+            assert set(r["labels"]) == {1.0}
