@@ -59,9 +59,10 @@ class PrefixConfig(Common):
 class ScoreConfig(Common):
     model: str = "smollm2"
     ns: str = "8,16"
-    problems: int = 8
+    problems: int = 4
     rounds: int = 3
     random_init: bool = False
+    dtypes: str = field(default="bf16", metadata={"help": "Timed precisions, fp32 and/or bf16 (fp32 CPU scoring of SmolLM2 takes minutes); the fp32 score check always runs."})
 
 
 @dataclass
@@ -93,7 +94,7 @@ def run_train(cfg: TrainConfig) -> Path:
     if cfg.smoke:
         cfg.backbones = str(tiny_backbone("bert", work / "tiny-bert"))
         cfg.random_init, cfg.n_train, cfg.n_eval, cfg.steps, cfg.batch_size, cfg.pairs = True, 24, 8, "3", "4", 1
-        cfg.defaults_rounds, cfg.warmup, cfg.profile = "0", 1, False
+        cfg.defaults_rounds, cfg.warmup, cfg.profile = "0", 1, ""
         venv = REPO_ROOT / ".bench" / "trl-venv" / "bin" / "python"
         cfg.trl = bool(cfg.trl_python) or venv.is_file()  # never install TRL for a smoke run
     res = train_benchmark(cfg, resolve_path(cfg.data), work)
@@ -116,7 +117,8 @@ def run_score(cfg: ScoreConfig) -> Path:
     model = cfg.model
     if cfg.smoke:
         model, cfg.random_init, cfg.problems, cfg.rounds, cfg.ns = str(tiny_backbone("llama", REPO_ROOT / cfg.work_dir / "tiny-llama")), True, 2, 1, "4"
-    res = score_benchmark(model, resolve_path(cfg.data), [int(n) for n in cfg.ns.split(",")], cfg.problems, cfg.rounds, cfg.random_init)
+    res = score_benchmark(model, resolve_path(cfg.data), [int(n) for n in cfg.ns.split(",")], cfg.problems, cfg.rounds, cfg.random_init,
+                          dtypes=tuple(d.strip() for d in cfg.dtypes.split(",")) if not cfg.smoke else ("fp32", "bf16"))
     return save(cfg.results_dir, cfg.name or "score", res, cfg.note)
 
 
@@ -151,8 +153,9 @@ def run_gpu(cfg: GpuConfig) -> list[Path]:
     steps, bs, pairs, problems = (3, 4, 1, 2) if cfg.smoke else (cfg.steps, cfg.batch_size, cfg.pairs, cfg.problems)
     tcfg = TrainConfig(backbones=str(model), n_train=max(1000, steps * bs) if not cfg.smoke else 24, n_eval=200 if not cfg.smoke else 8,
                        steps=str(steps), batch_size=str(bs), pairs=pairs, defaults_rounds=str(min(pairs, cfg.defaults_rounds)), random_init=True, warmup=5 if not cfg.smoke else 1,
-                       profile=not cfg.smoke, trl_python=cfg.trl_python, data=cfg.data, results_dir=cfg.results_dir, note=cfg.note, work_dir=cfg.work_dir)
-    tcfg.smoke = False
+                       profile="" if cfg.smoke else "all", trl_python=cfg.trl_python, data=cfg.data, results_dir=cfg.results_dir, note=cfg.note, work_dir=cfg.work_dir)
+    if cfg.smoke:  # never install TRL for a smoke run
+        tcfg.trl = bool(cfg.trl_python) or (REPO_ROOT / ".bench" / "trl-venv" / "bin" / "python").is_file()
     tpath = save(cfg.results_dir, (cfg.name or "gpu") + "_train", train_benchmark(tcfg, resolve_path(cfg.data), work / "gpu-train"), cfg.note)
     from prm.bench.score import score_benchmark
 

@@ -88,7 +88,7 @@ def token_counts(prm: Any, items: list) -> dict:
 
 
 def score_benchmark(model: str, data_path: str, ns: list[int], n_problems: int, rounds: int, random_init: bool = False,
-                    tokenizer: str | None = None, seed: int = 0) -> dict:
+                    dtypes: tuple[str, ...] = ("fp32", "bf16"), seed: int = 0) -> dict:
     from prm.models.prm import PRM, PRMSpec
 
     torch.manual_seed(seed)
@@ -98,14 +98,18 @@ def score_benchmark(model: str, data_path: str, ns: list[int], n_problems: int, 
     gpu = torch.cuda.is_available()
     if gpu:
         prm.model.to("cuda")
-    out: dict[str, Any] = {"model": model, "random_init": random_init, "n_problems": n_problems, "rounds": rounds, "by_n": {}}
-    schemes = [("naive", False), ("prefix_cache", False), ("naive", True), ("prefix_cache", True)]
+    out: dict[str, Any] = {"model": model, "random_init": random_init, "n_problems": n_problems, "rounds": rounds, "dtypes": list(dtypes), "by_n": {}}
+    schemes = [(sc, bf) for bf in (False, True) if ("bf16" if bf else "fp32") in dtypes for sc in ("naive", "prefix_cache")]
     for n in ns:
         items = candidates(data_path, n_problems, n, seed)
         res: dict[str, Any] = {"tokens": token_counts(prm, items)}
         times: dict[str, list[float]] = {}
         scores: dict[str, list] = {}
-        for dtype_bf16 in (False, True):
+        # equality of the two schemes in fp32 on the first problem (always, whatever dtypes are timed)
+        _, a = _run(prm, items[:1], "naive", False)
+        _, b = _run(prm, items[:1], "prefix_cache", False)
+        res["max_abs_score_diff_fp32"] = max(abs(x - y) for u, v in zip(a[0], b[0]) for x, y in zip(u, v))
+        for dtype_bf16 in sorted({bf for _, bf in schemes}):
             if gpu:
                 prm.model.to(torch.bfloat16 if dtype_bf16 else torch.float32)
             for scheme, bf in schemes:
@@ -123,10 +127,11 @@ def score_benchmark(model: str, data_path: str, ns: list[int], n_problems: int, 
         if gpu:
             prm.model.to(torch.float32)
         res["solutions_per_s"] = {k: spread(v) for k, v in times.items()}
-        res["speedup_vs_naive_fp32"] = {k: spread([a / b for a, b in zip(v, times["naive_fp32"])]) for k, v in times.items()}
+        base = "naive_fp32" if "naive_fp32" in times else "naive_bf16"
+        res["speedup_vs_" + base] = {k: spread([a / b for a, b in zip(v, times[base])]) for k, v in times.items()}
         flat = lambda name: [x for prob in scores[name] for cand in prob for x in cand]  # noqa: E731
-        res["max_abs_score_diff_fp32"] = max(abs(a - b) for a, b in zip(flat("naive_fp32"), flat("prefix_cache_fp32")))
-        res["max_abs_score_diff_bf16"] = max(abs(a - b) for a, b in zip(flat("naive_bf16"), flat("prefix_cache_bf16")))
+        if "naive_bf16" in scores:
+            res["max_abs_score_diff_bf16"] = max(abs(a - b) for a, b in zip(flat("naive_bf16"), flat("prefix_cache_bf16")))
         out["by_n"][str(n)] = res
         log.info("N=%d: %s", n, {k: round(v["median"], 2) for k, v in res["solutions_per_s"].items()})
     return out

@@ -64,7 +64,7 @@ class TrainBench:
     backbones: str = field(default="minilm,smollm2", metadata={"help": "Comma-separated backbones (embedded names, paths or hub ids)."})
     n_train: int = field(default=1000, metadata={"help": "Stepwise GSM8K training rows (reference + injected-error copies)."})
     n_eval: int = field(default=100, metadata={"help": "Held-out rows (other problems) for step accuracy."})
-    steps: str = field(default="minilm=12,smollm2=6", metadata={"help": "Optimizer steps per backbone (name=steps, or one number for all)."})
+    steps: str = field(default="minilm=10,smollm2=5", metadata={"help": "Optimizer steps per backbone (name=steps, or one number for all)."})
     batch_size: str = field(default="minilm=8,smollm2=4", metadata={"help": "Batch size per backbone (name=n, or one number)."})
     learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate (both systems)."})
     max_length: int = field(default=512, metadata={"help": "Maximum tokens per row (both systems)."})
@@ -73,7 +73,7 @@ class TrainBench:
     warmup: int = field(default=2, metadata={"help": "Optimizer steps excluded from the throughput (allocator and thread warm-up)."})
     random_init: bool = field(default=False, metadata={"help": "Random weights from the backbone's config (GPU run: a Llama-3.2-1B shape)."})
     tokenizer: str | None = field(default=None, metadata={"help": "Tokenizer path when the backbone folder holds only a config."})
-    profile: bool = field(default=True, metadata={"help": "One extra profiled run per system (torch.profiler top operators)."})
+    profile: str = field(default="minilm", metadata={"help": "Backbones (comma-separated, or 'all', or '') that get one extra profiled run per system (torch.profiler top operators)."})
     trl_python: str | None = field(default=None, metadata={"help": "Python with trl==1.12.0; default: create .bench/trl-venv."})
     trl: bool = field(default=True, metadata={"help": "Run the TRL side (--smoke turns it off when no TRL environment exists yet)."})
     seed: int = 0
@@ -130,7 +130,7 @@ def train_benchmark(cfg: TrainBench, data_path: str, work: Path) -> dict:
             }
         ratios["trl_best_vs_trl_defaults"] = {"examples_per_s": spread([runs["trl_best"][i]["examples_per_s"] / runs["trl_defaults"][i]["examples_per_s"] for i in range(len(runs["trl_defaults"]))])}
         res["ratios"] = ratios
-        if cfg.profile and trl_cmd is not None:
+        if trl_cmd is not None and (cfg.profile == "all" or key in cfg.profile.split(",")):
             pspec = dict(spec, profile=True, steps=min(spec["steps"], 4), warmup=1)
             res["profile"] = {"ours": run_child(ours_cmd, dict(pspec, mode="bf16"), work, f"{key}_ours_profile")["profile_top"],
                               "trl_best": run_child(trl_cmd, dict(pspec, mode="best"), work, f"{key}_trl_profile")["profile_top"]}
