@@ -87,3 +87,28 @@ def test_bench_rejects_unknown_command():
 
     with pytest.raises(SystemExit, match="usage"):
         main(["nope"])
+
+
+def test_bench_rows_are_trl_shaped_and_split_by_problem(shared_data):
+    from prm.bench.common import gsm8k_rows
+
+    train, held = gsm8k_rows(str(shared_data / "gsm8k" / "train.jsonl"), 40, 10)
+    assert len(train) == 40 and len(held) == 10
+    # every step labeled (TRL cannot express unlabeled steps), wrong steps only last
+    for r in train + held:
+        assert len(r["labels"]) == len(r["completions"]) and all(isinstance(v, bool) for v in r["labels"])
+        assert all(r["labels"][:-1])
+    assert not {r["prompt"] for r in train} & {r["prompt"] for r in held}
+
+
+def test_spread_and_throughput_skip_warmup():
+    from prm.bench.common import spread
+    from prm.bench.measure import CountingCollator, throughput
+
+    s = spread([2.0, 1.0, 4.0])
+    assert s["median"] == 2.0 and s["rel_spread"] == 1.5
+    c = CountingCollator(lambda rows: {"input_ids": torch.zeros(len(rows), max(len(r["input_ids"]) for r in rows))})
+    c([{"input_ids": [1] * 10}, {"input_ids": [1] * 5}])  # warm-up step: not in the rate
+    c([{"input_ids": [1] * 4}, {"input_ids": [1] * 4}])
+    m = throughput([0.0, 5.0, 7.0], c, warmup=1)
+    assert m["examples_per_s"] == 1.0 and m["tokens_per_s"] == 4.0 and m["padding_fraction"] == pytest.approx(1 - 23 / 28)

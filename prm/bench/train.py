@@ -98,7 +98,10 @@ def train_benchmark(cfg: TrainBench, data_path: str, work: Path) -> dict:
     ours_cmd = [sys.executable, "-m", "prm.bench.ours_runner"]
     trl_cmd = [trl_py, str(HERE / "trl_runner.py")] if trl_py else None
     out: dict[str, Any] = {"data": {"source": "GSM8K train, gsm8k_errors (cut after the wrong step)", "n_train": len(train), "n_eval": len(held),
-                                    "train_steps_labeled": sum(len(r["labels"]) for r in train)}, "backbones": {}}
+                                    "train_steps_labeled": sum(len(r["labels"]) for r in train),
+                                    # accuracy of always answering "correct": a short run that only learns the prior lands here
+                                    "eval_majority_accuracy": sum(v for r in held for v in r["labels"]) / max(1, sum(len(r["labels"]) for r in held))},
+           "backbones": {}}
     for name in [b.strip() for b in cfg.backbones.split(",") if b.strip()]:
         key = Path(name).name
         spec = {"model": resolve(name), "tokenizer": cfg.tokenizer, "random_init": cfg.random_init, "train_file": str(tf), "eval_file": str(ef),
