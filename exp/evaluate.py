@@ -51,7 +51,8 @@ class EvalConfig:
     limit: int | None = field(default=None, metadata={"help": "Use at most this many records (processbench/steps) or problems (best_of_n)."})
     batch_size: int = field(default=16, metadata={"help": "Solutions per forward pass."})
     seed: int = field(default=0, metadata={"help": "Seed for the dev split and bootstrap."})
-    run_name: str = field(default="default", metadata={"help": "Folder under results/evaluate/."})
+    run_name: str = field(default="default", metadata={"help": "Run folder: results/<experiment>/<run_name>."})
+    experiment: str = field(default="evaluate", metadata={"help": "Results folder: results/<experiment>/<run_name>."})
     results_dir: str = field(default="results", metadata={"help": "Root of the results tree."})
 
 
@@ -73,7 +74,7 @@ def _slim(r: dict, threshold: float | None = None) -> dict:
 def main(cfg: EvalConfig) -> dict:
     if cfg.task not in TASKS:
         raise SystemExit(f"--task must be one of {', '.join(TASKS)}")
-    run_dir = start_run(Path(cfg.results_dir) / "evaluate" / cfg.run_name, asdict(cfg), seed=cfg.seed)
+    run_dir = start_run(Path(cfg.results_dir) / cfg.experiment / cfg.run_name, asdict(cfg), seed=cfg.seed)
     prm = PRM.load(cfg.model)
     if cfg.max_length:
         prm.spec.max_length = cfg.max_length
@@ -108,7 +109,8 @@ def main(cfg: EvalConfig) -> dict:
             threshold = choose_threshold(*_pb_inputs(dev_scored))
             dev_info = {"source": cfg.dev_data or f"{cfg.dev_fraction:.0%} of problems", "n": len(dev_scored), **processbench_metrics(*_pb_inputs(dev_scored), threshold)}
         scored = score_records(prm, test, cfg.batch_size, desc="scoring test")
-        metrics = {"test": processbench_metrics(*_pb_inputs(scored), threshold), "dev": dev_info}
+        metrics = {"test": processbench_metrics(*_pb_inputs(scored), threshold), "dev": dev_info,
+                   "test_at_0.5": processbench_metrics(*_pb_inputs(scored), 0.5)}  # what an untuned threshold gives
         predictions = [_slim(r, threshold) for r in scored]
         log.info("ProcessBench F1 (test, threshold %.2f chosen on dev): %.3f", threshold, metrics["test"]["average_f1"])
 
