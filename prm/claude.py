@@ -22,7 +22,6 @@ import asyncio
 import itertools
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import Any, Callable, Sequence
 
 from tqdm.auto import tqdm
 
-from prm.io import append_jsonl, iter_json_rows
+from prm.io import append_jsonl, iter_json_rows, secret
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +48,7 @@ MAX_BATCH_REQUESTS = 10_000  # per Message Batch (the API allows up to 100,000 o
 
 def load_dotenv_key() -> str | None:
     """``ANTHROPIC_API_KEY`` from the environment, else from a ``.env`` file in the working dir."""
-    key = os.environ.get("ANTHROPIC_API_KEY")
-    if key:
-        return key
-    try:
-        from dotenv import dotenv_values
-    except ImportError:
-        return None
-    return dotenv_values(".env").get("ANTHROPIC_API_KEY") if Path(".env").is_file() else None
+    return secret("ANTHROPIC_API_KEY")
 
 
 @dataclass

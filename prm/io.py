@@ -25,6 +25,32 @@ def data_dir() -> Path | None:
     return guess if guess.is_dir() else None
 
 
+def secret(name: str) -> str | None:
+    """A credential (``ANTHROPIC_API_KEY``, ``HF_AUTH_TOKEN``, ...) from the environment, else from a
+    ``.env`` file in the working directory. Callers never write it anywhere."""
+    value = os.environ.get(name)
+    if value:
+        return value
+    if not Path(".env").is_file():
+        return None
+    try:
+        from dotenv import dotenv_values
+    except ImportError:
+        return None
+    return dotenv_values(".env").get(name) or None
+
+
+def use_hf_token() -> bool:
+    """Make ``HF_AUTH_TOKEN`` (environment or .env; the original scripts' name) visible to the
+    Hugging Face hub client as ``HF_TOKEN``, for gated models. True when a token is in use."""
+    if os.environ.get("HF_TOKEN"):
+        return True
+    token = secret("HF_AUTH_TOKEN")
+    if token:
+        os.environ["HF_TOKEN"] = token
+    return bool(token)
+
+
 def _open_text(path: Path) -> io.TextIOBase:
     if path.suffix == ".gz":
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")

@@ -104,3 +104,19 @@ def test_wait_for_gpu():
     assert wait_for_gpu(10, 5, poll_s=7, probe=lambda: next(free), sleep=slept.append) == 1 and slept == [7]
     with pytest.raises(TimeoutError, match="no GPU reached 10 GiB"):
         wait_for_gpu(10, 0, probe=lambda: [1.0], sleep=lambda s: None)
+
+
+def test_credentials_from_env_or_dotenv(tmp_path, monkeypatch):
+    import os
+
+    from prm.io import secret, use_hf_token
+
+    monkeypatch.chdir(tmp_path)
+    for k in ("HF_TOKEN", "HF_AUTH_TOKEN", "ANTHROPIC_API_KEY"):
+        monkeypatch.delenv(k, raising=False)
+    assert secret("HF_AUTH_TOKEN") is None and use_hf_token() is False
+    (tmp_path / ".env").write_text("HF_AUTH_TOKEN=hf_from_dotenv\nANTHROPIC_API_KEY=sk-ant-dotenv\n")
+    assert secret("ANTHROPIC_API_KEY") == "sk-ant-dotenv"
+    assert use_hf_token() is True and os.environ["HF_TOKEN"] == "hf_from_dotenv"
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-env")
+    assert secret("ANTHROPIC_API_KEY") == "sk-ant-env"  # the environment wins

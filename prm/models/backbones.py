@@ -16,6 +16,8 @@ import os
 import shutil
 from pathlib import Path
 
+from prm.io import use_hf_token
+
 log = logging.getLogger(__name__)
 
 EMBEDDED = ("minilm", "smollm2")
@@ -78,4 +80,6 @@ def resolve(name_or_path: str) -> str:
         return str(minilm_path())
     if name_or_path == "smollm2":
         return str(smollm2_path())
+    if not Path(name_or_path).exists():
+        use_hf_token()  # a hub id: gated models (Llama) need HF_AUTH_TOKEN from the environment or .env
     return name_or_path
