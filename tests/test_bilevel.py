@@ -26,6 +26,7 @@ from prm.train.bilevel import (
     example_losses,
     meta_loss,
     solution_score,
+    train_top_layers,
 )
 
 WORDS = {1: ["right", "good", "true", "valid"], 0: ["wrong", "bad", "false", "invalid"]}
@@ -243,3 +244,11 @@ def test_instance_weights_table_is_mean_one():
     with torch.no_grad():
         w.raw.copy_(torch.tensor([0.1, 1.0, 2.0, -1.0, 0.5]))
     assert math.isclose(float(w.table().detach().mean()), 1.0, rel_tol=1e-6)
+
+
+def test_train_top_layers_keeps_head_and_top_layer(tok):
+    prm = tiny_prm(tok)
+    train_top_layers(prm.model, 1)
+    trainable = [n for n, p in prm.model.named_parameters() if p.requires_grad]
+    assert trainable and all(".layer.1." in n or n.startswith("classifier") for n in trainable), trainable
+    assert any(n.startswith("classifier") for n in trainable)
