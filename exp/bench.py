@@ -50,7 +50,7 @@ class TrainConfig(Common, TrainBench):
 @dataclass
 class PrefixConfig(Common):
     model: str = "smollm2"
-    solutions: int = 64
+    solutions: int = 24
     batch_size: int = 8
     bf16: bool = True
 
@@ -59,7 +59,7 @@ class PrefixConfig(Common):
 class ScoreConfig(Common):
     model: str = "smollm2"
     ns: str = "8,16"
-    problems: int = 4
+    problems: int = 3
     rounds: int = 3
     random_init: bool = False
     dtypes: str = field(default="bf16", metadata={"help": "Timed precisions, fp32 and/or bf16 (fp32 CPU scoring of SmolLM2 takes minutes); the fp32 score check always runs."})
@@ -93,7 +93,7 @@ def run_train(cfg: TrainConfig) -> Path:
     work = REPO_ROOT / cfg.work_dir / "train"
     if cfg.smoke:
         cfg.backbones = str(tiny_backbone("bert", work / "tiny-bert"))
-        cfg.random_init, cfg.n_train, cfg.n_eval, cfg.steps, cfg.batch_size, cfg.pairs = True, 24, 8, "3", "4", 1
+        cfg.random_init, cfg.n_train, cfg.n_eval, cfg.steps, cfg.batch_size, cfg.pairs = True, 24, "8", "3", "4", 1
         cfg.defaults_rounds, cfg.warmup, cfg.profile = "0", 1, ""
         venv = REPO_ROOT / ".bench" / "trl-venv" / "bin" / "python"
         cfg.trl = bool(cfg.trl_python) or venv.is_file()  # never install TRL for a smoke run
@@ -151,7 +151,7 @@ def run_gpu(cfg: GpuConfig) -> list[Path]:
     work = REPO_ROOT / cfg.work_dir
     model = tiny_backbone("llama", work / "tiny-llama", cfg.tokenizer) if cfg.smoke else llama_1b_dir(work / "llama-1b-shape", cfg.tokenizer)
     steps, bs, pairs, problems = (3, 4, 1, 2) if cfg.smoke else (cfg.steps, cfg.batch_size, cfg.pairs, cfg.problems)
-    tcfg = TrainConfig(backbones=str(model), n_train=max(1000, steps * bs) if not cfg.smoke else 24, n_eval=200 if not cfg.smoke else 8,
+    tcfg = TrainConfig(backbones=str(model), n_train=max(1000, steps * bs) if not cfg.smoke else 24, n_eval="200" if not cfg.smoke else "8",
                        steps=str(steps), batch_size=str(bs), pairs=pairs, defaults_rounds=str(min(pairs, cfg.defaults_rounds)), random_init=True, warmup=5 if not cfg.smoke else 1,
                        profile="" if cfg.smoke else "all", trl_python=cfg.trl_python, data=cfg.data, results_dir=cfg.results_dir, note=cfg.note, work_dir=cfg.work_dir)
     if cfg.smoke:  # never install TRL for a smoke run

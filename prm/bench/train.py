@@ -63,8 +63,8 @@ def run_child(cmd: list[str], spec: dict, work: Path, name: str, timeout: int = 
 class TrainBench:
     backbones: str = field(default="minilm,smollm2", metadata={"help": "Comma-separated backbones (embedded names, paths or hub ids)."})
     n_train: int = field(default=1000, metadata={"help": "Stepwise GSM8K training rows (reference + injected-error copies)."})
-    n_eval: int = field(default=100, metadata={"help": "Held-out rows (other problems) for step accuracy."})
-    steps: str = field(default="minilm=10,smollm2=5", metadata={"help": "Optimizer steps per backbone (name=steps, or one number for all)."})
+    n_eval: str = field(default="minilm=100,smollm2=40", metadata={"help": "Held-out rows (other problems) for step accuracy, per backbone (name=n, or one number)."})
+    steps: str = field(default="minilm=10,smollm2=4", metadata={"help": "Optimizer steps per backbone (name=steps, or one number for all)."})
     batch_size: str = field(default="minilm=8,smollm2=4", metadata={"help": "Batch size per backbone (name=n, or one number)."})
     learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate (both systems)."})
     max_length: int = field(default=512, metadata={"help": "Maximum tokens per row (both systems)."})
@@ -82,28 +82,30 @@ class TrainBench:
 def _per(spec: str, name: str, cast=int) -> Any:
     if "=" not in spec:
         return cast(spec)
-    table = dict(kv.split("=", 1) for kv in spec.split(","))
-    if name not in table:
-        raise ValueError(f"no value for backbone '{name}' in '{spec}'")
-    return cast(table[name])
+    table = {k.strip(): cast(v) for k, v in (kv.split("=", 1) for kv in spec.split(","))}
+    # a backbone the table does not name gets its largest value (e.g. a hub id)
+    return table.get(name, max(table.values()))
 
 
 def train_benchmark(cfg: TrainBench, data_path: str, work: Path) -> dict:
     from prm.models.backbones import resolve
 
     work.mkdir(parents=True, exist_ok=True)
-    train, held = gsm8k_rows(data_path, cfg.n_train, cfg.n_eval, cfg.seed)
-    tf, ef = write_rows(work / "train.jsonl", train), write_rows(work / "eval.jsonl", held)
+    names = [b.strip() for b in cfg.backbones.split(",") if b.strip()]
+    n_eval = {Path(n).name: _per(cfg.n_eval, Path(n).name) for n in names}
+    train, held = gsm8k_rows(data_path, cfg.n_train, max(n_eval.values()), cfg.seed)
+    tf = write_rows(work / "train.jsonl", train)
     trl_py = (cfg.trl_python or ensure_trl_python(REPO_ROOT / ".bench" / "trl-venv")) if cfg.trl else None
     ours_cmd = [sys.executable, "-m", "prm.bench.ours_runner"]
     trl_cmd = [trl_py, str(HERE / "trl_runner.py")] if trl_py else None
-    out: dict[str, Any] = {"data": {"source": "GSM8K train, gsm8k_errors (cut after the wrong step)", "n_train": len(train), "n_eval": len(held),
+    out: dict[str, Any] = {"data": {"source": "GSM8K train, gsm8k_errors (cut after the wrong step)", "n_train": len(train), "n_eval": n_eval,
                                     "train_steps_labeled": sum(len(r["labels"]) for r in train),
                                     # accuracy of always answering "correct": a short run that only learns the prior lands here
-                                    "eval_majority_accuracy": sum(v for r in held for v in r["labels"]) / max(1, sum(len(r["labels"]) for r in held))},
+                                    "eval_majority_accuracy": {k: sum(v for r in held[:n] for v in r["labels"]) / max(1, sum(len(r["labels"]) for r in held[:n])) for k, n in n_eval.items()}},
            "backbones": {}}
-    for name in [b.strip() for b in cfg.backbones.split(",") if b.strip()]:
+    for name in names:
         key = Path(name).name
+        ef = write_rows(work / f"eval_{key}.jsonl", held[: n_eval[key]])  # the first n held-out rows
         spec = {"model": resolve(name), "tokenizer": cfg.tokenizer, "random_init": cfg.random_init, "train_file": str(tf), "eval_file": str(ef),
                 "steps": _per(cfg.steps, key), "batch_size": _per(cfg.batch_size, key), "learning_rate": cfg.learning_rate,
                 "max_length": cfg.max_length, "seed": cfg.seed, "warmup": cfg.warmup, "eval_batch_size": 32, "profile": False}
