@@ -84,6 +84,15 @@ def throughput(times: Sequence[float], counter: CountingCollator, warmup: int) -
     }
 
 
+def epoch_equivalent(m: dict, row_lengths: Sequence[int]) -> dict:
+    """Examples/s over a whole epoch of the training set, estimated from the measured real-token
+    rate and the mean row length under this system's own tokenization. A short run of a
+    length-grouped sampler sees the longest rows first, so its raw examples/s understates it."""
+    rate = m.get("tokens_per_s")
+    mean_len = sum(row_lengths) / max(1, len(row_lengths))
+    return {"epoch_rows": len(row_lengths), "epoch_mean_row_tokens": mean_len, "epoch_examples_per_s": rate / mean_len if rate else None}
+
+
 @torch.no_grad()
 def step_accuracy(model: Any, rows: Sequence[dict], pad_id: int, batch_size: int = 32, autocast: bool = False) -> dict:
     """Held-out step accuracy: argmax of the logits at every labeled position (binary heads:

@@ -51,6 +51,7 @@ def main(spec_path: str) -> None:
         top = None
     rss_train = measure.peak_rss_mb()
     out = measure.throughput(timer.t, counter, spec["warmup"])
+    out.update(measure.epoch_equivalent(out, [len(x) for x in trainer.train_dataset["input_ids"]]))
 
     encs = [prm.encode(r["prompt"], r["completions"], [float(v) for v in r["labels"]]) for r in held]
     enc = [{"input_ids": e.input_ids, "labels": e.labels} for e in encs if e is not None]

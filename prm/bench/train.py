@@ -124,7 +124,7 @@ def train_benchmark(cfg: TrainBench, data_path: str, work: Path) -> dict:
         for sysname, rs in runs.items():
             if not rs:
                 continue
-            summary[sysname] = {m: spread([r[m] for r in rs]) for m in ("examples_per_s", "tokens_per_s", "padding_fraction", "peak_rss_mb", "step_accuracy", "peak_gpu_mb")}
+            summary[sysname] = {m: spread([r.get(m) for r in rs]) for m in ("examples_per_s", "epoch_examples_per_s", "tokens_per_s", "padding_fraction", "peak_rss_mb", "step_accuracy", "peak_gpu_mb")}
         res["summary"] = summary
         ratios = {}
         for other in ("trl_best", "trl_defaults"):
@@ -132,6 +132,8 @@ def train_benchmark(cfg: TrainBench, data_path: str, work: Path) -> dict:
             ratios[f"ours_vs_{other}"] = {
                 "examples_per_s": spread([runs["ours"][i]["examples_per_s"] / runs[other][i]["examples_per_s"] for i in range(k)]),
                 "tokens_per_s": spread([runs["ours"][i]["tokens_per_s"] / runs[other][i]["tokens_per_s"] for i in range(k)]),
+                # the fair one for short runs: whole-epoch examples/s from each side's token rate
+                "epoch_examples_per_s": spread([runs["ours"][i]["epoch_examples_per_s"] / runs[other][i]["epoch_examples_per_s"] for i in range(k)]),
             }
         ratios["trl_best_vs_trl_defaults"] = {"examples_per_s": spread([runs["trl_best"][i]["examples_per_s"] / runs["trl_defaults"][i]["examples_per_s"] for i in range(len(runs["trl_defaults"]))])}
         res["ratios"] = ratios

@@ -75,6 +75,7 @@ def main(spec_path: str) -> None:
         top = None
     rss_train = measure.peak_rss_mb()
     out = measure.throughput(timer.t, counter, spec["warmup"])
+    out.update(measure.epoch_equivalent(out, [len(x) for x in trainer.train_dataset["input_ids"]]))
 
     enc = [PRMTrainer.tokenize_row(r, tok, args.step_separator, args.max_length, args.max_completion_length, False, True) for r in held]
     acc = measure.step_accuracy(trainer.model, enc, tok.pad_token_id, spec["eval_batch_size"], autocast=bool(args.bf16))
