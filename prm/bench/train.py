@@ -6,6 +6,12 @@ Protocol: the same backbone, the same TRL-format rows, the same batch size, lear
 of optimizer steps and seed. Each run is its own process (cold start, its own peak RSS). Runs
 alternate ours, TRL best, TRL defaults, ours, ... for ``pairs`` rounds; ratios are taken within a
 round and summarised by their median and spread, so slow drifts of a shared machine hit both sides.
+
+Caveat of a fixed number of steps: the samplers draw different rows. This project's length-grouped
+sampler starts with the longest rows (transformers puts the longest batch first), so in a short
+run its raw examples/s understates it, while its tokens/s (and ``epoch_examples_per_s``, derived
+from it) overstate it, since the fixed per-step work (optimizer, dtype casts) is spread over more
+tokens. Compare ``padded_tokens`` too; a full epoch (``--n_train`` = steps x batch) removes the bias.
 """
 
 from __future__ import annotations
