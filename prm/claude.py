@@ -43,6 +43,9 @@ PRICES = {
     "claude-opus-4-5": (5.0, 25.0),
 }
 CACHE_READ, CACHE_WRITE, BATCH_DISCOUNT = 0.1, 1.25, 0.5
+# A prompt prefix shorter than this is silently not cached (Anthropic's documented minimums; one
+# public report saw Sonnet 4.6 cache only from 2048, so that is the figure used for it).
+CACHE_MIN_TOKENS = {"claude-sonnet-4-6": 2048, "claude-sonnet-4-5": 1024, "claude-haiku-4-5": 4096, "claude-opus-4-5": 4096}
 MAX_BATCH_REQUESTS = 10_000  # per Message Batch (the API allows up to 100,000 or 256 MB)
 
 
@@ -88,9 +91,14 @@ class BudgetExceeded(RuntimeError):
 
 def estimate_usage(tokens: Sequence[tuple[int, int]], system_tokens: int, model: str, batch: bool = False) -> dict:
     """Expected calls, tokens and USD for requests of (input, output) ``tokens`` sharing a system
-    prompt of ``system_tokens`` that is written to the prompt cache once and read afterwards."""
-    u = Usage(requests=len(tokens), input_tokens=sum(t[0] for t in tokens), output_tokens=sum(t[1] for t in tokens),
-              cache_read_tokens=max(0, len(tokens) - 1) * system_tokens, cache_write_tokens=system_tokens if tokens else 0, batch=batch)
+    prompt of ``system_tokens``: written to the prompt cache once and read afterwards when it is
+    long enough to be cached (`CACHE_MIN_TOKENS`), else paid in full by every request."""
+    inp, out = sum(t[0] for t in tokens), sum(t[1] for t in tokens)
+    if system_tokens >= CACHE_MIN_TOKENS.get(model, 4096):
+        u = Usage(requests=len(tokens), input_tokens=inp, output_tokens=out, cache_read_tokens=max(0, len(tokens) - 1) * system_tokens,
+                  cache_write_tokens=system_tokens if tokens else 0, batch=batch)
+    else:
+        u = Usage(requests=len(tokens), input_tokens=inp + len(tokens) * system_tokens, output_tokens=out, batch=batch)
     return {"calls": len(tokens), "input_tokens": u.input_tokens + u.cache_read_tokens + u.cache_write_tokens,
             "output_tokens": u.output_tokens, "usd": u.cost_usd(model), "batch": batch}
 

@@ -1,7 +1,9 @@
 """Claude as a step verifier: ONE request per solution grades all its steps.
 
-- The grading instructions are a system prompt marked for prompt caching, so repeated requests
-  read them at a tenth of the price.
+- The grading instructions are a system prompt marked for prompt caching. At about 150 tokens they
+  are below the minimum cacheable prefix (1024-4096 tokens by model, `prm.claude.CACHE_MIN_TOKENS`),
+  so today every request pays for them in full and `estimate` counts them so; the mark takes effect
+  once the instructions grow (e.g. with worked grading examples) past that minimum.
 - The verdict is strict JSON (``output_config.format`` with a JSON schema); a reply that does not
   parse or does not have one verdict per step is re-asked once, then the solution is left
   unlabeled and counted (never guessed).
