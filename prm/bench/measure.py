@@ -139,3 +139,16 @@ def profile_top(fn: Callable[[], Any], k: int = 12) -> list[dict]:
 def write(path: str, obj: dict) -> None:
     with open(path, "w") as f:
         json.dump(obj, f, indent=2)
+
+
+def read_spec(spec_path: str) -> tuple[dict, list[dict], list[dict]]:
+    """A runner's job: the spec JSON, its training rows and its held-out rows (both runners, each in its own venv)."""
+    import json
+
+    with open(spec_path) as f:
+        spec = json.load(f)
+    with open(spec["train_file"]) as f:
+        rows = [json.loads(x) for x in f]
+    with open(spec["eval_file"]) as f:
+        held = [json.loads(x) for x in f]
+    return spec, rows, held

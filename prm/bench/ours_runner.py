@@ -7,7 +7,6 @@ Run as its own process so that its peak memory is its own and both systems start
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 import time
@@ -16,7 +15,7 @@ from prm.bench import measure
 
 
 def main(spec_path: str) -> None:
-    spec = json.load(open(spec_path))
+    spec, rows, held = measure.read_spec(spec_path)
     t0 = time.perf_counter()
     import torch
     import transformers
@@ -25,8 +24,6 @@ def main(spec_path: str) -> None:
     from prm.models.prm import PRM, PRMSpec
     from prm.train import PRMTrainer, PRMTrainingArguments
 
-    rows = [json.loads(x) for x in open(spec["train_file"])]
-    held = [json.loads(x) for x in open(spec["eval_file"])]
     set_seed(spec["seed"])
     gpu = torch.cuda.is_available()
     with torch.device("cuda" if gpu and spec.get("random_init") else "cpu"):  # initialize a large random model where it runs

@@ -10,7 +10,6 @@ warmup, eval_batch_size, profile. Only stdlib, torch, transformers, datasets and
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -22,7 +21,7 @@ import measure  # noqa: E402
 
 
 def main(spec_path: str) -> None:
-    spec = json.load(open(spec_path))
+    spec, rows, held = measure.read_spec(spec_path)
     t0 = time.perf_counter()
     import datasets
     import torch
@@ -31,8 +30,6 @@ def main(spec_path: str) -> None:
     from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer, set_seed
     from trl.experimental.prm import PRMConfig, PRMTrainer
 
-    rows = [json.loads(x) for x in open(spec["train_file"])]
-    held = [json.loads(x) for x in open(spec["eval_file"])]
     set_seed(spec["seed"])
     tok = AutoTokenizer.from_pretrained(spec["tokenizer"] or spec["model"])
     gpu = torch.cuda.is_available()
