@@ -33,6 +33,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from exp.evaluate import EvalConfig
@@ -58,9 +60,9 @@ class StudyConfig:
     sampled_problems: int = field(default=300, metadata={"help": "Other GSM8K train problems that SmolLM2 solves (graded by rules)."})
     samples_per_problem: int = field(default=2, metadata={"help": "SmolLM2 solutions per sampled problem."})
     heldout_problems: int = field(default=500, metadata={"help": "GSM8K test problems for held-out step metrics."})
-    bon_problems: int = field(default=100, metadata={"help": "GSM8K test problems with best-of-N candidate sets."})
+    bon_problems: int = field(default=80, metadata={"help": "GSM8K test problems with best-of-N candidate sets."})
     bon_n: int = field(default=8, metadata={"help": "Candidates per best-of-N set (1 reference + N-1 SmolLM2)."})
-    max_new_tokens: int = field(default=200, metadata={"help": "SmolLM2 tokens per solution."})
+    max_new_tokens: int = field(default=160, metadata={"help": "SmolLM2 tokens per solution."})
     lora_limit: int = field(default=3000, metadata={"help": "Training records for the SmolLM2 + LoRA variant."})
     champ_limit: int | None = field(default=None, metadata={"help": "Use at most this many CHAMP solutions (default: all 540)."})
     epochs_scale: float = field(default=1.0, metadata={"help": "Multiply every variant's epochs (smoke runs use less)."})
@@ -88,7 +90,8 @@ def build_data(cfg: StudyConfig, work: Path) -> None:
     # --- SmolLM2's own solutions to other train problems, graded by exact arithmetic
     from prm.generate import LocalGenerator
 
-    gen = LocalGenerator("smollm2", max_new_tokens=cfg.max_new_tokens, batch_size=8, seed=cfg.seed)
+    # bf16 weights and batches of 32: 2x the solutions/s of fp32 batches of 8 on a 2-core CPU
+    gen = LocalGenerator("smollm2", max_new_tokens=cfg.max_new_tokens, batch_size=32, seed=cfg.seed, dtype=torch.bfloat16)
     plain = load("gsm8k", train_path, strip_calculator=True)
     others = plain.select(range(cfg.train_problems, min(len(plain), cfg.train_problems + cfg.sampled_problems)))
     graded = sampled_graded(list(others), gen.generate, cfg.samples_per_problem, work / "sampled")
