@@ -1,7 +1,7 @@
 """The offline PRM study: data, PRMs and evaluation that rerun on a 2-core CPU without internet.
 
     export PRM_DATA_DIR=../shared/data          # GSM8K train/test copies
-    python exp/offline_study.py                 # every stage (about 45 minutes on 2 cores)
+    python exp/offline_study.py                 # every stage (about 90 minutes on 2 cores)
     python exp/offline_study.py --stages table  # only rewrite the results table from metrics.json
     python exp/offline_study.py --config exp/configs/offline_study/tiny.yaml   # seconds-to-minutes smoke run
 
@@ -17,7 +17,9 @@ Stages (each resumes: finished runs and data files are reused):
                              one injected error (later steps labeled wrong), 1 epoch, lr 5e-5, batch 16
            balanced          MiniLM, every reference AND its injected copy, 2 epochs, lr 1e-4
            balanced_sampled  balanced + the rules-graded SmolLM2 solutions
-           smollm2_lora      SmolLM2-135M + LoRA on the balanced_sampled data (a subset)
+           smollm2_lora      SmolLM2-135M + LoRA on the first --lora_limit records of balanced_sampled
+                             (that head holds references and injected copies only: the SmolLM2
+                             solutions come last in the file), 1 epoch, lr 2e-4, batch 16
   eval   CHAMP first-wrong-step annotations as a ProcessBench task (threshold chosen on a 30% dev
          split of problems; F1 at 0.5 too), best-of-N accuracy vs N.
   table  results/offline_study/README.md and the README's results table, from metrics.json only.
@@ -74,7 +76,8 @@ class StudyConfig:
 def build_data(cfg: StudyConfig, work: Path) -> None:
     # --- references + one injected error each (two records per problem: "-ref" and "-err")
     train_path = resolve_path("$PRM_DATA_DIR/gsm8k/train.jsonl")
-    inj = load("gsm8k_errors", train_path, limit=cfg.train_problems)
+    # limit counts records: two per problem (the reference and its injected-error copy)
+    inj = load("gsm8k_errors", train_path, limit=2 * cfg.train_problems)
     by_problem: dict[str, list[dict]] = {}
     for r in inj:
         by_problem.setdefault(r["id"].rsplit("-", 1)[0], []).append(r)
@@ -85,7 +88,7 @@ def build_data(cfg: StudyConfig, work: Path) -> None:
     half = len(problems) // 2
     after_wrong = [dict(rs[-1], labels=[0.0 if lab is None else lab for lab in rs[-1]["labels"]]) for rs in problems[half:]]
     write_jsonl(work / "trl_recipe.jsonl", [rs[0] for rs in problems[:half]] + after_wrong)
-    write_jsonl(work / "heldout.jsonl", list(load("gsm8k_errors", resolve_path("$PRM_DATA_DIR/gsm8k/test.jsonl"), limit=cfg.heldout_problems)))
+    write_jsonl(work / "heldout.jsonl", list(load("gsm8k_errors", resolve_path("$PRM_DATA_DIR/gsm8k/test.jsonl"), limit=2 * cfg.heldout_problems)))
 
     # --- SmolLM2's own solutions to other train problems, graded by exact arithmetic
     from prm.generate import LocalGenerator

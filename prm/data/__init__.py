@@ -145,7 +145,8 @@ def load(
         split, name: hub split and config name.
         streaming: return an `IterableDataset` that converts rows as they are read.
         strict: raise on the first bad row (default) or skip and count bad rows.
-        limit: stop after this many records.
+        limit: stop once this many records are out; the records of one row stay together, so the
+            last row may add a few more (a PRM800K row gives one record per rated path).
         report: a `Report` to fill with counts (also logged when the conversion finishes).
         **options: converter options (e.g. ``label_scheme="binary"`` for PRM800K).
     """
