@@ -77,7 +77,9 @@ def build_data(cfg: StudyConfig, work: Path) -> None:
     # --- references + one injected error each (two records per problem: "-ref" and "-err")
     train_path = resolve_path("$PRM_DATA_DIR/gsm8k/train.jsonl")
     # limit counts records: two per problem (the reference and its injected-error copy)
-    inj = load("gsm8k_errors", train_path, limit=2 * cfg.train_problems)
+    # every reference ends with "The answer is: N", as SmolLM2's solutions do: without it the closing
+    # step is seen only in SmolLM2's (mostly wrong) solutions and the PRM learns to distrust it
+    inj = load("gsm8k_errors", train_path, limit=2 * cfg.train_problems, answer_step=True)
     by_problem: dict[str, list[dict]] = {}
     for r in inj:
         by_problem.setdefault(r["id"].rsplit("-", 1)[0], []).append(r)
@@ -88,7 +90,8 @@ def build_data(cfg: StudyConfig, work: Path) -> None:
     half = len(problems) // 2
     after_wrong = [dict(rs[-1], labels=[0.0 if lab is None else lab for lab in rs[-1]["labels"]]) for rs in problems[half:]]
     write_jsonl(work / "trl_recipe.jsonl", [rs[0] for rs in problems[:half]] + after_wrong)
-    write_jsonl(work / "heldout.jsonl", list(load("gsm8k_errors", resolve_path("$PRM_DATA_DIR/gsm8k/test.jsonl"), limit=2 * cfg.heldout_problems)))
+    write_jsonl(work / "heldout.jsonl", list(load("gsm8k_errors", resolve_path("$PRM_DATA_DIR/gsm8k/test.jsonl"), limit=2 * cfg.heldout_problems,
+                                                  answer_step=True)))
 
     # --- SmolLM2's own solutions to other train problems, graded by exact arithmetic
     from prm.generate import LocalGenerator

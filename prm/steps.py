@@ -63,6 +63,13 @@ def detect_mode(text: str) -> str:
     return "lines"
 
 
+def answer_step(answer: str) -> str:
+    """The closing step that states the final answer, in the form the local generator's prompt asks
+    for ("The answer is: N"). Reference solutions that get this step look like model solutions at
+    the end; without it a PRM learns that any "The answer is" step is a model's (mostly wrong) one."""
+    return f"The answer is: {answer}"
+
+
 def join_steps(steps: list[str], sep: str = "\n\n") -> str:
     """Join steps with ``sep`` (use a tag such as ``" ки\\n"`` to write tagged text)."""
     return sep.join(steps)

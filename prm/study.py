@@ -11,6 +11,7 @@ from typing import Any, Callable, Sequence
 from prm.pipeline import grade, rollouts
 from prm.results import Run
 from prm.schema import make_record
+from prm.steps import answer_step
 from prm.verify import RulesVerifier
 
 
@@ -55,8 +56,9 @@ def bon_candidates(problems: Sequence[dict], samples: dict[str, list[str]], n: i
     later by the final answer (`prm.eval.bon.load_candidates`)."""
     out = []
     for i, p in enumerate(problems):
-        # the reference's last step states the answer, as the model's solutions do
-        cands: list[dict[str, Any]] = [{"steps": list(p["completions"]) + [f"The answer is: {p['answer']}"], "origin": "reference"}]
+        # the reference's last step states the answer, as the model's solutions (and, in the study,
+        # the training references) do
+        cands: list[dict[str, Any]] = [{"steps": list(p["completions"]) + [answer_step(p["answer"])], "origin": "reference"}]
         cands += [{"text": t, "origin": "model"} for t in samples.get(p["id"], [])[: n - 1]]
         random.Random(f"{seed}-{i}").shuffle(cands)
         out.append({"id": p["id"], "problem": p["prompt"], "answer": p["answer"], "candidates": cands})

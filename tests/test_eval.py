@@ -6,6 +6,7 @@ import pytest
 
 from prm.config import parse
 from prm.data.inject import gsm8k_errors, inject_error
+from prm.steps import answer_step
 from prm.eval.bon import best_of_n, load_candidates, pick
 from prm.eval.metrics import step_metrics
 from prm.eval.processbench import choose_threshold, first_error, processbench_metrics
@@ -119,6 +120,17 @@ def test_gsm8k_errors_records():
     assert err["labels"][k] == 0.0 and all(v == 1.0 for v in err["labels"][:k]) and all(v is None for v in err["labels"][k + 1 :])
     # reproducible
     assert gsm8k_errors({"question": "q?", "answer": "\n".join(steps) + "\n#### 13"}, index=0) == recs
+
+
+def test_gsm8k_errors_answer_step():
+    # the closing "The answer is" step: right in the reference, unlabeled after the error, and the
+    # injected error itself unchanged (it never lands on the answer step)
+    steps = ["She has 3*4 = <<3*4=12>>12 eggs.", "Then 12+1 = <<12+1=13>>13."]
+    row = {"question": "q?", "answer": "\n".join(steps) + "\n#### 13"}
+    plain = gsm8k_errors(row, index=0)
+    ref, err = gsm8k_errors(row, index=0, answer_step=True)
+    assert ref["completions"][-1] == answer_step("13") and ref["labels"] == [1.0, 1.0, 1.0]
+    assert err["completions"][:-1] == plain[1]["completions"] and err["labels"] == plain[1]["labels"] + [None]
 
 
 def test_config_yaml_then_flags(tmp_path):

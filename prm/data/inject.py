@@ -30,6 +30,7 @@ from prm.arith import evaluate as _eval
 from prm.data import FORMATS
 from prm.data.problems import _CALC, gsm8k
 from prm.schema import make_record
+from prm.steps import answer_step as closing_step
 
 _ANNOT = re.compile(r"<<([^<>=]*)=([^<>]*)>>(\S*)")
 
@@ -128,11 +129,14 @@ def _calculation(steps: list[str], rng: random.Random) -> tuple[list[str], int] 
 
 
 @FORMATS.register("gsm8k_errors")
-def gsm8k_errors(row: dict, index: int, *, seed: int = 0, kinds: str = "calculation,propagation", strip_calculator: bool = True, source: str = "gsm8k_errors") -> list[dict]:
+def gsm8k_errors(row: dict, index: int, *, seed: int = 0, kinds: str = "calculation,propagation", strip_calculator: bool = True, source: str = "gsm8k_errors",
+                 answer_step: bool = False) -> list[dict]:
     """GSM8K reference solutions (all steps correct) plus a copy with one injected error at a
-    known step (1 before, 0 at, None after); ``kinds``: calculation, propagation. See `prm.data.inject`."""
+    known step (1 before, 0 at, None after); ``kinds``: calculation, propagation. See `prm.data.inject`.
+    ``answer_step`` appends "The answer is: N" (`prm.steps.answer_step`) as a last step: labeled 1 in
+    the reference, None in the copy (it follows the error)."""
     ref = gsm8k(row, index)[0]
-    steps = ref["completions"]
+    steps = ref["completions"] + ([closing_step(ref["answer"])] if answer_step else [])
     clean = (lambda ss: [_CALC.sub("", s) for s in ss]) if strip_calculator else (lambda ss: ss)
     out = [make_record(ref["prompt"], clean(steps), [1.0] * len(steps), "binary", answer=ref["answer"], id=f"{source}-{index}-ref", source=source, meta={"injected_at": -1})]
     rng = random.Random(f"{seed}-{index}")
