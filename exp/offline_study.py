@@ -11,16 +11,16 @@ Stages (each resumes: finished runs and data files are reused):
          SmolLM2 solutions to other GSM8K train problems graded step by step by the rules verifier
          (first-error labels: real model mistakes); held-out: the same construction on GSM8K test;
          best-of-N sets on GSM8K test: the reference solution plus N-1 SmolLM2 solutions per
-         problem, shuffled (correct = final answer equals the gold one).
+         problem, shuffled (correct = final answer equals the gold one); those SmolLM2 solutions
+         graded by rules are a second held-out set, of real model mistakes.
   train  PRM variants (rows of the table):
            trl_recipe        MiniLM, the recipe of the baseline to beat: references of which half have
                              one injected error (later steps labeled wrong), 1 epoch, lr 5e-5, batch 16
            balanced          MiniLM, every reference AND its injected copy, 2 epochs, lr 1e-4
            balanced_sampled  balanced + the rules-graded SmolLM2 solutions
-           smollm2_lora      SmolLM2-135M + LoRA on the first --lora_limit records of balanced_sampled
-                             (that head holds references and injected copies only: the SmolLM2
-                             solutions come last in the file), 1 epoch, lr 2e-4, batch 16
-  eval   CHAMP first-wrong-step annotations as a ProcessBench task (threshold chosen on a 30% dev
+           smollm2_lora      SmolLM2-135M + LoRA on --lora_limit records drawn at random from
+                             balanced_sampled (seeded shuffle), 1 epoch, lr 2e-4, batch 16
+  eval   step metrics on the held-out SmolLM2 solutions, CHAMP first-wrong-step annotations as a ProcessBench task (threshold chosen on a 30% dev
          split of problems; F1 at 0.5 too), best-of-N accuracy vs N.
   table  results/offline_study/README.md and the README's results table, from metrics.json only.
 
@@ -65,7 +65,7 @@ class StudyConfig:
     bon_problems: int = field(default=80, metadata={"help": "GSM8K test problems with best-of-N candidate sets."})
     bon_n: int = field(default=8, metadata={"help": "Candidates per best-of-N set (1 reference + N-1 SmolLM2)."})
     max_new_tokens: int = field(default=160, metadata={"help": "SmolLM2 tokens per solution."})
-    lora_limit: int = field(default=3000, metadata={"help": "Training records for the SmolLM2 + LoRA variant."})
+    lora_limit: int = field(default=2000, metadata={"help": "Training records for the SmolLM2 + LoRA variant."})
     champ_limit: int | None = field(default=None, metadata={"help": "Use at most this many CHAMP solutions (default: all 540)."})
     epochs_scale: float = field(default=1.0, metadata={"help": "Multiply every variant's epochs (smoke runs use less)."})
     seed: int = field(default=0, metadata={"help": "Seed for data order, sampling and training."})
@@ -115,6 +115,8 @@ def build_data(cfg: StudyConfig, work: Path) -> None:
     for row in read_jsonl(work / "bon" / "solutions.jsonl"):
         samples[row["id"]] = row["solutions"]
     write_jsonl(work / "bon_candidates.jsonl", bon_candidates(test, samples, cfg.bon_n, cfg.seed))
+    # the same model solutions, graded by rules: held-out steps with real (not injected) mistakes
+    write_jsonl(work / "heldout_sampled.jsonl", graded_records(rows))
     log.info("best-of-N: %d problems x %d candidates (%d model solutions graded)", len(test), cfg.bon_n, len(rows))
 
 
@@ -147,6 +149,8 @@ def evaluate_variant(name: str, cfg: StudyConfig, work: Path) -> None:
     common = dict(model=model, results_dir=cfg.results_dir, experiment=EXP, seed=cfg.seed)
     if not run_done(f"{name}__champ", cfg):
         evaluate(EvalConfig(task="processbench", format="champ_fws", dev_fraction=0.3, limit=cfg.champ_limit, run_name=f"{name}__champ", **common))
+    if not run_done(f"{name}__sampled", cfg):
+        evaluate(EvalConfig(task="steps", data=str(work / "heldout_sampled.jsonl"), format="stepwise", run_name=f"{name}__sampled", **common))
     if not run_done(f"{name}__bon", cfg):
         ns = ",".join(str(n) for n in sorted({n for n in (1, 2, 4, 8, 16, 32) if n < cfg.bon_n} | {cfg.bon_n}))
         evaluate(EvalConfig(task="best_of_n", data=str(work / "bon_candidates.jsonl"), ns=ns, aggregators="min,prod,last",
@@ -161,7 +165,7 @@ def write_table(cfg: StudyConfig) -> str:
     def opt(name: str):
         return load_run(root / name) if (root / name / "metrics.json").is_file() else None
 
-    table = results_table([(v, opt(v), opt(f"{v}__champ"), opt(f"{v}__bon")) for v in order])
+    table = results_table([(v, opt(v), opt(f"{v}__sampled"), opt(f"{v}__champ"), opt(f"{v}__bon")) for v in order])
     (root / "README.md").write_text("# results/offline_study/\n\nWritten by `python exp/offline_study.py --stages table` from the "
                                     "runs' metrics.json files.\n\n" + table + "\n")
     readme = REPO_ROOT / "README.md"

@@ -69,22 +69,25 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
-def results_table(runs: Sequence[tuple[str, Run | None, Run | None, Run | None]]) -> str:
-    """Markdown table of the study: one row per PRM (name, its training run, its CHAMP
-    ProcessBench run, its best-of-N run); every number comes from a metrics.json."""
-    lines = ["| PRM | held-out step AUROC | held-out F1 (wrong steps) | CHAMP first-error F1 (dev threshold) | CHAMP F1 at 0.5 "
+def results_table(runs: Sequence[tuple[str, Run | None, Run | None, Run | None, Run | None]]) -> str:
+    """Markdown table of the study: one row per PRM (name, its training run, its step metrics on
+    held-out model solutions, its CHAMP ProcessBench run, its best-of-N run); every number comes
+    from a metrics.json."""
+    lines = ["| PRM | held-out step AUROC (injected) | held-out F1 (wrong steps, injected) | held-out step AUROC (SmolLM2) "
+             "| held-out F1 (wrong steps, SmolLM2) | CHAMP first-error F1 (dev threshold) | CHAMP F1 at 0.5 "
              "| best-of-N: PRM (min) | best-of-N: majority | N |",
-             "|---|---|---|---|---|---|---|---|"]
-    for name, train, pb, bon in runs:
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, train, sampled, pb, bon in runs:
         s = train.metrics.get("steps", {}) if train else {}
+        m = sampled.metrics.get("steps", {}) if sampled else {}
         t = pb.metrics.get("test", {}) if pb else {}
         at_half = pb.metrics.get("test_at_0.5", {}) if pb else {}
         acc, n_max = {}, None
         if bon:  # accuracy at the largest N
             n_max = max(bon.metrics.get("ns", [0]))
-            for m, rows in bon.metrics.get("methods", {}).items():
-                acc[m] = next((r["accuracy"] for r in rows if r["n"] == n_max), None)
-        lines.append(f"| {name} | {_fmt(s.get('auroc'))} | {_fmt(s.get('incorrect_f1'))} | {_fmt(t.get('average_f1'))}"
-                     f"{' (t=' + _fmt(t.get('threshold'), 2) + ')' if t else ''} | {_fmt(at_half.get('average_f1'))} "
+            for meth, rows in bon.metrics.get("methods", {}).items():
+                acc[meth] = next((r["accuracy"] for r in rows if r["n"] == n_max), None)
+        lines.append(f"| {name} | {_fmt(s.get('auroc'))} | {_fmt(s.get('incorrect_f1'))} | {_fmt(m.get('auroc'))} | {_fmt(m.get('incorrect_f1'))} "
+                     f"| {_fmt(t.get('average_f1'))}{' (t=' + _fmt(t.get('threshold'), 2) + ')' if t else ''} | {_fmt(at_half.get('average_f1'))} "
                      f"| {_fmt(acc.get('prm_min'))} | {_fmt(acc.get('majority'))} | {n_max or '–'} |")
     return "\n".join(lines)

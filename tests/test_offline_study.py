@@ -47,9 +47,10 @@ def test_results_table_reads_metrics(tmp_path):
     pb = run("a__champ", {"test": {"average_f1": 0.25, "threshold": 0.8}, "test_at_0.5": {"average_f1": 0.0}})
     bon = run("a__bon", {"ns": [1, 4], "methods": {"prm_min": [{"n": 1, "accuracy": 0.2}, {"n": 4, "accuracy": 0.6}],
                                                    "majority": [{"n": 1, "accuracy": 0.2}, {"n": 4, "accuracy": 0.3}]}})
-    table = results_table([("a", t, pb, bon), ("b", None, None, None)])
-    assert "| a | 0.900 | 0.500 | 0.250 (t=0.80) | 0.000 | 0.600 | 0.300 | 4 |" in table
-    assert "| b | – | – | – | – | – | – | – |" in table
+    sampled = run("a__sampled", {"steps": {"auroc": 0.7, "incorrect_f1": 0.4}})
+    table = results_table([("a", t, sampled, pb, bon), ("b", None, None, None, None)])
+    assert "| a | 0.900 | 0.500 | 0.700 | 0.400 | 0.250 (t=0.80) | 0.000 | 0.600 | 0.300 | 4 |" in table
+    assert "| b | – | – | – | – | – | – | – | – | – |" in table
 
 
 @pytest.mark.slow
@@ -62,6 +63,7 @@ def test_study_smoke_run(tmp_path, monkeypatch, shared_data):
     cfg = parse(StudyConfig, ["--config", str(REPO_ROOT / "exp/configs/offline_study/tiny.yaml"), "--variants", "balanced"])[0]
     table = main(cfg)
     assert "| balanced |" in table and Path("results/offline_study/README.md").is_file()
-    for run in ("balanced", "balanced__champ", "balanced__bon"):
+    for run in ("balanced", "balanced__sampled", "balanced__champ", "balanced__bon"):
         assert Path("results/offline_study", run, "metrics.json").is_file(), run
     assert Path("data/offline_study/bon_candidates.jsonl").is_file() and Path("data/offline_study/sampled.jsonl").is_file()
+    assert Path("data/offline_study/heldout_sampled.jsonl").is_file()
