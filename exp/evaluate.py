@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from prm.config import parse
+from prm.config import run
 from prm.data import load, resolve_path, split_by_problem
 from prm.eval.bon import best_of_n, load_candidates
 from prm.eval.processbench import choose_threshold, first_error, processbench_metrics
@@ -126,4 +126,4 @@ def main(cfg: EvalConfig) -> dict:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    main(*parse(EvalConfig, description=__doc__.split("\n")[0]))
+    run(main, EvalConfig, description=__doc__.split("\n")[0])

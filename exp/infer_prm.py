@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from prm.config import parse
+from prm.config import run
 from prm.data import load, resolve_path
 from prm.eval.steps import score_records
 from prm.io import write_jsonl
@@ -69,4 +69,4 @@ def main(cfg: InferConfig) -> list[dict]:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    main(*parse(InferConfig, description=__doc__.split("\n")[0]))
+    run(main, InferConfig, description=__doc__.split("\n")[0])

@@ -38,15 +38,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from transformers import set_seed
 
-from prm.config import parse
+from prm.config import run
 from prm.data import load, resolve_path
 from prm.device import wait_for_gpu
 from prm.eval.steps import evaluate_steps
 from prm.io import start_run, write_json, write_jsonl
 from prm.models.prm import PRM, PRMSpec, apply_lora
 from prm.pipeline import MiningConfig, grade, mine, rollouts, save_dataset, split_questions, to_records
-from prm.registry import UnknownName
-from prm.schema import DataError, to_dataset
+from prm.schema import to_dataset
 from prm.train import PRMTrainer, PRMTrainingArguments
 from prm.verify import VERIFIERS
 from prm.verify.claude import DEFAULT_MODEL, BudgetExceeded, load_dotenv_key
@@ -262,10 +261,7 @@ def main(cfg: PrmExpConfig) -> dict:
 
 def cli(argv: list[str] | None = None) -> dict:
     """Run from the command line: user errors (bad paths, bad data) end in one line, not a traceback."""
-    try:
-        return main(*parse(PrmExpConfig, argv, description=__doc__.split("\n")[0]))
-    except (FileNotFoundError, DataError, UnknownName, TimeoutError) as e:
-        raise SystemExit(f"error: {e}") from None
+    return run(main, PrmExpConfig, description=__doc__.split("\n")[0], argv=argv, user_errors=(TimeoutError,))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from transformers import set_seed
 
-from prm.config import parse
+from prm.config import run
 from prm.data import load, resolve_path, split_by_problem
 from prm.eval.steps import evaluate_steps
 from prm.io import start_run, write_json, write_jsonl
@@ -105,4 +105,4 @@ def main(cfg: TrainPRMConfig, args: PRMTrainingArguments) -> dict:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    main(*parse((TrainPRMConfig, PRMTrainingArguments), description=__doc__.split("\n")[0]))
+    run(main, (TrainPRMConfig, PRMTrainingArguments), description=__doc__.split("\n")[0])

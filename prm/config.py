@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 from transformers import HfArgumentParser
@@ -41,3 +41,18 @@ def parse(dataclass_types: Any, argv: list[str] | None = None, description: str 
         parser.set_defaults(**values)
     out = parser.parse_args_into_dataclasses(args=argv)
     return tuple(o for o in out if not isinstance(o, type(None)))[: len(types)]
+
+
+def run(main: Callable[..., Any], dataclass_types: Any, description: str | None = None, argv: list[str] | None = None,
+        user_errors: tuple[type[BaseException], ...] = ()) -> Any:
+    """``main(*parse(dataclass_types, argv))`` for an `exp/` script: a user's mistake (a missing file,
+    a bad data row, an unknown component name, plus ``user_errors``) ends in one line
+    ``error: ...`` and exit status 1, not a traceback; anything else still raises."""
+    from prm.registry import UnknownName
+    from prm.schema import DataError
+
+    cfgs = parse(dataclass_types, argv, description=description)
+    try:
+        return main(*cfgs)
+    except (FileNotFoundError, DataError, UnknownName, *user_errors) as e:
+        raise SystemExit(f"error: {e}") from None

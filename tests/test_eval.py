@@ -133,6 +133,30 @@ def test_gsm8k_errors_answer_step():
     assert err["completions"][:-1] == plain[1]["completions"] and err["labels"] == plain[1]["labels"] + [None]
 
 
+def test_run_turns_user_errors_into_one_line(tmp_path):
+    from dataclasses import dataclass, field
+
+    from prm.config import run
+    from prm.data import load
+
+    @dataclass
+    class C:
+        data: str = field(metadata={"help": "a file"})
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "q", "completions": ["a"], "labels": [1.0, 0.0], "label_scheme": "binary"}\n')
+    cases = [  # (data path, expected message): a missing file, a bad row named by file and line
+        (str(tmp_path / "missing.jsonl"), "no such file"),
+        (str(bad), "bad.jsonl:1"),
+    ]
+    for path, msg in cases:
+        with pytest.raises(SystemExit) as e:
+            run(lambda c: list(load("stepwise", c.data)), C, argv=["--data", path])
+        assert str(e.value).startswith("error: ") and msg in str(e.value)
+    with pytest.raises(ZeroDivisionError):  # a bug is not a user error: it keeps its traceback
+        run(lambda c: 1 / 0, C, argv=["--data", "x"])
+
+
 def test_config_yaml_then_flags(tmp_path):
     from dataclasses import dataclass, field
 
