@@ -7,9 +7,13 @@ sentence-embeddings featurizer, pretrained or random init, 3 or 2 classes; write
         --use_pretrained false --num_train_epochs 5 --run_name bert_embeddings
     # offline: the PRM800K sample rows in $PRM_DATA_DIR/samples (exercises the real loader; a smoke run)
     python exp/prm800k_bert.py --config exp/configs/prm800k_bert/samples.yaml
-    # offline, larger: GSM8K with injected errors (binary), each featurizer on the embedded MiniLM
+    # offline, larger: SmolLM2's own GSM8K solutions graded by the rules verifier (binary), each
+    # featurizer on the embedded MiniLM; the data files come from the offline study's data stage
+    python exp/offline_study.py --stages data
+    python exp/prm800k_bert.py --config exp/configs/prm800k_bert/smollm2_embeddings.yaml
+    python exp/prm800k_bert.py --config exp/configs/prm800k_bert/smollm2_single_pass.yaml
+    # offline: GSM8K with injected errors (gsm8k_tokens.yaml, gsm8k_embeddings.yaml, ...)
     python exp/prm800k_bert.py --config exp/configs/prm800k_bert/gsm8k_tokens.yaml
-    python exp/prm800k_bert.py --config exp/configs/prm800k_bert/gsm8k_embeddings.yaml
     # any other supported stepwise data
     python exp/prm800k_bert.py --dataset math_shepherd --data peiyi9979/Math-Shepherd --num_labels 2 --limit 5000
 
@@ -28,8 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from prm.bert_prm import BertPRMConfig, PRMTrainer
-from prm.config import parse
+from prm.bert_prm import BertPRMConfig, LabelError, PRMTrainer
+from prm.config import run
 from prm.data import load, resolve_path, split_by_problem
 from prm.io import start_run, write_json, write_jsonl
 from prm.plots.classify import plot_confusion
@@ -111,4 +115,4 @@ def main(sc: ScriptConfig, cfg: BertPRMConfig) -> dict:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    main(*parse((ScriptConfig, BertPRMConfig), description=__doc__.split("\n")[0]))
+    run(main, (ScriptConfig, BertPRMConfig), description=__doc__.split("\n")[0], user_errors=(LabelError,))
