@@ -190,3 +190,17 @@ def test_qlora_without_cuda_is_a_clear_error(tiny_bert):
         pytest.skip("CUDA present")
     with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
         PRM.from_backbone(tiny_bert, PRMSpec(), load_in_4bit=True)
+
+
+@pytest.mark.parametrize("backbone", ["tiny_bert", "tiny_llama"])
+def test_attention_kernel_choice_keeps_scores(backbone, request, tmp_path):
+    # --attn_implementation switches the kernel the trainer uses (a speed choice on CPU) without
+    # changing what the model computes: eager and sdpa score the same steps alike
+    path = request.getfixturevalue(backbone)
+    prm = PRM.from_backbone(path, PRMSpec(separator="\n"))
+    assert prm.model.config._attn_implementation == "sdpa"
+    sdpa = prm.score_steps(PROBLEM, STEPS)
+    args = PRMTrainingArguments(output_dir=str(tmp_path), max_steps=1, attn_implementation="eager", report_to=[])
+    PRMTrainer(prm=prm, args=args, train_dataset=to_dataset([make_record(PROBLEM, STEPS, [1, 1, 0], "binary")]))
+    assert prm.model.config._attn_implementation == "eager"
+    assert max(abs(a - b) for a, b in zip(prm.score_steps(PROBLEM, STEPS), sdpa)) < 1e-5

@@ -34,6 +34,7 @@ def main(spec_path: str) -> None:
         output_dir=tempfile.mkdtemp(prefix="prm-bench-"), max_steps=spec["steps"], per_device_train_batch_size=spec["batch_size"],
         learning_rate=spec["learning_rate"], max_length=spec["max_length"], max_prompt_length=None, seed=spec["seed"],
         save_strategy="no", report_to=[], logging_steps=max(1, spec["steps"]), dataloader_num_workers=0, disable_tqdm=True, bf16=bf16,
+        attn_implementation=spec.get("attn_implementation"),
     )
     trainer = PRMTrainer(prm=prm, args=args, train_dataset=rows)
     counter = measure.CountingCollator(trainer.data_collator)
@@ -55,7 +56,7 @@ def main(spec_path: str) -> None:
     out.update(measure.step_accuracy(trainer.model, enc, prm.tokenizer.pad_token_id, spec["eval_batch_size"], autocast=bf16))
     out.update({
         "system": "ours", "mode": spec["mode"], "bf16": bf16, "gradient_checkpointing": bool(args.gradient_checkpointing),
-        "use_cpu": bool(args.use_cpu), "train_sampling_strategy": args.train_sampling_strategy, "setup_seconds": setup_s,
+        "use_cpu": bool(args.use_cpu), "attn_implementation": prm.model.config._attn_implementation, "train_sampling_strategy": args.train_sampling_strategy, "setup_seconds": setup_s,
         "peak_rss_mb": rss_train, "rss_after_model_mb": rss_model,
         "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if gpu else None, "profile_top": top,
         "versions": {"transformers": transformers.__version__, "torch": torch.__version__}, "threads": torch.get_num_threads(),

@@ -81,6 +81,7 @@ class TrainBench:
     tokenizer: str | None = field(default=None, metadata={"help": "Tokenizer path when the backbone folder holds only a config."})
     profile: str = field(default="minilm", metadata={"help": "Backbones (comma-separated, or 'all', or '') that get one extra profiled run per system (torch.profiler top operators)."})
     trl_python: str | None = field(default=None, metadata={"help": "Python with trl==1.12.0; default: create .bench/trl-venv."})
+    attn_implementation: str | None = field(default=None, metadata={"help": "This project's attention kernel while training (eager or sdpa; default: the backbone's). TRL keeps its own."})
     trl: bool = field(default=True, metadata={"help": "Run the TRL side (--smoke turns it off when no TRL environment exists yet)."})
     seed: int = 0
 
@@ -114,7 +115,8 @@ def train_benchmark(cfg: TrainBench, data_path: str, work: Path) -> dict:
         ef = write_rows(work / f"eval_{key}.jsonl", held[: n_eval[key]])  # the first n held-out rows
         spec = {"model": resolve(name), "tokenizer": cfg.tokenizer, "random_init": cfg.random_init, "train_file": str(tf), "eval_file": str(ef),
                 "steps": _per(cfg.steps, key), "batch_size": _per(cfg.batch_size, key), "learning_rate": cfg.learning_rate,
-                "max_length": cfg.max_length, "seed": cfg.seed, "warmup": cfg.warmup, "eval_batch_size": 32, "profile": False}
+                "max_length": cfg.max_length, "seed": cfg.seed, "warmup": cfg.warmup, "eval_batch_size": 32, "profile": False,
+                "attn_implementation": cfg.attn_implementation}
         n_def = _per(cfg.defaults_rounds, key)
         runs: dict[str, list[dict]] = {"ours": [], "trl_best": [], "trl_defaults": []}
         for i in range(cfg.pairs):  # A B C A B C ...

@@ -35,6 +35,16 @@ POSITIVE_CLASS = {"binary": 1, "soft": 1, "ternary": 2}
 SPECIAL_SEPARATORS = ("ки", "<extra_0>")
 
 
+def set_attention(model: Any, impl: str) -> str | None:
+    """Switch the attention kernel of ``model`` (a PEFT wrapper too) to ``impl`` ("eager", "sdpa",
+    ...) where transformers allows it; returns the kernel it had."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    old = getattr(base.config, "_attn_implementation", None)
+    if old != impl and hasattr(base, "set_attn_implementation"):
+        base.set_attn_implementation(impl)
+    return old
+
+
 @dataclass
 class PRMSpec:
     """What a saved PRM needs besides its weights (stored as ``prm_config.json``)."""

@@ -51,7 +51,7 @@ from torch.func import functional_call
 
 from prm.io import append_jsonl, write_jsonl
 from prm.models.encoding import IGNORE
-from prm.models.prm import POSITIVE_CLASS, PRM
+from prm.models.prm import POSITIVE_CLASS, PRM, set_attention
 
 log = logging.getLogger(__name__)
 
@@ -613,11 +613,9 @@ class BilevelTrainer:
 def _eager_attention(model: Any) -> None:
     """The hypergradient differentiates through a backward pass; fused attention kernels (SDPA's
     flash path, flash-attention) have no double backward, eager attention has."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    impl = getattr(base.config, "_attn_implementation", None)
-    if impl not in (None, "eager") and hasattr(base, "set_attn_implementation"):
-        base.set_attn_implementation("eager")
-        log.info("attention: %s -> eager (double backward for the hypergradient)", impl)
+    old = set_attention(model, "eager")
+    if old not in (None, "eager"):
+        log.info("attention: %s -> eager (double backward for the hypergradient)", old)
 
 
 def _main_thread() -> bool:
