@@ -194,13 +194,28 @@ def test_qlora_without_cuda_is_a_clear_error(tiny_bert):
 
 @pytest.mark.parametrize("backbone", ["tiny_bert", "tiny_llama"])
 def test_attention_kernel_choice_keeps_scores(backbone, request, tmp_path):
-    # --attn_implementation switches the kernel the trainer uses (a speed choice on CPU) without
-    # changing what the model computes: eager and sdpa score the same steps alike
+    # the trainer's attention kernel (auto: eager for short rows on a CPU, a speed choice) does not
+    # change what the model computes: eager and sdpa score the same steps alike
     path = request.getfixturevalue(backbone)
     prm = PRM.from_backbone(path, PRMSpec(separator="\n"))
     assert prm.model.config._attn_implementation == "sdpa"
     sdpa = prm.score_steps(PROBLEM, STEPS)
-    args = PRMTrainingArguments(output_dir=str(tmp_path), max_steps=1, attn_implementation="eager", report_to=[])
+    args = PRMTrainingArguments(output_dir=str(tmp_path), max_steps=1, max_length=256, report_to=[])  # auto: eager on a CPU
     PRMTrainer(prm=prm, args=args, train_dataset=to_dataset([make_record(PROBLEM, STEPS, [1, 1, 0], "binary")]))
     assert prm.model.config._attn_implementation == "eager"
     assert max(abs(a - b) for a, b in zip(prm.score_steps(PROBLEM, STEPS), sdpa)) < 1e-5
+
+
+def test_attention_kernel_auto_rule():
+    # auto picks eager only on a CPU with short rows; an explicit choice always wins
+    from prm.train.trainer import attention_kernel
+
+    cases = [  # (attn_implementation, max_length, expected on this CPU-only machine)
+        ("auto", 512, "eager"),
+        ("auto", 2048, None),  # long rows: eager's attention probabilities cost too much memory
+        ("auto", None, None),
+        ("sdpa", 256, "sdpa"),
+    ]
+    for impl, max_length, expected in cases:
+        args = PRMTrainingArguments(output_dir="unused", attn_implementation=impl, max_length=max_length, report_to=[])
+        assert attention_kernel(args) == (expected if not torch.cuda.is_available() or impl != "auto" else None)

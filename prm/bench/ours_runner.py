@@ -34,7 +34,7 @@ def main(spec_path: str) -> None:
         output_dir=tempfile.mkdtemp(prefix="prm-bench-"), max_steps=spec["steps"], per_device_train_batch_size=spec["batch_size"],
         learning_rate=spec["learning_rate"], max_length=spec["max_length"], max_prompt_length=None, seed=spec["seed"],
         save_strategy="no", report_to=[], logging_steps=max(1, spec["steps"]), dataloader_num_workers=0, disable_tqdm=True, bf16=bf16,
-        attn_implementation=spec.get("attn_implementation"),
+        attn_implementation=spec.get("attn_implementation") or "auto",
     )
     trainer = PRMTrainer(prm=prm, args=args, train_dataset=rows)
     counter = measure.CountingCollator(trainer.data_collator)

@@ -81,7 +81,7 @@ class TrainBench:
     tokenizer: str | None = field(default=None, metadata={"help": "Tokenizer path when the backbone folder holds only a config."})
     profile: str = field(default="minilm", metadata={"help": "Backbones (comma-separated, or 'all', or '') that get one extra profiled run per system (torch.profiler top operators)."})
     trl_python: str | None = field(default=None, metadata={"help": "Python with trl==1.12.0; default: create .bench/trl-venv."})
-    attn_implementation: str | None = field(default=None, metadata={"help": "This project's attention kernel while training (eager or sdpa; default: the backbone's). TRL keeps its own."})
+    attn_implementation: str = field(default="auto", metadata={"help": "This project's attention kernel while training (auto, eager, sdpa; see PRMTrainingArguments). TRL keeps its own."})
     trl: bool = field(default=True, metadata={"help": "Run the TRL side (--smoke turns it off when no TRL environment exists yet)."})
     seed: int = 0
 

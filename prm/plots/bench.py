@@ -62,7 +62,9 @@ def _train_figure(results_dir: Path, figures_dir: Path, name: str) -> list[Made]
 
 @FIGURES.register("bench_train")
 def train_figures(results_dir: Path, figures_dir: Path) -> list[Made]:
-    return _train_figure(results_dir, figures_dir, "train") + _train_figure(results_dir, figures_dir, "gpu_train")
+    # train_sdpa: the same protocol with this project on SDPA attention (its CPU default before eager;
+    # exp/bench.py train --attn_implementation sdpa --name train_sdpa)
+    return [m for name in ("train", "train_sdpa", "gpu_train") for m in _train_figure(results_dir, figures_dir, name)]
 
 
 @FIGURES.register("bench_prefix")
