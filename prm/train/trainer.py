@@ -57,8 +57,8 @@ class PRMTrainingArguments(TrainingArguments):
     train_sampling_strategy: str = field(default="group_by_length", metadata={"help": "random, sequential or group_by_length."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: the collator needs the step labels."})
     attn_implementation: str = field(default="auto", metadata={"help": "Attention kernel while training: auto, eager, sdpa, flash_attention_2, ... "
-                                                                 "auto = eager on a CPU with max_length <= 512 (about 1.7x the speed of sdpa's "
-                                                                 "CPU flash kernel here, more memory; results/bench/train.json), else the backbone's own."})
+                                                                 "auto = eager on a CPU with max_length <= 512 (1.3-1.5x the speed of sdpa's "
+                                                                 "CPU flash kernel here, more memory; results/bench/train*.json), else the backbone's own."})
 
     def __post_init__(self) -> None:
         # bf16 on a machine without an accelerator means CPU autocast (about 2x the fp32 matmul
