@@ -18,6 +18,8 @@ Stages (each resumes: finished runs and data files are reused):
                              one injected error (later steps labeled wrong), 1 epoch, lr 5e-5, batch 16
            balanced          MiniLM, every reference AND its injected copy, 2 epochs, lr 1e-4
            balanced_sampled  balanced + the rules-graded SmolLM2 solutions
+           sampled_upweighted  balanced_sampled with each SmolLM2 solution --sampled_repeat times
+                             (600 real-mistake solutions are otherwise 7% of 8,600 records)
            smollm2_lora      SmolLM2-135M + LoRA on --lora_limit records drawn at random from
                              balanced_sampled (seeded shuffle), 1 epoch, lr 2e-4, batch 16
   eval   step metrics on the held-out SmolLM2 solutions, CHAMP first-wrong-step annotations as a ProcessBench task (threshold chosen on a 30% dev
@@ -57,7 +59,7 @@ EXP = "offline_study"
 @dataclass
 class StudyConfig:
     stages: str = field(default="data,train,eval,table", metadata={"help": "Comma-separated stages: data, train, eval, table."})
-    variants: str = field(default="trl_recipe,balanced,balanced_sampled,smollm2_lora", metadata={"help": "PRM variants to train and evaluate."})
+    variants: str = field(default="trl_recipe,balanced,balanced_sampled,sampled_upweighted,smollm2_lora", metadata={"help": "PRM variants to train and evaluate."})
     train_problems: int = field(default=4000, metadata={"help": "GSM8K train problems for reference + injected-error data."})
     sampled_problems: int = field(default=300, metadata={"help": "Other GSM8K train problems that SmolLM2 solves (graded by rules)."})
     samples_per_problem: int = field(default=2, metadata={"help": "SmolLM2 solutions per sampled problem."})
@@ -67,6 +69,7 @@ class StudyConfig:
     max_new_tokens: int = field(default=160, metadata={"help": "SmolLM2 tokens per solution."})
     lora_limit: int = field(default=2000, metadata={"help": "Training records for the SmolLM2 + LoRA variant."})
     champ_limit: int | None = field(default=None, metadata={"help": "Use at most this many CHAMP solutions (default: all 540)."})
+    sampled_repeat: int = field(default=5, metadata={"help": "Copies of each SmolLM2 solution in the sampled_upweighted variant's data."})
     epochs_scale: float = field(default=1.0, metadata={"help": "Multiply every variant's epochs (smoke runs use less)."})
     seed: int = field(default=0, metadata={"help": "Seed for data order, sampling and training."})
     work_dir: str = field(default="data/offline_study", metadata={"help": "Data files of the study (gitignored)."})
@@ -120,11 +123,19 @@ def build_data(cfg: StudyConfig, work: Path) -> None:
     log.info("best-of-N: %d problems x %d candidates (%d model solutions graded)", len(test), cfg.bon_n, len(rows))
 
 
+def write_upweighted(cfg: StudyConfig, work: Path) -> None:
+    """The sampled_upweighted variant's data: references, injected copies and every SmolLM2
+    solution ``sampled_repeat`` times (cheap, derived from the data stage's files)."""
+    sampled = read_jsonl(work / "sampled.jsonl")
+    write_jsonl(work / "sampled_upweighted.jsonl", read_jsonl(work / "balanced.jsonl") + sampled * cfg.sampled_repeat)
+
+
 VARIANTS = {
     # name: (data file, backbone, LoRA, epochs, learning rate, batch size)
     "trl_recipe": ("trl_recipe.jsonl", "minilm", False, 1, 5e-5, 16),
     "balanced": ("balanced.jsonl", "minilm", False, 2, 1e-4, 32),
     "balanced_sampled": ("balanced_sampled.jsonl", "minilm", False, 2, 1e-4, 32),
+    "sampled_upweighted": ("sampled_upweighted.jsonl", "minilm", False, 2, 1e-4, 32),
     "smollm2_lora": ("balanced_sampled.jsonl", "smollm2", True, 1, 2e-4, 16),
 }
 
@@ -189,8 +200,10 @@ def main(cfg: StudyConfig) -> str:
     work.mkdir(parents=True, exist_ok=True)
 
     # --- data
-    if "data" in stages and not (work / "bon_candidates.jsonl").is_file():
-        build_data(cfg, work)
+    if "data" in stages:
+        if not (work / "bon_candidates.jsonl").is_file():
+            build_data(cfg, work)
+        write_upweighted(cfg, work)
     # --- train and evaluate each PRM variant
     for name in variants:
         if "train" in stages and not run_done(name, cfg):
