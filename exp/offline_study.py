@@ -1,7 +1,7 @@
 """The offline PRM study: data, PRMs and evaluation that rerun on a 2-core CPU without internet.
 
     export PRM_DATA_DIR=../shared/data          # GSM8K train/test copies
-    python exp/offline_study.py                 # every stage (about 80 minutes on 2 cores)
+    python exp/offline_study.py                 # every stage (about 90 minutes on 2 cores)
     python exp/offline_study.py --stages table  # only rewrite the results table from metrics.json
     python exp/offline_study.py --config exp/configs/offline_study/tiny.yaml   # seconds-to-minutes smoke run
 
