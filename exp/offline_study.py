@@ -22,8 +22,9 @@ Stages (each resumes: finished runs and data files are reused):
                              (600 real-mistake solutions are otherwise 7% of 8,600 records)
            smollm2_lora      SmolLM2-135M + LoRA on --lora_limit records drawn at random from
                              balanced_sampled (seeded shuffle), 1 epoch, lr 2e-4, batch 16
-  eval   step metrics on the held-out SmolLM2 solutions, CHAMP first-wrong-step annotations as a ProcessBench task (threshold chosen on a 30% dev
-         split of problems; F1 at 0.5 too), best-of-N accuracy vs N.
+  eval   step metrics on the held-out SmolLM2 solutions; CHAMP first-wrong-step annotations as a
+         ProcessBench task (threshold chosen on a 30% dev split of problems; F1 at 0.5 too);
+         best-of-N accuracy vs N.
   table  results/offline_study/README.md and the README's results table, from metrics.json only.
 
 Outputs: data/offline_study/ (gitignored), results/offline_study/<run>/ (committed, models gitignored).
@@ -106,7 +107,6 @@ def build_data(cfg: StudyConfig, work: Path) -> None:
     graded = sampled_graded(list(others), gen.generate, cfg.samples_per_problem, work / "sampled")
     sampled = graded_records(graded)
     write_jsonl(work / "sampled.jsonl", sampled)
-    write_jsonl(work / "balanced_sampled.jsonl", read_jsonl(work / "balanced.jsonl") + sampled)
     wrong = sum(0.0 in r["labels"] for r in sampled)
     log.info("SmolLM2: %d solutions, %d with a wrong step, %d with the right answer", len(sampled), wrong,
              sum(bool(r["meta"]["solution_correct"]) for r in sampled))
@@ -123,11 +123,13 @@ def build_data(cfg: StudyConfig, work: Path) -> None:
     log.info("best-of-N: %d problems x %d candidates (%d model solutions graded)", len(test), cfg.bon_n, len(rows))
 
 
-def write_upweighted(cfg: StudyConfig, work: Path) -> None:
-    """The sampled_upweighted variant's data: references, injected copies and every SmolLM2
-    solution ``sampled_repeat`` times (cheap, derived from the data stage's files)."""
-    sampled = read_jsonl(work / "sampled.jsonl")
-    write_jsonl(work / "sampled_upweighted.jsonl", read_jsonl(work / "balanced.jsonl") + sampled * cfg.sampled_repeat)
+def write_mixes(cfg: StudyConfig, work: Path) -> None:
+    """The mixed variants' data, derived from the data stage's files (cheap, rewritten every run):
+    references and injected copies plus every SmolLM2 solution once (balanced_sampled) or
+    ``sampled_repeat`` times (sampled_upweighted)."""
+    balanced, sampled = read_jsonl(work / "balanced.jsonl"), read_jsonl(work / "sampled.jsonl")
+    write_jsonl(work / "balanced_sampled.jsonl", balanced + sampled)
+    write_jsonl(work / "sampled_upweighted.jsonl", balanced + sampled * cfg.sampled_repeat)
 
 
 VARIANTS = {
@@ -203,7 +205,7 @@ def main(cfg: StudyConfig) -> str:
     if "data" in stages:
         if not (work / "bon_candidates.jsonl").is_file():
             build_data(cfg, work)
-        write_upweighted(cfg, work)
+        write_mixes(cfg, work)
     # --- train and evaluate each PRM variant
     for name in variants:
         if "train" in stages and not run_done(name, cfg):

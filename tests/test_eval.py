@@ -6,11 +6,11 @@ import pytest
 
 from prm.config import parse
 from prm.data.inject import gsm8k_errors, inject_error
-from prm.steps import answer_step
 from prm.eval.bon import best_of_n, load_candidates, pick
 from prm.eval.metrics import step_metrics
 from prm.eval.processbench import choose_threshold, first_error, processbench_metrics
 from prm.schema import DataError
+from prm.steps import answer_step
 
 
 @pytest.mark.parametrize(

@@ -67,8 +67,9 @@ def test_study_smoke_run(tmp_path, monkeypatch, shared_data):
         assert Path("results/offline_study", run, "metrics.json").is_file(), run
     assert Path("data/offline_study/bon_candidates.jsonl").is_file() and Path("data/offline_study/sampled.jsonl").is_file()
     assert Path("data/offline_study/heldout_sampled.jsonl").is_file()
-    # the upweighted variant's data: every SmolLM2 solution sampled_repeat times after the references
+    # the mixed variants' data: every SmolLM2 solution once, or sampled_repeat times, after the references
     from prm.io import read_jsonl
 
-    n = {f: len(read_jsonl(Path("data/offline_study", f + ".jsonl"))) for f in ("balanced", "sampled", "sampled_upweighted")}
-    assert n["sampled_upweighted"] == n["balanced"] + cfg.sampled_repeat * n["sampled"] and n["sampled"] > 0
+    n = {f: len(read_jsonl(Path("data/offline_study", f + ".jsonl"))) for f in ("balanced", "sampled", "balanced_sampled", "sampled_upweighted")}
+    assert n["sampled"] > 0 and n["balanced_sampled"] == n["balanced"] + n["sampled"]
+    assert n["sampled_upweighted"] == n["balanced"] + cfg.sampled_repeat * n["sampled"]
