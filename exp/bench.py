@@ -23,8 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from prm.bench.common import gsm8k_rows, llama_1b_dir, save, tiny_backbone
-from prm.bench.train import TrainBench, train_benchmark
+from benchmarks.common import gsm8k_rows, llama_1b_dir, save, tiny_backbone
+from benchmarks.train import TrainBench, train_benchmark
+
 from prm.config import parse
 from prm.data import resolve_path
 from prm.io import REPO_ROOT
@@ -102,7 +103,7 @@ def run_train(cfg: TrainConfig) -> Path:
 
 
 def run_prefix(cfg: PrefixConfig) -> Path:
-    from prm.bench.prefix import prefix_benchmark
+    from benchmarks.prefix import prefix_benchmark
 
     model, random_init = cfg.model, False
     if cfg.smoke:
@@ -112,7 +113,7 @@ def run_prefix(cfg: PrefixConfig) -> Path:
 
 
 def run_score(cfg: ScoreConfig) -> Path:
-    from prm.bench.score import score_benchmark
+    from benchmarks.score import score_benchmark
 
     model = cfg.model
     if cfg.smoke:
@@ -123,7 +124,8 @@ def run_score(cfg: ScoreConfig) -> Path:
 
 
 def run_label_cost(cfg: LabelCostConfig) -> Path:
-    from prm.bench.label_cost import items_from_rows, label_cost_benchmark
+    from benchmarks.label_cost import items_from_rows, label_cost_benchmark
+
     from prm.data import load
 
     n = 6 if cfg.smoke else cfg.solutions
@@ -132,7 +134,7 @@ def run_label_cost(cfg: LabelCostConfig) -> Path:
 
 
 def run_efficiency(cfg: EfficiencyConfig) -> Path:
-    from prm.bench.efficiency import efficiency_benchmark
+    from benchmarks.efficiency import efficiency_benchmark
 
     model, random_init = cfg.model, False
     if cfg.smoke:
@@ -157,7 +159,7 @@ def run_gpu(cfg: GpuConfig) -> list[Path]:
     if cfg.smoke:  # never install TRL for a smoke run
         tcfg.trl = bool(cfg.trl_python) or (REPO_ROOT / ".bench" / "trl-venv" / "bin" / "python").is_file()
     tpath = save(cfg.results_dir, (cfg.name or "gpu") + "_train", train_benchmark(tcfg, resolve_path(cfg.data), work / "gpu-train"), cfg.note)
-    from prm.bench.score import score_benchmark
+    from benchmarks.score import score_benchmark
 
     spath = save(cfg.results_dir, (cfg.name or "gpu") + "_score",
                  score_benchmark(str(model), resolve_path(cfg.data), [4] if cfg.smoke else [8, 16], problems, 1 if cfg.smoke else 3, random_init=True), cfg.note)

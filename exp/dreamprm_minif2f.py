@@ -47,7 +47,12 @@ from prm.data import load, resolve_path
 from prm.data.dreamprm_build import build_minif2f_pair
 from prm.io import start_run, write_json, write_jsonl
 from prm.models.prm import PRM, PRMSpec, apply_lora
-from prm.train.bilevel import BilevelConfig, BilevelTrainer, encode_records, train_top_layers
+from prm.train.bilevel import (
+    BilevelConfig,
+    BilevelTrainer,
+    encode_records,
+    train_top_layers,
+)
 
 log = logging.getLogger("dreamprm_minif2f")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from prm.plots import load_all  # noqa: E402
+from prm.plots import load_all
 
 ROOT = Path(__file__).resolve().parents[1]
 

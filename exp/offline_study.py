@@ -98,7 +98,7 @@ def build_data(cfg: StudyConfig, work: Path) -> None:
                                                   answer_step=True)))
 
     # --- SmolLM2's own solutions to other train problems, graded by exact arithmetic
-    from prm.generate import LocalGenerator
+    from prm.label.generate import LocalGenerator
 
     # bf16 weights and batches of 32: 2x the solutions/s of fp32 batches of 8 on a 2-core CPU
     gen = LocalGenerator("smollm2", max_new_tokens=cfg.max_new_tokens, batch_size=32, seed=cfg.seed, dtype=torch.bfloat16)
@@ -185,7 +185,7 @@ def write_table(cfg: StudyConfig) -> str:
     text = readme.read_text()
     start, end = "<!-- offline-study-table:start -->", "<!-- offline-study-table:end -->"
     if start in text and Path(cfg.results_dir).resolve() == (REPO_ROOT / "results").resolve():
-        text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: f"{start}\n{table}\n{end}", text, flags=re.S)
+        text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: f"{start}\n{table}\n{end}", text, flags=re.DOTALL)
         readme.write_text(text)
     return table
 

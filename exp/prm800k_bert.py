@@ -55,7 +55,7 @@ class ScriptConfig:
     results_dir: str = field(default="results", metadata={"help": "Root of the results tree."})
 
 
-def take(ds, n):  # noqa: ANN001, ANN201 - Dataset or IterableDataset
+def take(ds, n):
     if n is None:
         return ds
     return ds.take(n) if not hasattr(ds, "select") else ds.select(range(min(n, len(ds))))

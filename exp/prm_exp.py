@@ -43,12 +43,20 @@ from prm.data import load, resolve_path
 from prm.device import wait_for_gpu
 from prm.eval.steps import evaluate_steps
 from prm.io import start_run, write_json, write_jsonl
+from prm.label.pipeline import (
+    MiningConfig,
+    grade,
+    mine,
+    rollouts,
+    save_dataset,
+    split_questions,
+    to_records,
+)
+from prm.label.verify import VERIFIERS
+from prm.label.verify.claude import DEFAULT_MODEL, BudgetExceeded, load_dotenv_key
 from prm.models.prm import PRM, PRMSpec, apply_lora
-from prm.pipeline import MiningConfig, grade, mine, rollouts, save_dataset, split_questions, to_records
 from prm.schema import to_dataset
 from prm.train import PRMTrainer, PRMTrainingArguments
-from prm.verify import VERIFIERS
-from prm.verify.claude import DEFAULT_MODEL, BudgetExceeded, load_dotenv_key
 
 log = logging.getLogger("prm_exp")
 
@@ -188,7 +196,7 @@ def main(cfg: PrmExpConfig) -> dict:
         work.mkdir(parents=True, exist_ok=True)
         write_json(work / "args.json", {k: v for k, v in asdict(cfg).items() if k not in ("reward", "skip_generation")})
         problems = problems_for(cfg).shuffle(seed=cfg.seed)
-        from prm.generate import ClaudeGenerator, make_generator
+        from prm.label.generate import ClaudeGenerator, make_generator
 
         # The SFT model mines questions (both methods) and writes the rollouts (Method 1)
         gen = make_generator(cfg.sft_model, cfg.vllm, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, batch_size=cfg.gen_batch_size, seed=cfg.seed)

@@ -12,9 +12,9 @@ from functools import lru_cache
 
 from math_verify import parse, verify
 
-_GSM8K = re.compile(r"####\s*(.+?)\s*$", re.M)
-_THE_ANSWER = re.compile(r"(?:final answer|the answer)\s*(?:is|:)\s*:?\s*(.+?)\s*$", re.I | re.M)
-_PRM800K = re.compile(r"^# Answer\s*\n+\s*(.+?)\s*$", re.M)
+_GSM8K = re.compile(r"####\s*(.+?)\s*$", re.MULTILINE)
+_THE_ANSWER = re.compile(r"(?:final answer|the answer)\s*(?:is|:)\s*:?\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
+_PRM800K = re.compile(r"^# Answer\s*\n+\s*(.+?)\s*$", re.MULTILINE)
 
 
 def _last_boxed(text: str) -> str | None:

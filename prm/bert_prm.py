@@ -36,9 +36,10 @@ import json
 import logging
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import datasets
 import numpy as np
@@ -420,10 +421,10 @@ class _EpochTimer:
         timer = self
 
         class CB(TrainerCallback):
-            def on_epoch_begin(self, args, state, control, **kw):  # noqa: ANN001
+            def on_epoch_begin(self, args, state, control, **kw):
                 timer._t = time.perf_counter()
 
-            def on_epoch_end(self, args, state, control, **kw):  # noqa: ANN001
+            def on_epoch_end(self, args, state, control, **kw):
                 timer.seconds.append(round(time.perf_counter() - timer._t, 2))
 
         self.seconds: list[float] = []
@@ -468,7 +469,11 @@ class PRMTrainer:
             self.prm.model.config.id2label, self.prm.model.config.label2id = dict(enumerate(self.names)), dict(self.label_map)
             self.model, self.tokenizer = self.prm.model, self.prm.tokenizer
         else:
-            from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+            from transformers import (
+                AutoConfig,
+                AutoModelForSequenceClassification,
+                AutoTokenizer,
+            )
 
             path = resolve(cfg.model_name_or_path)
             kw = dict(num_labels=cfg.num_labels, id2label=dict(enumerate(self.names)), label2id=dict(self.label_map))
@@ -693,7 +698,7 @@ class PRMTrainer:
         self.model.eval()
 
     @classmethod
-    def from_saved(cls, path: str | Path, **overrides: Any) -> "PRMTrainer":
+    def from_saved(cls, path: str | Path, **overrides: Any) -> PRMTrainer:
         """A trainer rebuilt from a saved model's own config (e.g. in a fresh process)."""
         cfg = read_saved_config(path)
         for k, v in overrides.items():

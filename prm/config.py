@@ -5,9 +5,10 @@ Unknown keys in the YAML file fail with the list of known ones."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 from transformers import HfArgumentParser
@@ -40,7 +41,7 @@ def parse(dataclass_types: Any, argv: list[str] | None = None, description: str 
                 action.required = False
         parser.set_defaults(**values)
     out = parser.parse_args_into_dataclasses(args=argv)
-    return tuple(o for o in out if not isinstance(o, type(None)))[: len(types)]
+    return tuple(o for o in out if o is not None)[: len(types)]
 
 
 def run(main: Callable[..., Any], dataclass_types: Any, description: str | None = None, argv: list[str] | None = None,

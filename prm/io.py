@@ -7,8 +7,9 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from prm.schema import DataError
 
@@ -58,7 +59,7 @@ def _open_text(path: Path) -> io.TextIOBase:
 
 
 def _is_jsonl(path: Path) -> bool:
-    name = path.name[:-3] if path.name.endswith(".gz") else path.name
+    name = path.name.removesuffix(".gz")
     return name.endswith((".jsonl", ".ndjson"))
 
 

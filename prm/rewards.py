@@ -15,7 +15,7 @@ A reward r in [-1, 1] becomes a soft training label with ``reward_to_label(r) = 
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from prm.registry import Registry
 

@@ -20,7 +20,8 @@ PRM800K phase 2); such steps are still part of the context the model sees.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import datasets
 
@@ -63,7 +64,7 @@ class DataError(ValueError):
         self.where = where
         super().__init__(str(self))
 
-    def at(self, where: str) -> "DataError":
+    def at(self, where: str) -> DataError:
         return DataError(self.field, self.reason, self.detail, where)
 
     @property

@@ -5,14 +5,15 @@ table written from metrics.json files (never typed in)."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
-from prm.pipeline import grade, rollouts
+from prm.label.pipeline import grade, rollouts
+from prm.label.verify import RulesVerifier
 from prm.results import Run
 from prm.schema import make_record
 from prm.steps import answer_step
-from prm.verify import RulesVerifier
 
 
 def first_error_labels(verdicts: Sequence[bool | None]) -> list[float | None]:
@@ -33,7 +34,7 @@ def first_error_labels(verdicts: Sequence[bool | None]) -> list[float | None]:
 
 def sampled_graded(problems: Sequence[dict], sample: Callable[[list[str], int], list[list[str]]], n: int, work: Path) -> list[dict]:
     """``n`` model solutions per problem (resumable under ``work``), each step graded by the rules
-    verifier; returns the graded rows of `prm.pipeline.grade`."""
+    verifier; returns the graded rows of `prm.label.pipeline.grade`."""
     kept = [{"id": p["id"], "prompt": p["prompt"], "answer": p["answer"]} for p in problems]
     sols = rollouts(kept, n, sample, work / "solutions.jsonl")
     return grade(sols, RulesVerifier(), work / "graded.jsonl")

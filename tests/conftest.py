@@ -1,4 +1,5 @@
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ def shared_data() -> Path:
         pytest.skip("no local data folder (set PRM_DATA_DIR)")
     return d
 
-# exp/ scripts are imported by the script tests (they add the repository root themselves too)
-import sys  # noqa: E402
-
+# exp/ scripts are imported by the script tests as `exp.<script>`; a script's own helpers beside it
+# (exp/benchmarks/) are imported the way the script sees them when run: from exp/.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent / "exp"))

@@ -11,7 +11,7 @@ from prm.io import REPO_ROOT
 
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory):
-    from prm.bench.common import tiny_backbone
+    from exp.benchmarks.common import tiny_backbone
     from prm.models.prm import PRM, PRMSpec
 
     d = tiny_backbone("llama", tmp_path_factory.mktemp("tiny") / "llama")
@@ -90,7 +90,7 @@ def test_bench_rejects_unknown_command():
 
 
 def test_bench_rows_are_trl_shaped_and_split_by_problem(shared_data):
-    from prm.bench.common import gsm8k_rows
+    from exp.benchmarks.common import gsm8k_rows
 
     train, held = gsm8k_rows(str(shared_data / "gsm8k" / "train.jsonl"), 40, 10)
     assert len(train) == 40 and len(held) == 10
@@ -102,8 +102,8 @@ def test_bench_rows_are_trl_shaped_and_split_by_problem(shared_data):
 
 
 def test_spread_and_throughput_skip_warmup():
-    from prm.bench.common import spread
-    from prm.bench.measure import CountingCollator, throughput
+    from exp.benchmarks.common import spread
+    from exp.benchmarks.measure import CountingCollator, throughput
 
     s = spread([2.0, 1.0, 4.0])
     assert s["median"] == 2.0 and s["rel_spread"] == 1.5

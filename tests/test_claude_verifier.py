@@ -2,8 +2,8 @@
 
 import pytest
 
-from fake_anthropic import FakeAnthropic
-from prm.verify.claude import ClaudeVerifier, parse_verdict
+from prm.label.verify.claude import ClaudeVerifier, parse_verdict
+from prm.testing.fake_anthropic import FakeAnthropic
 
 pytestmark = pytest.mark.api
 KEY = "sk-ant-test-SECRET-123"
@@ -93,7 +93,7 @@ def test_parse_verdict():
 
 
 def test_budget_and_confirmation(server, tmp_path):
-    from prm.verify.claude import BudgetExceeded, estimate
+    from prm.label.verify.claude import BudgetExceeded, estimate
 
     est = estimate(ITEMS, "claude-sonnet-4-6")
     assert est["calls"] == 3 and est["usd"] > 0
@@ -143,12 +143,12 @@ def test_batch_errored_and_expired_are_retried_by_a_rerun(server, tmp_path):
 
 
 def test_batch_killed_while_waiting_is_picked_up_not_resent(server, tmp_path, monkeypatch):
-    import prm.claude
+    import prm.label.claude
 
     def killed(_):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(prm.claude.time, "sleep", killed)
+    monkeypatch.setattr(prm.label.claude.time, "sleep", killed)
     with pytest.raises(KeyboardInterrupt):
         make(server, tmp_path, batch=True).grade_many(ITEMS)
     assert server.batch_creates == 1 and len(server.requests) == 3
@@ -159,7 +159,7 @@ def test_batch_killed_while_waiting_is_picked_up_not_resent(server, tmp_path, mo
 
 
 def test_batch_budget_sends_only_what_fits(server, tmp_path):
-    from prm.verify.claude import BudgetExceeded, estimate
+    from prm.label.verify.claude import BudgetExceeded, estimate
 
     one = estimate(ITEMS[:1], "claude-sonnet-4-6", batch=True)["usd"]
     v = make(server, tmp_path, batch=True, poll_interval=0.01, max_cost_usd=one * 1.01)

@@ -313,6 +313,7 @@ def _paths(obj, prefix=()):
 @st.composite
 def mutated_rows(draw):
     from conftest import FIXTURES
+
     from prm.io import read_jsonl
 
     fmt = draw(st.sampled_from(sorted(_VALID)))

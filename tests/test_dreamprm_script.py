@@ -10,7 +10,12 @@ from transformers import AutoModelForTokenClassification, AutoTokenizer, BertCon
 from exp.dreamprm_minif2f import DreamPRMConfig, main
 from prm.config import parse
 from prm.data import load
-from prm.data.dreamprm_build import build_minif2f_pair, corrupt_number, cot_response, proof_steps
+from prm.data.dreamprm_build import (
+    build_minif2f_pair,
+    corrupt_number,
+    cot_response,
+    proof_steps,
+)
 from prm.models.backbones import minilm_path
 from prm.plots.dreamprm import compare_figure, weight_figures
 from prm.train.bilevel import BilevelConfig
@@ -70,7 +75,8 @@ def test_dry_run_baseline_reweighted_resume_and_figures(tmp_path, tiny_model):
     straight = (run / "log.jsonl").read_text().splitlines()
     again = main(*configs(tmp_path, tiny_model, "--experiment_name", "rw", "--resume_step", "2"))
     resumed = (run / "log.jsonl").read_text().splitlines()
-    strip = lambda lines: [{k: v for k, v in json.loads(x).items() if k != "elapsed_s"} for x in lines]  # noqa: E731
+    def strip(lines):
+        return [{k: v for k, v in json.loads(x).items() if k != "elapsed_s"} for x in lines]
     assert strip(resumed) == strip(straight) and again["steps"] == 4
 
     made = weight_figures(tmp_path / "results", tmp_path / "fig") + compare_figure(tmp_path / "results", tmp_path / "fig")

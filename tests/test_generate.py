@@ -2,7 +2,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
-from prm.generate import LocalGenerator
+from prm.label.generate import LocalGenerator
 from prm.models.backbones import minilm_path
 
 
@@ -60,7 +60,7 @@ def test_complete_continues_a_prefix(tiny_lm):
 
 
 def test_make_generator_without_vllm(tiny_lm):
-    from prm.generate import make_generator
+    from prm.label.generate import make_generator
 
     assert isinstance(make_generator(tiny_lm, "auto", max_new_tokens=2), LocalGenerator)  # no vLLM/GPU here: transformers
     with pytest.raises(ValueError, match="auto, yes or no"):
@@ -70,7 +70,7 @@ def test_make_generator_without_vllm(tiny_lm):
 @pytest.mark.gpu
 def test_vllm_matches_the_interface():
     pytest.importorskip("vllm")
-    from prm.generate import VLLMGenerator
+    from prm.label.generate import VLLMGenerator
 
     gen = VLLMGenerator("smollm2", max_new_tokens=16)
     out = gen.generate(["What is 2+2?"], n=2)

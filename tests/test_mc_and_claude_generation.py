@@ -3,11 +3,11 @@ waiting for a GPU."""
 
 import pytest
 
-from fake_anthropic import FakeAnthropic
 from prm.device import wait_for_gpu
-from prm.generate.claude import APPROACHES, ClaudeGenerator
-from prm.verify import VERIFIERS, MCVerifier
-from prm.verify.rules import check_step
+from prm.label.generate.claude import APPROACHES, ClaudeGenerator
+from prm.label.verify import VERIFIERS, MCVerifier
+from prm.label.verify.rules import check_step
+from prm.testing.fake_anthropic import FakeAnthropic
 
 KEY = "sk-ant-test-GEN-456"
 
@@ -61,7 +61,7 @@ def test_mc_soft_needs_half():
 
 @pytest.mark.slow
 def test_mc_verifier_with_the_embedded_model():
-    from prm.generate import LocalGenerator
+    from prm.label.generate import LocalGenerator
 
     gen = LocalGenerator("smollm2", max_new_tokens=24, batch_size=8)
     g = MCVerifier(gen.complete, num_completions=2).grade(*ITEMS[0])
@@ -98,7 +98,7 @@ def test_claude_generator_varies_prompts_and_caches(server, tmp_path, batch):
 
 
 def test_wait_for_gpu():
-    assert wait_for_gpu(10, 1, probe=lambda: []) is None  # no GPU: go on at once
+    assert wait_for_gpu(10, 1, probe=list) is None  # no GPU: go on at once
     free = iter([[2.0, 3.0], [2.0, 12.0]])
     slept = []
     assert wait_for_gpu(10, 5, poll_s=7, probe=lambda: next(free), sleep=slept.append) == 1 and slept == [7]

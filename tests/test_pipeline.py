@@ -2,8 +2,15 @@
 
 import pytest
 
-from prm.pipeline import MiningConfig, grade, mine, rollouts, split_questions, to_records
-from prm.verify import RulesVerifier
+from prm.label.pipeline import (
+    MiningConfig,
+    grade,
+    mine,
+    rollouts,
+    split_questions,
+    to_records,
+)
+from prm.label.verify import RulesVerifier
 
 PROBLEMS = [
     {"id": f"q{i}", "prompt": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(1, 7)

@@ -13,7 +13,15 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-from prm.bert_prm import BertPRMConfig, EmbeddingCache, LabelError, PRMTrainer, SentenceEmbedder, load_prm800k, parse_label_map
+from prm.bert_prm import (
+    BertPRMConfig,
+    EmbeddingCache,
+    LabelError,
+    PRMTrainer,
+    SentenceEmbedder,
+    load_prm800k,
+    parse_label_map,
+)
 from prm.io import iter_json_rows
 from prm.models.backbones import minilm_path
 from prm.schema import make_record, to_dataset

@@ -7,7 +7,13 @@ import sys
 
 import pytest
 import torch
-from transformers import AutoModelForTokenClassification, AutoTokenizer, BertConfig, LlamaConfig, pipeline
+from transformers import (
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    BertConfig,
+    LlamaConfig,
+    pipeline,
+)
 
 from prm.data import load
 from prm.models.backbones import minilm_path

@@ -55,7 +55,7 @@ def test_embedded_default_end_to_end(tmp_path, monkeypatch):
 @pytest.mark.api
 def test_claude_verifier_run_asks_and_never_leaks_the_key(tmp_path, monkeypatch):
     from exp.prm_exp import cli
-    from fake_anthropic import FakeAnthropic
+    from prm.testing.fake_anthropic import FakeAnthropic
 
     server = FakeAnthropic()
     try:
@@ -79,7 +79,7 @@ def test_claude_verifier_run_asks_and_never_leaks_the_key(tmp_path, monkeypatch)
 @pytest.mark.api
 def test_method2_claude_generates_and_grades_as_a_batch(tmp_path, monkeypatch):
     from exp.prm_exp import cli
-    from fake_anthropic import FakeAnthropic
+    from prm.testing.fake_anthropic import FakeAnthropic
 
     server = FakeAnthropic()
     try:

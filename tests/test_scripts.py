@@ -1,7 +1,6 @@
 """The exp/ scripts end to end on their small configs (real MiniLM, real files)."""
 
 import json
-from pathlib import Path
 
 import pytest
 

@@ -1,7 +1,7 @@
 import pytest
 
 from prm.arith import evaluate, matches
-from prm.verify import RulesVerifier, check_step
+from prm.label.verify import RulesVerifier, check_step
 
 
 @pytest.mark.parametrize(

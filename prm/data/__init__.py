@@ -19,9 +19,10 @@ import inspect
 import logging
 import re
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import datasets
 
@@ -197,10 +198,10 @@ def resolve_path(path: str | None) -> str | None:
 
 
 # Register the converters (import for side effects).
-from prm.data import formats as _formats  # noqa: E402,F401
-from prm.data import problems as _problems  # noqa: E402,F401
-from prm.data import prm800k as _prm800k  # noqa: E402,F401
-from prm.data import inject as _inject  # noqa: E402,F401
+from prm.data import formats as _formats  # noqa: E402, F401
+from prm.data import inject as _inject  # noqa: E402, F401
+from prm.data import prm800k as _prm800k  # noqa: E402, F401
+from prm.data import problems as _problems  # noqa: E402, F401
 from prm.data.formats import to_trl  # noqa: E402
 
 __all__ = ["FORMATS", "Report", "convert_rows", "iter_source", "load", "resolve_path", "split_by_problem", "to_trl"]

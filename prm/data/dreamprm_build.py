@@ -33,8 +33,8 @@ import logging
 import random
 import re
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from prm.data.formats import _lean_comment, dreamprm_math_steps
 from prm.data.inject import _wrong_value

@@ -10,8 +10,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from prm.answers import extract_answer
 from prm.data import FORMATS, PACKAGED_SOURCES

@@ -10,7 +10,7 @@ when none is). Per subset: ``acc_error`` = exact-match accuracy on solutions tha
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

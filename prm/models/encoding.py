@@ -24,8 +24,9 @@ Truncation (``max_length``, ``max_prompt_length``, ``max_completion_length``, in
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 IGNORE = -100
 

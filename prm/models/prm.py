@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -63,7 +64,7 @@ class PRMSpec:
         Path(path, PRM_CONFIG).write_text(json.dumps(asdict(self), indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "PRMSpec":
+    def load(cls, path: str | Path) -> PRMSpec:
         f = Path(path, PRM_CONFIG)
         if not f.is_file():
             raise FileNotFoundError(f"{path} is not a PRM directory: no {PRM_CONFIG}")
@@ -159,7 +160,7 @@ class PRM:
         self.model, self.tokenizer, self.spec = model, tokenizer, spec
 
     @classmethod
-    def from_backbone(cls, name_or_path: str, spec: PRMSpec | None = None, **kw: Any) -> "PRM":
+    def from_backbone(cls, name_or_path: str, spec: PRMSpec | None = None, **kw: Any) -> PRM:
         spec = spec or PRMSpec()
         model, tok = load_backbone(name_or_path, spec.label_scheme, spec.separator, **kw)
         spec.backbone = spec.backbone or name_or_path
@@ -167,7 +168,7 @@ class PRM:
         return cls(model, tok, spec)
 
     @classmethod
-    def load(cls, path: str | Path, *, torch_dtype: torch.dtype | None = None, trust_remote_code: bool = False) -> "PRM":
+    def load(cls, path: str | Path, *, torch_dtype: torch.dtype | None = None, trust_remote_code: bool = False) -> PRM:
         """Load a PRM saved by `save` (full model or PEFT adapter)."""
         from transformers import AutoModelForTokenClassification, AutoTokenizer
 

@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import matplotlib
 
 matplotlib.use("Agg")  # headless: scripts, CI and notebooks all render off-screen
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from prm.registry import Registry  # noqa: E402
-
+from prm.registry import Registry
 
 
 @dataclass(frozen=True)

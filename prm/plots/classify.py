@@ -16,7 +16,7 @@ from prm.plots import FIGURES, Made, figure, save_figure
 EXPERIMENT = "prm800k_bert"
 
 
-def draw_confusion(metrics: dict, title: str):  # noqa: ANN201 - a matplotlib Figure
+def draw_confusion(metrics: dict, title: str):
     """A heat map of row-normalized counts, each cell labeled with its count."""
     cm = np.asarray(metrics["confusion_matrix"], dtype=float)  # (true, predicted)
     names = metrics["label_names"]

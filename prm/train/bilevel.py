@@ -39,9 +39,10 @@ import math
 import random
 import signal
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -480,8 +481,8 @@ class BilevelTrainer:
         m["auroc"] = float(roc_auc_score(yb, s)) if 0 < yb.sum() < len(yb) else None
         m["accuracy"] = float(((s >= 0.5) == yb).mean()) if rows else None
         m["meta_mse"] = float(np.mean((s - y) ** 2)) if rows else None
-        sl = np.array([l for r in rows for l in r["labels"] if l != IGNORE])
-        sp = np.array([p for r in rows for p, l in zip(r["step_scores"], r["labels"]) if l != IGNORE])
+        sl = np.array([lab for r in rows for lab in r["labels"] if lab != IGNORE])
+        sp = np.array([p for r in rows for p, lab in zip(r["step_scores"], r["labels"]) if lab != IGNORE])
         slb = (sl >= 0.5).astype(int)
         m["step_auroc"] = float(roc_auc_score(slb, sp)) if 0 < slb.sum() < len(slb) else None
         return m, rows

@@ -30,8 +30,21 @@ from transformers import EvalPrediction, Trainer, TrainingArguments
 
 from prm.eval.metrics import step_metrics
 from prm.models.encoding import IGNORE
-from prm.models.prm import PRM, PRMSpec, is_causal, prepare_tokenizer, set_attention, step_loss
-from prm.train.data import EncodeStats, StepCollator, as_stepwise, encode_dataset, label_scheme_of
+from prm.models.prm import (
+    PRM,
+    PRMSpec,
+    is_causal,
+    prepare_tokenizer,
+    set_attention,
+    step_loss,
+)
+from prm.train.data import (
+    EncodeStats,
+    StepCollator,
+    as_stepwise,
+    encode_dataset,
+    label_scheme_of,
+)
 
 log = logging.getLogger(__name__)
 

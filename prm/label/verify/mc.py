@@ -10,11 +10,11 @@ answer. Cost: ``num_completions x (steps - 1)`` generations per solution.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from prm.answers import answers_equal, extract_answer, is_correct
+from prm.label.verify.rules import Grade
 from prm.rewards import mc_hard, mc_soft
-from prm.verify.rules import Grade
 
 Completer = Callable[[list[str], list[str], int], list[list[str]]]  # (problems, prefixes, n) -> n continuations each
 

@@ -19,7 +19,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prm.verify.rules import check_step
+from prm.label.verify.rules import check_step
 
 STAMP = "2026-11-23T00:00:00Z"
 
@@ -87,7 +87,7 @@ class FakeAnthropic:
     @staticmethod
     def verdict(body: dict, action: str | None) -> str:
         user = body["messages"][0]["content"]
-        steps = re.findall(r"^Step \d+: (.*)$", user, flags=re.M)
+        steps = re.findall(r"^Step \d+: (.*)$", user, flags=re.MULTILINE)
         if action == "bad_json":
             return "Sure! Step 1 looks fine {"
         verdicts = [check_step(s).verdict is not False for s in steps]

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from prm.bench.common import spread
+from .common import spread
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,8 @@ def score_benchmark(model: str, data_path: str, ns: list[int], n_problems: int, 
         res["solutions_per_s"] = {k: spread(v) for k, v in times.items()}
         base = "naive_fp32" if "naive_fp32" in times else "naive_bf16"
         res["speedup_vs_" + base] = {k: spread([a / b for a, b in zip(v, times[base])]) for k, v in times.items()}
-        flat = lambda name: [x for prob in scores[name] for cand in prob for x in cand]  # noqa: E731
+        def flat(name):
+            return [x for prob in scores[name] for cand in prob for x in cand]
         if "naive_bf16" in scores:
             res["max_abs_score_diff_bf16"] = max(abs(a - b) for a, b in zip(flat("naive_bf16"), flat("prefix_cache_bf16")))
         out["by_n"][str(n)] = res

@@ -1,7 +1,7 @@
 """Claude as a step verifier: ONE request per solution grades all its steps.
 
 - The grading instructions are a system prompt marked for prompt caching. At about 150 tokens they
-  are below the minimum cacheable prefix (1024-4096 tokens by model, `prm.claude.CACHE_MIN_TOKENS`),
+  are below the minimum cacheable prefix (1024-4096 tokens by model, `prm.label.claude.CACHE_MIN_TOKENS`),
   so today every request pays for them in full and `estimate` counts them so; the mark takes effect
   once the instructions grow (e.g. with worked grading examples) past that minimum.
 - The verdict is strict JSON (``output_config.format`` with a JSON schema); a reply that does not
@@ -9,17 +9,27 @@
   unlabeled and counted (never guessed).
 - The answer cache is keyed by (model, prompt version, problem, steps, gold answer).
 - Concurrency, retries, the on-disk cache, budget, usage/cost and the Message Batches API
-  (``batch=True``) come from `prm.claude.ClaudeJob`.
+  (``batch=True``) come from `prm.label.claude.ClaudeJob`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from prm.claude import DEFAULT_MODEL, PRICES, BudgetExceeded, ClaudeJob, Usage, estimate_usage, load_dotenv_key, loads_or_none
-from prm.verify.rules import Grade
+from prm.label.claude import (
+    DEFAULT_MODEL,
+    PRICES,
+    BudgetExceeded,
+    ClaudeJob,
+    Usage,
+    estimate_usage,
+    load_dotenv_key,
+    loads_or_none,
+)
+from prm.label.verify.rules import Grade
 
 __all__ = ["DEFAULT_MODEL", "PRICES", "BudgetExceeded", "ClaudeVerifier", "Usage", "estimate", "load_dotenv_key", "parse_verdict"]
 

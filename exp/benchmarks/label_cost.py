@@ -1,11 +1,11 @@
 """What Claude grading costs per labeled solution: requests and tokens, measured against the
-loopback fake Messages API (``tests/fake_anthropic.py``), converted to USD per 1000 solutions.
+loopback fake Messages API (`prm.testing.fake_anthropic`), converted to USD per 1000 solutions.
 
 Schemes:
 
 - ``per_step``: one request per step (the problem, the steps so far, "grade the last step"),
   the way a step-by-step judge is often written.
-- ``per_solution``: one request grades all steps (`prm.verify.claude.ClaudeVerifier`, the
+- ``per_solution``: one request grades all steps (`prm.label.verify.claude.ClaudeVerifier`, the
   project's verifier), without prompt caching.
 - ``per_solution_cached``: the same with the grading instructions cached (``cache_control``):
   reads cost 0.1x input, the first write 1.25x.
@@ -13,8 +13,8 @@ Schemes:
 
 Requests are counted at the server. Input tokens are counted from the request bodies the server
 received, at 4 characters a token (Claude's tokenizer is not public; the same rule as
-`prm.verify.claude.estimate`); output tokens follow the estimator's model (40 a step verdict plus
-20 a reply), because the fake server's replies are terse. Price table: `prm.verify.claude.PRICES`
+`prm.label.verify.claude.estimate`); output tokens follow the estimator's model (40 a step verdict plus
+20 a reply), because the fake server's replies are terse. Price table: `prm.label.verify.claude.PRICES`
 (USD per million input/output tokens). Caveat: Anthropic caches only prefixes of at least 1024
 tokens (Sonnet/Opus; more for Haiku); the grading instructions alone are shorter, so the cached
 rows hold only when the cached prefix is long enough (e.g. with worked examples in it).
@@ -22,11 +22,9 @@ rows hold only when the cached prefix is long enough (e.g. with worked examples 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from typing import Any, Sequence
-
-from prm.io import REPO_ROOT
+from collections.abc import Sequence
+from typing import Any
 
 CHARS_PER_TOKEN = 4
 OUT_PER_STEP, OUT_PER_REPLY = 40, 20
@@ -34,10 +32,9 @@ CACHE_READ, CACHE_WRITE, BATCH = 0.1, 1.25, 0.5
 
 
 def _fake_server() -> Any:
-    spec = importlib.util.spec_from_file_location("fake_anthropic", REPO_ROOT / "tests" / "fake_anthropic.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.FakeAnthropic()
+    from prm.testing.fake_anthropic import FakeAnthropic
+
+    return FakeAnthropic()
 
 
 def _body_chars(body: dict) -> tuple[int, int]:
@@ -54,8 +51,14 @@ def _body_chars(body: dict) -> tuple[int, int]:
 def label_cost_benchmark(items: Sequence[tuple[str, list[str], str | None]], model: str = "claude-sonnet-4-6") -> dict:
     import anthropic
 
-    from prm.verify import claude as claude_mod
-    from prm.verify.claude import INSTRUCTIONS, PRICES, SCHEMA, ClaudeVerifier, user_message
+    from prm.label.verify import claude as claude_mod
+    from prm.label.verify.claude import (
+        INSTRUCTIONS,
+        PRICES,
+        SCHEMA,
+        ClaudeVerifier,
+        user_message,
+    )
 
     n_sol, n_steps = len(items), sum(len(st) for _, st, _ in items)
     fake = _fake_server()
@@ -107,7 +110,7 @@ def label_cost_benchmark(items: Sequence[tuple[str, list[str], str | None]], mod
         "assumptions": {"chars_per_token": CHARS_PER_TOKEN, "output_tokens_per_step": OUT_PER_STEP, "output_tokens_per_reply": OUT_PER_REPLY,
                         "cache_read": CACHE_READ, "cache_write": CACHE_WRITE, "batch_discount": BATCH,
                         "batch_row": "measured requests of the per-solution verifier priced at the documented 50% Message Batches discount"
-                                     + ("" if batch_in_code else " (prm.verify.claude had no batch submission when this ran)"),
+                                     + ("" if batch_in_code else " (prm.label.verify.claude had no batch submission when this ran)"),
                         "min_cacheable_prefix_tokens": 1024},
         "ratios": {"per_step_vs_batch_usd": rows["per_step"]["usd_per_1000_solutions"][model] / rows["batch"]["usd_per_1000_solutions"][model],
                    "per_step_vs_per_solution_usd": rows["per_step"]["usd_per_1000_solutions"][model] / rows["per_solution"]["usd_per_1000_solutions"][model]},

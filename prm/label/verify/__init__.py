@@ -7,14 +7,14 @@ per solution, cached, retried, optionally through the Message Batches API) and `
 
 from __future__ import annotations
 
+from prm.label.verify.claude import ClaudeVerifier
+from prm.label.verify.mc import MCVerifier
+from prm.label.verify.rules import Grade, RulesVerifier, check_step
 from prm.registry import Registry
-from prm.verify.claude import ClaudeVerifier
-from prm.verify.mc import MCVerifier
-from prm.verify.rules import Grade, RulesVerifier, check_step
 
 VERIFIERS: Registry[type] = Registry("verifier")
 VERIFIERS.register("rules")(RulesVerifier)
 VERIFIERS.register("claude")(ClaudeVerifier)
 VERIFIERS.register("mc")(MCVerifier)
 
-__all__ = ["ClaudeVerifier", "Grade", "MCVerifier", "RulesVerifier", "VERIFIERS", "check_step"]
+__all__ = ["VERIFIERS", "ClaudeVerifier", "Grade", "MCVerifier", "RulesVerifier", "check_step"]

@@ -2,7 +2,7 @@
 
 - ``single``: one training row per solution, every step scored at its separator in one pass.
 - ``per_prefix``: one row per step prefix (problem + steps 1..k, supervised at step k only),
-  the layout the old prm_exp.py trained on (see `prm.pipeline.to_records`).
+  the layout the old prm_exp.py trained on (see `prm.label.pipeline.to_records`).
 
 Both train one epoch with the same `PRMTrainer` settings; tokens are counted from the encodings.
 For a causal backbone the two layouts give the same step scores (checked here before training);
@@ -40,9 +40,10 @@ def single_records(rows: list[dict]) -> list[dict]:
 
 
 def _epoch(prm: Any, records: list[dict], batch_size: int, bf16: bool) -> dict:
-    from prm.bench.measure import CountingCollator
     from prm.schema import to_dataset
     from prm.train import PRMTrainer, PRMTrainingArguments
+
+    from .measure import CountingCollator
 
     args = PRMTrainingArguments(output_dir=tempfile.mkdtemp(prefix="prefix-bench-"), num_train_epochs=1, per_device_train_batch_size=batch_size,
                                 learning_rate=1e-5, save_strategy="no", report_to=[], disable_tqdm=True, bf16=bf16, logging_steps=10_000,
@@ -60,8 +61,8 @@ def _epoch(prm: Any, records: list[dict], batch_size: int, bf16: bool) -> dict:
 def prefix_benchmark(model: str, rows: list[dict], batch_size: int, bf16: bool, random_init: bool = False, seed: int = 0) -> dict:
     import copy
 
+    from prm.label.pipeline import to_records
     from prm.models.prm import PRM, PRMSpec
-    from prm.pipeline import to_records
 
     torch.manual_seed(seed)
     base = PRM.from_backbone(model, PRMSpec(label_scheme="binary"), use_pretrained=not random_init)

@@ -7,7 +7,7 @@ from the prompt: rollout ``i`` of a problem asks for approach
 compute, ...). One of them asks for a quick first-draft solution without double-checking, the
 way a student writes: that is where natural mistakes come from, without asking for any.
 
-Each (model, prompt version, problem, rollout index) is one cached request (`prm.claude.ClaudeJob`:
+Each (model, prompt version, problem, rollout index) is one cached request (`prm.label.claude.ClaudeJob`:
 concurrency, retries, budget, the Message Batches API), so a rerun never pays twice.
 """
 
@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from prm.claude import DEFAULT_MODEL, ClaudeJob
+from prm.label.claude import DEFAULT_MODEL, ClaudeJob
 
 PROMPT_VERSION = "solve-v1"
 INSTRUCTIONS = """Solve the math problem you are given, step by step.

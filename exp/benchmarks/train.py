@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prm.bench.common import gsm8k_rows, spread, write_rows
 from prm.io import REPO_ROOT
+
+from .common import gsm8k_rows, spread, write_rows
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def train_benchmark(cfg: TrainBench, data_path: str, work: Path) -> dict:
     train, held = gsm8k_rows(data_path, cfg.n_train, max(n_eval.values()), cfg.seed)
     tf = write_rows(work / "train.jsonl", train)
     trl_py = (cfg.trl_python or ensure_trl_python(REPO_ROOT / ".bench" / "trl-venv")) if cfg.trl else None
-    ours_cmd = [sys.executable, "-m", "prm.bench.ours_runner"]
+    ours_cmd = [sys.executable, "-m", "exp.benchmarks.ours_runner"]
     trl_cmd = [trl_py, str(HERE / "trl_runner.py")] if trl_py else None
     out: dict[str, Any] = {"data": {"source": "GSM8K train, gsm8k_errors (cut after the wrong step)", "n_train": len(train), "n_eval": n_eval,
                                     "train_steps_labeled": sum(len(r["labels"]) for r in train),

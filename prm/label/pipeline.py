@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from prm.answers import is_correct
 from prm.io import append_jsonl, iter_json_rows, write_jsonl

@@ -7,8 +7,9 @@ import json
 import os
 import platform
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from prm.io import git_sha, library_versions, write_json
 

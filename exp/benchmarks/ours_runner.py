@@ -1,6 +1,6 @@
 """One run of this project's PRMTrainer under the same protocol as `trl_runner.py`.
 
-    python -m prm.bench.ours_runner SPEC.json
+    python -m exp.benchmarks.ours_runner  (from the repository root) SPEC.json
 
 Run as its own process so that its peak memory is its own and both systems start equally cold.
 """
@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 
-from prm.bench import measure
+from . import measure
 
 
 def main(spec_path: str) -> None:

@@ -48,9 +48,10 @@ def efficiency_benchmark(model: str, rows: list[dict], steps: int, batch_size: i
                          peak_seconds: float = 1.0) -> dict:
     from transformers import set_seed
 
-    from prm.bench.measure import CountingCollator, step_timer, throughput
     from prm.models.prm import PRM, PRMSpec
     from prm.train import PRMTrainer, PRMTrainingArguments
+
+    from .measure import CountingCollator, step_timer, throughput
 
     out: dict[str, Any] = {"model": model, "steps": steps, "batch_size": batch_size, "runs": {}}
     for bf16 in (False, True):

@@ -20,8 +20,8 @@ states a wrong final answer is wrong (it asserts something false) even when its 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from prm.answers import answers_equal, extract_answer
 from prm.arith import evaluate, matches

@@ -11,10 +11,16 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from prm.generate.local import EXAMPLES, SYSTEM_PROMPT, LocalGenerator, chat_prompt
+from prm.label.generate.local import (
+    EXAMPLES,
+    SYSTEM_PROMPT,
+    LocalGenerator,
+    chat_prompt,
+)
 from prm.models.backbones import resolve
 
 log = logging.getLogger(__name__)

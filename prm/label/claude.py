@@ -3,7 +3,7 @@ budget, concurrency with retries, and the Message Batches API.
 
 A job (`ClaudeJob`) maps items to requests: each item has a cache key, first messages, a parser
 for the reply and, optionally, one re-ask when the reply does not parse. The grading verifier
-(`prm.verify.claude`) and the solution generator (`prm.generate.claude`) are jobs.
+(`prm.label.verify.claude`) and the solution generator (`prm.label.generate.claude`) are jobs.
 
 - Requests run concurrently (``max_concurrency``); the SDK retries 408/409/429/5xx/529 and
   connection errors with backoff, honouring ``retry-after``.
@@ -23,9 +23,10 @@ import itertools
 import json
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from tqdm.auto import tqdm
 

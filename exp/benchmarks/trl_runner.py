@@ -1,6 +1,6 @@
 """One TRL PRMTrainer run, executed by the Python of the isolated TRL environment.
 
-    <trl-python> prm/bench/trl_runner.py SPEC.json
+    <trl-python> exp/benchmarks/trl_runner.py SPEC.json
 
 SPEC holds: model (path), random_init, train_file / eval_file (TRL stepwise JSONL), steps,
 batch_size, learning_rate, max_length, seed, mode ("defaults" or "best"), out (JSON path),
@@ -17,7 +17,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import measure  # noqa: E402
+import measure
 
 
 def main(spec_path: str) -> None:
@@ -27,7 +27,12 @@ def main(spec_path: str) -> None:
     import torch
     import transformers
     import trl
-    from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer, set_seed
+    from transformers import (
+        AutoConfig,
+        AutoModelForTokenClassification,
+        AutoTokenizer,
+        set_seed,
+    )
     from trl.experimental.prm import PRMConfig, PRMTrainer
 
     set_seed(spec["seed"])

@@ -1,0 +1,1 @@
+"""Test doubles that tests and benchmarks share: a loopback fake of the Anthropic Messages API."""
