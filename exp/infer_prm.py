@@ -18,10 +18,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from prm.config import run
 from prm.data import load, resolve_path
+from prm.eval.aggregate import aggregate
 from prm.eval.steps import score_records
 from prm.io import write_jsonl
 from prm.models.prm import PRM
-from prm.rewards import aggregate
 
 log = logging.getLogger("infer_prm")
 

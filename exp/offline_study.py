@@ -49,8 +49,9 @@ from exp.train_prm import main as train_prm
 from prm.config import parse
 from prm.data import load, resolve_path
 from prm.io import REPO_ROOT, read_jsonl, write_jsonl
+from prm.label.pipeline import graded_records, sampled_graded
 from prm.results import find_runs, load_run
-from prm.study import bon_candidates, graded_records, results_table, sampled_graded
+from prm.study import bon_candidates, results_table
 from prm.train import PRMTrainingArguments
 
 log = logging.getLogger("offline_study")

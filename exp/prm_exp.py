@@ -52,7 +52,7 @@ from prm.label.pipeline import (
     split_questions,
     to_records,
 )
-from prm.label.verify import VERIFIERS
+from prm.label.verify import VerifierOptions, make_verifier, resolve_name
 from prm.label.verify.claude import DEFAULT_MODEL, BudgetExceeded, load_dotenv_key
 from prm.models.prm import PRM, PRMSpec, apply_lora
 from prm.schema import to_dataset
@@ -123,13 +123,8 @@ def work_dir(cfg: PrmExpConfig) -> Path:
     arguments, same folder, so reruns resume and --skip_generation finds the data."""
     keys = ("method", "sft_model", "dataset", "dataset_format", "num_rollouts", "num_samples", "mine_samples", "fail_low",
             "fail_high", "max_questions", "max_new_tokens", "temperature", "seed", "verifier", "claude_model", "mc_completions", "mc_label")
-    blob = json.dumps({**{k: getattr(cfg, k) for k in keys}, "verifier": resolved_verifier(cfg)}, sort_keys=True)
+    blob = json.dumps({**{k: getattr(cfg, k) for k in keys}, "verifier": resolve_name(cfg.verifier)}, sort_keys=True)
     return Path("data") / "prm_exp" / f"method{cfg.method}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
-
-
-def resolved_verifier(cfg: PrmExpConfig) -> str:
-    """``auto`` means claude when an API key is set (environment or .env), else the offline rules."""
-    return cfg.verifier if cfg.verifier != "auto" else ("claude" if load_dotenv_key() else "rules")
 
 
 def confirm_spend(est: dict, yes: bool, what: str = "grading") -> bool:
@@ -148,16 +143,6 @@ def claude_kw(cfg: PrmExpConfig, what: str, budget: float | None) -> dict:
     """Settings shared by the Claude generator and verifier."""
     return dict(max_concurrency=cfg.max_concurrency, max_cost_usd=budget, batch=cfg.batch_api,
                 confirm=lambda est: confirm_spend(est, cfg.yes, what))
-
-
-def choose_verifier(cfg: PrmExpConfig, work: Path, gen, budget: float | None):
-    name = resolved_verifier(cfg)
-    log.info("verifier: %s", name)
-    if name == "claude":
-        return name, VERIFIERS.get("claude")(cfg.claude_model, cache_path=work / "claude_cache.jsonl", **claude_kw(cfg, "grading", budget))
-    if name == "mc":
-        return name, VERIFIERS.get("mc")(gen.complete, num_completions=cfg.mc_completions, label=cfg.mc_label)
-    return name, VERIFIERS.get(name)()
 
 
 EMBEDDED_PROFILE = {"max_questions": 24, "fail_high": 1.0, "max_new_tokens": 160}
@@ -211,10 +196,14 @@ def main(cfg: PrmExpConfig) -> dict:
                 sols = rollouts(kept, cfg.num_rollouts, gen.generate, work / "solutions.jsonl")
             spent = api_usage.get("generation", {}).get("cost_usd") or 0.0
             budget = None if cfg.max_cost_usd is None else cfg.max_cost_usd - spent
-            verifier_name, verifier = choose_verifier(cfg, work, gen, budget)
+            verifier = make_verifier(cfg.verifier, VerifierOptions(
+                model=cfg.claude_model, cache_path=work / "claude_cache.jsonl", job=claude_kw(cfg, "grading", budget),
+                completer=gen.complete, num_completions=cfg.mc_completions, mc_label=cfg.mc_label))
+            verifier_name = verifier.name
+            log.info("verifier: %s", verifier_name)
             graded = grade(sols, verifier, graded_path)
-            if verifier_name == "claude":
-                api_usage["grading"] = verifier.usage.as_dict(cfg.claude_model)
+            if verifier.api_usage() is not None:
+                api_usage["grading"] = verifier.api_usage()
         except BudgetExceeded as e:
             raise SystemExit(f"stopped: {e}") from None
     start_run(run_dir, {**asdict(cfg), "verifier_used": verifier_name}, seed=cfg.seed)

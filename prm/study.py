@@ -1,54 +1,15 @@
-"""Building blocks of the offline study (`exp/offline_study.py`): model-written solutions graded by
-the rules verifier with first-error labels, best-of-N candidate sets, and the README results
-table written from metrics.json files (never typed in)."""
+"""Building blocks of the offline study (`exp/offline_study.py`): best-of-N candidate sets and the
+README results table written from metrics.json files (never typed in). Its graded model solutions
+come from `prm.label.pipeline` (`sampled_graded`, `graded_records`)."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
-from prm.label.pipeline import grade, rollouts
-from prm.label.verify import RulesVerifier
 from prm.results import Run
-from prm.schema import make_record
 from prm.steps import answer_step
-
-
-def first_error_labels(verdicts: Sequence[bool | None]) -> list[float | None]:
-    """1 for the steps before the first wrong one, 0 for it, None after it (as in the injected-error
-    data and ProcessBench: what follows a mistake is neither cleanly right nor wrong)."""
-    out: list[float | None] = []
-    wrong_seen = False
-    for v in verdicts:
-        if wrong_seen or v is None:
-            out.append(None)
-        elif v:
-            out.append(1.0)
-        else:
-            out.append(0.0)
-            wrong_seen = True
-    return out
-
-
-def sampled_graded(problems: Sequence[dict], sample: Callable[[list[str], int], list[list[str]]], n: int, work: Path) -> list[dict]:
-    """``n`` model solutions per problem (resumable under ``work``), each step graded by the rules
-    verifier; returns the graded rows of `prm.label.pipeline.grade`."""
-    kept = [{"id": p["id"], "prompt": p["prompt"], "answer": p["answer"]} for p in problems]
-    sols = rollouts(kept, n, sample, work / "solutions.jsonl")
-    return grade(sols, RulesVerifier(), work / "graded.jsonl")
-
-
-def graded_records(graded: Sequence[dict], source: str = "smollm2_rules") -> list[dict]:
-    """Binary first-error stepwise records from graded rows (rows with no labeled step dropped)."""
-    out = []
-    for g in graded:
-        labels = first_error_labels(g["step_correct"])
-        if any(lab is not None for lab in labels):
-            out.append(make_record(g["prompt"], g["steps"], labels, "binary", answer=g["answer"], id=g["id"], source=source,
-                                   meta={"solution_correct": g["solution_correct"]}))
-    return out
 
 
 def bon_candidates(problems: Sequence[dict], samples: dict[str, list[str]], n: int, seed: int = 0) -> list[dict]:

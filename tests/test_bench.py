@@ -42,10 +42,13 @@ def _bench(name, tmp_path, *extra):
 def test_label_cost_smoke(tmp_path, shared_data):
     r = _bench("label_cost", tmp_path)
     s = r["schemes"]
-    # one request per solution vs one per step; batch halves the cached per-solution price
+    # one request per solution vs one per step; the batch row was really sent as a Message Batch and
+    # costs half the per-solution price (the short instructions are below the cacheable minimum)
     assert s["per_solution"]["requests"] == 1.0 and s["per_step"]["requests"] == r["steps"] / r["solutions"] > 1
+    assert s["batch"]["requests"] == 1.0 and s["batch"]["batch"] and "Message Batch" in r["assumptions"]["batch_row"]
     usd = {k: v["usd_per_1000_solutions"]["claude-sonnet-4-6"] for k, v in s.items()}
-    assert usd["per_step"] > usd["per_solution"] and usd["batch"] == pytest.approx(usd["per_solution_cached"] / 2)
+    assert usd["per_step"] > usd["per_solution"] > usd["per_solution_cached"]
+    assert usd["batch"] == pytest.approx(usd["per_solution"] / 2)
 
 
 def test_score_smoke(tmp_path, shared_data):

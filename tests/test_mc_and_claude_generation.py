@@ -5,7 +5,7 @@ import pytest
 
 from prm.device import wait_for_gpu
 from prm.label.generate.claude import APPROACHES, ClaudeGenerator
-from prm.label.verify import VERIFIERS, MCVerifier
+from prm.label.verify import MCVerifier, make_verifier
 from prm.label.verify.rules import check_step
 from prm.testing.fake_anthropic import FakeAnthropic
 
@@ -44,7 +44,7 @@ def test_mc_verifier_labels_from_rollouts():
     assert g_right.step_correct == [False, True, True]  # prefix "2 + 3 = 5" ends on 5, not on the answer 9
     assert g_wrong.step_correct == [False, False, False] and g_wrong.solution_correct is False
     assert g_right.estimates == {"mc_soft": [0.0, 1.0, 1.0], "mc_hard": [0.0, 1.0, 1.0]}
-    assert VERIFIERS.get("mc") is MCVerifier
+    assert isinstance(make_verifier("mc", completer=comp), MCVerifier)
 
 
 def test_mc_soft_needs_half():

@@ -7,14 +7,9 @@ import pytest
 
 from prm.eval.bon import load_candidates
 from prm.io import REPO_ROOT, write_jsonl
+from prm.label.pipeline import graded_records
 from prm.results import load_run
-from prm.study import bon_candidates, first_error_labels, graded_records, results_table
-
-
-def test_first_error_labels():
-    assert first_error_labels([True, True, False, True, False]) == [1.0, 1.0, 0.0, None, None]
-    assert first_error_labels([True, None, True]) == [1.0, None, 1.0]
-    assert first_error_labels([]) == []
+from prm.study import bon_candidates, results_table
 
 
 def test_graded_records_keep_labeled_solutions():

@@ -5,9 +5,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from prm.answers import answers_equal, extract_answer, is_correct
-from prm.registry import UnknownName
-from prm.rewards import (
-    aggregate,
+from prm.eval.aggregate import aggregate
+from prm.label.labels import (
     he_reward,
     mc_hard,
     mc_soft,
@@ -15,6 +14,7 @@ from prm.rewards import (
     se_reward,
     step_rewards,
 )
+from prm.registry import UnknownName
 from prm.steps import detect_mode, join_steps, split_steps, step_spans
 
 # --- steps ------------------------------------------------------------------------------------

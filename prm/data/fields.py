@@ -43,11 +43,12 @@ def str_list(row: dict, path: str) -> list[str]:
     return value
 
 
-def first_error_labels(n_steps: int, first_error: int) -> list[float | None]:
-    """ProcessBench-style labels: 1 before the first wrong step, 0 at it, None (unknown) after;
-    ``first_error = -1`` means every step is correct."""
+def first_error_verdicts(n_steps: int, first_error: int) -> list[bool | None]:
+    """Step verdicts of a first-error index (ProcessBench's ``label``): right before it, wrong at it,
+    unknown after; ``first_error = -1`` means every step is right. Labels come from
+    `prm.label.labels.first_error_labels`."""
     if first_error == -1:
-        return [1.0] * n_steps
+        return [True] * n_steps
     if not 0 <= first_error < n_steps:
         raise DataError("label", "first-error index out of range", f"{first_error} for {n_steps} steps")
-    return [1.0] * first_error + [0.0] + [None] * (n_steps - first_error - 1)
+    return [True] * first_error + [False] + [None] * (n_steps - first_error - 1)

@@ -10,8 +10,9 @@ from typing import Any
 
 from prm.answers import extract_answer
 from prm.data import FORMATS
-from prm.data.fields import first_error_labels, get, str_list, text
+from prm.data.fields import first_error_verdicts, get, str_list, text
 from prm.io import iter_json_rows
+from prm.label.labels import first_error_labels
 from prm.schema import LABEL_SCHEMES, DataError, make_record, validate_record
 from prm.steps import split_steps
 
@@ -129,7 +130,7 @@ def processbench(row: dict, index: int, *, source: str = "processbench") -> list
     prompt = text(row, "problem")
     steps = str_list(row, "steps")
     first = get(row, "label", int)
-    labels = first_error_labels(len(steps), first)
+    labels = first_error_labels(first_error_verdicts(len(steps), first))
     meta = {"label": first}
     for k in ("generator", "final_answer_correct", "subset"):
         if k in row:

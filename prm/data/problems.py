@@ -16,7 +16,8 @@ from typing import Any
 
 from prm.answers import extract_answer
 from prm.data import FORMATS, PACKAGED_SOURCES
-from prm.data.fields import first_error_labels, get, text
+from prm.data.fields import first_error_verdicts, get, text
+from prm.label.labels import first_error_labels
 from prm.schema import DataError, make_record
 from prm.steps import split_steps, step_spans
 
@@ -166,5 +167,5 @@ def champ_fws(row: dict, index: int, *, source: str = "champ_fws") -> list[dict]
                 raise DataError(f"{where}.start_idx", "span starts after the end of the text", str(start))
         steps = [s for _, _, s in spans]
         meta = {"label": first, "generator": ann.get("author"), "setting": key, "category": row.get("category")}
-        out.append(make_record(prompt, steps, first_error_labels(len(steps), first), "binary", answer=answer, id=f"{row.get('identifier', index)}|{key}", source=source, meta=meta))
+        out.append(make_record(prompt, steps, first_error_labels(first_error_verdicts(len(steps), first)), "binary", answer=answer, id=f"{row.get('identifier', index)}|{key}", source=source, meta=meta))
     return out

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from prm.answers import answers_equal, extract_answer
+from prm.eval.aggregate import aggregate
 from prm.io import iter_json_rows
-from prm.rewards import aggregate
 from prm.schema import DataError
 from prm.steps import split_steps
 

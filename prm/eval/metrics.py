@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
 from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 
 from prm.schema import label_names
+
+log = logging.getLogger(__name__)
 
 
 def step_metrics(labels: Sequence[float], probs: np.ndarray, label_scheme: str, threshold: float = 0.5) -> dict:
@@ -18,6 +21,8 @@ def step_metrics(labels: Sequence[float], probs: np.ndarray, label_scheme: str, 
         probs: (n_steps, n_classes) class probabilities, or (n_steps,) P(correct).
         label_scheme: binary, ternary or soft. Soft targets count as correct when >= 0.5.
         threshold: P(correct) above which a binary/soft step is predicted correct.
+
+    ``single_class`` is None, or the one class all labels have (then ``auroc`` is None).
     """
     y = np.asarray(labels, dtype=float)
     p = np.asarray(probs, dtype=float)
@@ -47,6 +52,13 @@ def step_metrics(labels: Sequence[float], probs: np.ndarray, label_scheme: str, 
         out[f"{name}_support"] = int(s_c[k])
     # AUROC of P(correct) against "step is correct" (positive class vs rest for ternary)
     out["auroc"] = float(roc_auc_score(y_bin, pos)) if 0 < y_bin.sum() < len(y_bin) else None
+    # One class only: accuracy then rewards predicting that class and AUROC is undefined; say so
+    # in the metrics (``single_class``: the class every label has) and in the log.
+    out["single_class"] = None
+    if out["auroc"] is None:
+        out["single_class"] = ("positive" if y_bin[0] else "not positive") if label_scheme == "ternary" else names[int(y_bin[0])]
+        log.warning("all %d labels are '%s': one class only, so AUROC is undefined and accuracy/F1 do not show "
+                    "whether the model tells correct from incorrect", y.size, out["single_class"])
     if label_scheme == "soft":
         out["soft_mse"] = float(np.mean((pos - y) ** 2))
     return out

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from prm.eval.aggregate import aggregate
 from prm.eval.metrics import step_metrics
-from prm.rewards import aggregate
 
 
 def solution_label(rec: dict) -> float | None:

@@ -28,25 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from prm.io import append_jsonl, iter_json_rows, secret
+from prm.label.prices import PRICES, cacheable, cost_usd
+from prm.label.progress import progress
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "claude-sonnet-4-6"
-# USD per million tokens (input, output), from Anthropic's public price list (2026-11). Cache
-# reads cost 0.1x input, 5-minute cache writes 1.25x input; the Message Batches API halves all.
-PRICES = {
-    "claude-sonnet-4-6": (3.0, 15.0),
-    "claude-sonnet-4-5": (3.0, 15.0),
-    "claude-haiku-4-5": (1.0, 5.0),
-    "claude-opus-4-5": (5.0, 25.0),
-}
-CACHE_READ, CACHE_WRITE, BATCH_DISCOUNT = 0.1, 1.25, 0.5
-# A prompt prefix shorter than this is silently not cached (Anthropic's documented minimums; one
-# public report saw Sonnet 4.6 cache only from 2048, so that is the figure used for it).
-CACHE_MIN_TOKENS = {"claude-sonnet-4-6": 2048, "claude-sonnet-4-5": 1024, "claude-haiku-4-5": 4096, "claude-opus-4-5": 4096}
 MAX_BATCH_REQUESTS = 10_000  # per Message Batch (the API allows up to 100,000 or 256 MB)
 
 
@@ -75,12 +63,7 @@ class Usage:
         self.cache_write_tokens += getattr(u, "cache_creation_input_tokens", 0) or 0
 
     def cost_usd(self, model: str) -> float | None:
-        if model not in PRICES:
-            return None
-        pin, pout = PRICES[model]
-        usd = (self.input_tokens * pin + self.cache_read_tokens * pin * CACHE_READ + self.cache_write_tokens * pin * CACHE_WRITE
-               + self.output_tokens * pout) / 1e6
-        return usd * (BATCH_DISCOUNT if self.batch else 1.0)
+        return cost_usd(model, self.input_tokens, self.output_tokens, self.cache_read_tokens, self.cache_write_tokens, self.batch)
 
     def as_dict(self, model: str) -> dict:
         return {**self.__dict__, "model": model, "cost_usd": self.cost_usd(model)}
@@ -93,9 +76,9 @@ class BudgetExceeded(RuntimeError):
 def estimate_usage(tokens: Sequence[tuple[int, int]], system_tokens: int, model: str, batch: bool = False) -> dict:
     """Expected calls, tokens and USD for requests of (input, output) ``tokens`` sharing a system
     prompt of ``system_tokens``: written to the prompt cache once and read afterwards when it is
-    long enough to be cached (`CACHE_MIN_TOKENS`), else paid in full by every request."""
+    long enough to be cached (`prm.label.prices.CACHE_MIN_TOKENS`), else paid in full by every request."""
     inp, out = sum(t[0] for t in tokens), sum(t[1] for t in tokens)
-    if system_tokens >= CACHE_MIN_TOKENS.get(model, 4096):
+    if cacheable(model, system_tokens):
         u = Usage(requests=len(tokens), input_tokens=inp, output_tokens=out, cache_read_tokens=max(0, len(tokens) - 1) * system_tokens,
                   cache_write_tokens=system_tokens if tokens else 0, batch=batch)
     else:
@@ -112,6 +95,7 @@ class ClaudeJob:
     """Base of Claude jobs (see the module docstring). Subclasses define the hooks below."""
 
     prompt_version = "v1"
+    unit = "request"  # what the progress bar counts: one request per item
 
     def __init__(
         self,
@@ -190,11 +174,13 @@ class ClaudeJob:
                 todo.setdefault(k, it)
         if todo and self.confirm is not None and not self.confirm(self.estimate(list(todo.values()))):
             raise BudgetExceeded("stopped before paid work")
-        if todo:
-            if self.batch:
-                self._run_batch(todo, desc)
-            else:
-                asyncio.run(self._run_online(todo, desc))
+        with progress(len(items), desc, self.unit) as bar:  # cached items count as done
+            bar.update(len(items) - sum(1 for k in keys if k in todo))
+            if todo:
+                if self.batch:
+                    self._run_batch(todo, desc)
+                else:
+                    asyncio.run(self._run_online(todo, desc))
         return [self.result(self.cache[k], it) if k in self.cache else None for k, it in zip(keys, items)]
 
     def _spent(self) -> float | None:
@@ -223,7 +209,6 @@ class ClaudeJob:
 
     async def _run_online(self, todo: dict[str, Any], desc: str) -> None:
         sem = asyncio.Semaphore(self.max_concurrency)
-        bar = tqdm(total=len(todo), desc=desc, unit="request")
         client = self._anthropic.AsyncAnthropic(**self._client_kw)
 
         async def one(key: str, item: Any) -> None:
@@ -242,9 +227,9 @@ class ClaudeJob:
             bar.update()
 
         try:
-            await asyncio.gather(*(one(k, it) for k, it in todo.items()))
+            with progress(len(todo), desc, self.unit) as bar:
+                await asyncio.gather(*(one(k, it) for k, it in todo.items()))
         finally:
-            bar.close()
             await client.close()
 
     # --- Message Batches ---------------------------------------------------------------------
@@ -282,7 +267,8 @@ class ClaudeJob:
             for attempt in range(2):
                 if not pending:
                     break
-                replies = self._batch_round(client, {k: m for k, (_, m) in pending.items()}, f"{desc} (batch)")
+                replies = self._batch_round(client, {k: m for k, (_, m) in pending.items()}, f"{desc} (batch)",
+                                            self.unit if attempt == 0 else "re-ask")
                 again = {}
                 for key, msg in replies.items():
                     item, messages = pending[key]
@@ -305,7 +291,7 @@ class ClaudeJob:
         finally:
             client.close()
 
-    def _batch_round(self, client: Any, requests: dict[str, list[dict]], desc: str) -> dict[str, Any]:
+    def _batch_round(self, client: Any, requests: dict[str, list[dict]], desc: str, unit: str) -> dict[str, Any]:
         """Send ``requests`` (custom_id -> messages) as Message Batches, reusing open batches of an
         earlier run; wait for them; return custom_id -> message (None when errored/expired)."""
         log_path = self._batch_log()
@@ -322,8 +308,7 @@ class ClaudeJob:
             if log_path:  # written before waiting: a killed run finds its batch again
                 append_jsonl(log_path, {"id": b.id, "keys": chunk, "done": False})
         out: dict[str, Any] = {}
-        bar = tqdm(total=sum(len(v) for v in open_batches.values()), desc=desc, unit="request")
-        try:
+        with progress(sum(len(v) for v in open_batches.values()), desc, unit) as bar:
             for bid in open_batches:
                 for i in itertools.count():
                     b = client.messages.batches.retrieve(bid)
@@ -333,11 +318,9 @@ class ClaudeJob:
                 for entry in client.messages.batches.results(bid):
                     if entry.custom_id in requests:
                         out[entry.custom_id] = entry.result.message if entry.result.type == "succeeded" else None
-                    bar.update()
+                        bar.update()
                 if log_path:
                     append_jsonl(log_path, {"id": bid, "done": True})
-        finally:
-            bar.close()
         return out
 
 

@@ -23,7 +23,9 @@ from typing import Any
 
 from prm.answers import is_correct
 from prm.io import append_jsonl, iter_json_rows, write_jsonl
-from prm.rewards import reward_to_label, step_rewards
+from prm.label.labels import first_error_labels, reward_to_label, step_rewards
+from prm.label.progress import progress
+from prm.label.verify import RulesVerifier, Verifier
 from prm.schema import make_record
 from prm.steps import split_steps
 
@@ -43,6 +45,16 @@ def _done(path: Path, key: str = "id") -> dict[str, dict]:
     return {row[key]: row for _, row in iter_json_rows(path)} if path.is_file() else {}
 
 
+def _counted(bar: Any, sample: Callable[[list[str], int], list[list[str]]], prompts: list[str], n: int) -> list[list[str]]:
+    """``sample(prompts, n)``; the project's generators count their texts into the open stage bar,
+    any other sampler is counted here when the call returns."""
+    before = getattr(bar, "n", None)
+    out = sample(prompts, n)
+    if before is not None and bar.n == before:
+        bar.update(len(prompts) * n)
+    return out
+
+
 def mine(problems: Sequence[dict], sample: Callable[[list[str], int], list[list[str]]], cfg: MiningConfig, path: Path, batch: int = 8) -> list[dict]:
     """Keep questions whose fail rate under the SFT model lies in [fail_low, fail_high].
 
@@ -51,19 +63,21 @@ def mine(problems: Sequence[dict], sample: Callable[[list[str], int], list[list[
     seen = _done(path)
     kept = [r for r in seen.values() if r["kept"]]
     todo = [p for p in problems if p["id"] not in seen][: None if cfg.max_questions is None else max(0, cfg.max_questions - len(seen))]
-    for b in range(0, len(todo), batch):
-        if len(kept) >= cfg.num_samples:
-            break
-        chunk = todo[b : b + batch]
-        texts = sample([p["prompt"] for p in chunk], cfg.mine_samples)
-        for p, samples in zip(chunk, texts):
-            fails = sum(is_correct(t, p["answer"]) is not True for t in samples)
-            rate = fails / len(samples)
-            row = {"id": p["id"], "prompt": p["prompt"], "answer": p["answer"], "samples": samples, "fail_rate": rate,
-                   "kept": cfg.fail_low <= rate <= cfg.fail_high and len(kept) < cfg.num_samples}
-            append_jsonl(path, row)
-            if row["kept"]:
-                kept.append(row)
+    with progress(len(todo) * cfg.mine_samples, "mining") as bar:  # counts sampled solutions
+        for b in range(0, len(todo), batch):
+            if len(kept) >= cfg.num_samples:
+                break
+            chunk = todo[b : b + batch]
+            texts = _counted(bar, sample, [p["prompt"] for p in chunk], cfg.mine_samples)
+            for p, samples in zip(chunk, texts):
+                fails = sum(is_correct(t, p["answer"]) is not True for t in samples)
+                rate = fails / len(samples)
+                row = {"id": p["id"], "prompt": p["prompt"], "answer": p["answer"], "samples": samples, "fail_rate": rate,
+                       "kept": cfg.fail_low <= rate <= cfg.fail_high and len(kept) < cfg.num_samples}
+                append_jsonl(path, row)
+                if row["kept"]:
+                    kept.append(row)
+            bar.set_postfix(kept=len(kept))
     log.info("mining: %d questions examined, %d kept (fail rate in [%.2f, %.2f])", len(_done(path)), len(kept), cfg.fail_low, cfg.fail_high)
     return kept[: cfg.num_samples]
 
@@ -75,21 +89,22 @@ def rollouts(kept: Sequence[dict], num_rollouts: int, sample: Callable[[list[str
     generated; Method 2 passes False (mining used the SFT model, rollouts come from Claude)."""
     done = _done(path)
     need = [k for k in kept if k["id"] not in done]
-    for b in range(0, len(need), batch):
-        chunk = need[b : b + batch]
-        have = [list(k.get("samples", [])) if reuse_samples else [] for k in chunk]
-        extra = max(0, num_rollouts - min(len(h) for h in have))
-        more = sample([k["prompt"] for k in chunk], extra) if extra else [[] for _ in chunk]
-        for k, h, m in zip(chunk, have, more):
-            sols = (h + m)[:num_rollouts]
-            row = {"id": k["id"], "prompt": k["prompt"], "answer": k["answer"], "solutions": sols}
-            append_jsonl(path, row)
-            done[k["id"]] = row
+    chunks = [need[b : b + batch] for b in range(0, len(need), batch)]
+    have = [[list(k.get("samples", [])) if reuse_samples else [] for k in chunk] for chunk in chunks]
+    extra = [max(0, num_rollouts - min(len(h) for h in hs)) for hs in have]  # solutions to write per question of a chunk
+    with progress(sum(e * len(c) for e, c in zip(extra, chunks)), "generating") as bar:
+        for chunk, hs, e in zip(chunks, have, extra):
+            more = _counted(bar, sample, [k["prompt"] for k in chunk], e) if e else [[] for _ in chunk]
+            for k, h, m in zip(chunk, hs, more):
+                sols = (h + m)[:num_rollouts]
+                row = {"id": k["id"], "prompt": k["prompt"], "answer": k["answer"], "solutions": sols}
+                append_jsonl(path, row)
+                done[k["id"]] = row
     return [done[k["id"]] for k in kept]
 
 
-def grade(solutions: Sequence[dict], verifier: Any, path: Path, split_mode: str = "auto") -> list[dict]:
-    """Grade every solution's steps with ``verifier`` (rules/claude/...); one row per solution."""
+def grade(solutions: Sequence[dict], verifier: Verifier, path: Path, split_mode: str = "auto") -> list[dict]:
+    """Grade every solution's steps with ``verifier`` (rules/claude/mc); one row per solution."""
     done = _done(path)
     todo = []
     for q in solutions:
@@ -99,7 +114,7 @@ def grade(solutions: Sequence[dict], verifier: Any, path: Path, split_mode: str 
             if sid not in done and steps:
                 todo.append((sid, q, steps))
     items = [(q["prompt"], steps, q["answer"]) for _, q, steps in todo]
-    grades = verifier.grade_many(items) if hasattr(verifier, "grade_many") else [verifier.grade(*it) for it in items]
+    grades = verifier.grade_many(items, desc=f"grading ({verifier.name})") if items else []
     failed = 0
     for (sid, q, steps), g in zip(todo, grades):
         if g is None:  # a transient failure (batch request errored/expired): not written, a rerun retries it
@@ -107,13 +122,33 @@ def grade(solutions: Sequence[dict], verifier: Any, path: Path, split_mode: str 
             continue
         row = {"id": sid, "question_id": q["id"], "prompt": q["prompt"], "answer": q["answer"], "steps": steps,
                "step_correct": g.step_correct, "solution_correct": g.solution_correct}
-        if getattr(g, "estimates", None):
+        if g.estimates:
             row["step_estimates"] = g.estimates
         append_jsonl(path, row)
         done[sid] = row
     if failed:
         log.warning("%d solutions could not be graded this time (see above); rerun to grade them", failed)
     return [done[f"{q['id']}#{j}"] for q in solutions for j in range(len(q["solutions"])) if f"{q['id']}#{j}" in done]
+
+
+def sampled_graded(problems: Sequence[dict], sample: Callable[[list[str], int], list[list[str]]], n: int, work: Path,
+                   verifier: Verifier | None = None) -> list[dict]:
+    """``n`` model solutions per problem (resumable under ``work``), each step graded by ``verifier``
+    (default: rules); returns the graded rows of `grade`."""
+    kept = [{"id": p["id"], "prompt": p["prompt"], "answer": p["answer"]} for p in problems]
+    sols = rollouts(kept, n, sample, work / "solutions.jsonl")
+    return grade(sols, verifier or RulesVerifier(), work / "graded.jsonl")
+
+
+def graded_records(graded: Sequence[dict], source: str = "smollm2_rules") -> list[dict]:
+    """Binary first-error stepwise records from graded rows (rows with no labeled step dropped)."""
+    out = []
+    for g in graded:
+        labels = first_error_labels(g["step_correct"])
+        if any(lab is not None for lab in labels):
+            out.append(make_record(g["prompt"], g["steps"], labels, "binary", answer=g["answer"], id=g["id"], source=source,
+                                   meta={"solution_correct": g["solution_correct"]}))
+    return out
 
 
 # The original prm_exp.py's per-prefix training text, kept verbatim for compatibility.

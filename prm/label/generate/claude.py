@@ -50,6 +50,7 @@ class ClaudeGenerator(ClaudeJob):
     (problem, rollout index); `generate` has the local generator's signature."""
 
     prompt_version = PROMPT_VERSION
+    unit = "solution"  # one request writes one solution
 
     def __init__(self, model: str = DEFAULT_MODEL, *, max_tokens: int = 1024, **kw: Any):
         super().__init__(model, **kw)

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
+from prm.label.progress import progress
 from prm.models.backbones import resolve
 
 log = logging.getLogger(__name__)
@@ -100,30 +100,36 @@ class LocalGenerator:
 
     def generate(self, problems: Sequence[str], n: int = 1, desc: str = "generating") -> list[list[str]]:
         """``n`` sampled solutions (text) for every problem, in problem order."""
-        return self._sample([self.prompt(p) for p in problems], n, desc)
+        return self._sample([self.prompt(p) for p in problems], n, desc, "solution")
 
     def complete(self, problems: Sequence[str], prefixes: Sequence[str], n: int = 1, desc: str = "completing") -> list[list[str]]:
         """``n`` sampled continuations of each partial solution ``prefixes[i]`` of ``problems[i]``
         (the text after the prefix; Math-Shepherd rollouts)."""
-        return self._sample([self.prompt(p) + pre.rstrip() + "\n" for p, pre in zip(problems, prefixes)], n, desc)
+        return self._sample([self.prompt(p) + pre.rstrip() + "\n" for p, pre in zip(problems, prefixes)], n, desc, "continuation")
 
-    @torch.no_grad()
-    def _sample(self, texts_in: Sequence[str], n: int, desc: str) -> list[list[str]]:
+    def _sample(self, texts_in: Sequence[str], n: int, desc: str, unit: str = "solution") -> list[list[str]]:
         prompts = [t for t in texts_in for _ in range(n)]
         texts: list[str] = []
         device = next(self.model.parameters()).device
-        for b in tqdm(range(0, len(prompts), self.batch_size), desc=desc, unit="batch"):
-            enc = self.tokenizer(prompts[b : b + self.batch_size], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-            enc.pop("token_type_ids", None)  # BERT-style tokenizers add it; decoders take no such input
-            torch.manual_seed(self.seed + b)  # per batch: reruns reproduce, batches differ
-            out = self.model.generate(
-                **enc,
-                max_new_tokens=self.max_new_tokens,
-                do_sample=self.temperature > 0,
-                temperature=self.temperature if self.temperature > 0 else None,
-                top_p=self.top_p if self.temperature > 0 else None,
-                pad_token_id=self.tokenizer.pad_token_id,
-            )  # (batch, prompt + new tokens)
-            new = out[:, enc["input_ids"].shape[1] :]
-            texts += [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+        with progress(len(prompts), desc, unit) as bar:  # counts generated texts (into the stage's bar inside a stage)
+            for b in range(0, len(prompts), self.batch_size):
+                texts += self._batch(prompts[b : b + self.batch_size], b, device)
+                bar.update(len(prompts[b : b + self.batch_size]))
         return [texts[i * n : (i + 1) * n] for i in range(len(texts_in))]
+
+    @torch.no_grad()
+    def _batch(self, prompts: list[str], b: int, device: Any) -> list[str]:
+        """Sampled texts for one batch of prompts; ``b`` (its offset) seeds it."""
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        enc.pop("token_type_ids", None)  # BERT-style tokenizers add it; decoders take no such input
+        torch.manual_seed(self.seed + b)  # per batch: reruns reproduce, batches differ
+        out = self.model.generate(
+            **enc,
+            max_new_tokens=self.max_new_tokens,
+            do_sample=self.temperature > 0,
+            temperature=self.temperature if self.temperature > 0 else None,
+            top_p=self.top_p if self.temperature > 0 else None,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )  # (batch, prompt + new tokens)
+        new = out[:, enc["input_ids"].shape[1] :]
+        return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]

@@ -21,6 +21,7 @@ from prm.label.generate.local import (
     LocalGenerator,
     chat_prompt,
 )
+from prm.label.progress import progress
 from prm.models.backbones import resolve
 
 log = logging.getLogger(__name__)
@@ -51,23 +52,29 @@ class VLLMGenerator:
         self.tokenizer = self.llm.get_tokenizer()
         self.max_new_tokens, self.temperature, self.top_p, self.seed = max_new_tokens, temperature, top_p, seed
         self.system_prompt, self.examples = system_prompt, list(examples)
+        self.chunk = 256  # prompts per vLLM call: large enough to keep the GPU busy, small enough for a moving bar
 
     def prompt(self, problem: str) -> str:
         return chat_prompt(self.tokenizer, problem, self.system_prompt, self.examples)
 
-    def _sample(self, prompts: list[str], n: int) -> list[list[str]]:
+    def _sample(self, prompts: list[str], n: int, desc: str, unit: str) -> list[list[str]]:
         from vllm import SamplingParams
 
         params = SamplingParams(n=n, temperature=self.temperature, top_p=self.top_p if self.temperature > 0 else 1.0,
                                 max_tokens=self.max_new_tokens, seed=self.seed)
-        outs = self.llm.generate(prompts, params, lora_request=self.lora)
-        return [[o.text.strip() for o in out.outputs] for out in outs]
+        texts: list[list[str]] = []
+        with progress(len(prompts) * n, desc, unit) as bar:  # vLLM schedules each chunk as one big batch
+            for b in range(0, len(prompts), self.chunk):
+                outs = self.llm.generate(prompts[b : b + self.chunk], params, lora_request=self.lora, use_tqdm=False)
+                texts += [[o.text.strip() for o in out.outputs] for out in outs]
+                bar.update(len(outs) * n)
+        return texts
 
     def generate(self, problems: Sequence[str], n: int = 1, desc: str = "generating") -> list[list[str]]:
-        return self._sample([self.prompt(p) for p in problems], n)
+        return self._sample([self.prompt(p) for p in problems], n, desc, "solution")
 
     def complete(self, problems: Sequence[str], prefixes: Sequence[str], n: int = 1, desc: str = "completing") -> list[list[str]]:
-        return self._sample([self.prompt(p) + pre.rstrip() + "\n" for p, pre in zip(problems, prefixes)], n)
+        return self._sample([self.prompt(p) + pre.rstrip() + "\n" for p, pre in zip(problems, prefixes)], n, desc, "continuation")
 
 
 def make_generator(model: str, use_vllm: str = "auto", **kw: Any) -> LocalGenerator | VLLMGenerator:

@@ -1,7 +1,7 @@
 """Claude as a step verifier: ONE request per solution grades all its steps.
 
 - The grading instructions are a system prompt marked for prompt caching. At about 150 tokens they
-  are below the minimum cacheable prefix (1024-4096 tokens by model, `prm.label.claude.CACHE_MIN_TOKENS`),
+  are below the minimum cacheable prefix (1024-4096 tokens by model, `prm.label.prices.CACHE_MIN_TOKENS`),
   so today every request pays for them in full and `estimate` counts them so; the mark takes effect
   once the instructions grow (e.g. with worked grading examples) past that minimum.
 - The verdict is strict JSON (``output_config.format`` with a JSON schema); a reply that does not
@@ -21,7 +21,6 @@ from typing import Any
 
 from prm.label.claude import (
     DEFAULT_MODEL,
-    PRICES,
     BudgetExceeded,
     ClaudeJob,
     Usage,
@@ -29,11 +28,13 @@ from prm.label.claude import (
     load_dotenv_key,
     loads_or_none,
 )
-from prm.label.verify.rules import Grade
+from prm.label.prices import CHARS_PER_TOKEN
+from prm.label.verify.base import Grade, Item, VerifierBase
 
-__all__ = ["DEFAULT_MODEL", "PRICES", "BudgetExceeded", "ClaudeVerifier", "Usage", "estimate", "load_dotenv_key", "parse_verdict"]
+__all__ = ["DEFAULT_MODEL", "BudgetExceeded", "ClaudeVerifier", "Usage", "estimate", "load_dotenv_key", "parse_verdict"]
 
 PROMPT_VERSION = "grade-steps-v1"
+OUT_PER_STEP, OUT_PER_REPLY = 40, 20  # expected output tokens: a step's verdict with its reason; the rest of a reply
 INSTRUCTIONS = """You are a meticulous grader of step-by-step math solutions.
 You receive a problem, its reference final answer, and a candidate solution split into numbered
 steps. Judge every step on its own merits: is it mathematically correct and a valid continuation of
@@ -62,14 +63,15 @@ SCHEMA = {
 
 
 def _tokens(item: tuple[str, Sequence[str], str | None]) -> tuple[int, int]:
-    """(input, output) tokens of one grading request: ~4 characters a token, ~40 output tokens a step."""
+    """(input, output) tokens of one grading request: ~4 characters a token, `OUT_PER_STEP` output
+    tokens a step verdict plus `OUT_PER_REPLY` a reply."""
     problem, steps, gold = item
-    return len(user_message(problem, steps, gold)) // 4, 40 * len(steps) + 20
+    return len(user_message(problem, steps, gold)) // CHARS_PER_TOKEN, OUT_PER_STEP * len(steps) + OUT_PER_REPLY
 
 
 def estimate(items: Sequence[tuple[str, Sequence[str], str | None]], model: str, batch: bool = False) -> dict:
     """Expected calls, tokens and USD for grading ``items``."""
-    return estimate_usage([_tokens(it) for it in items], len(INSTRUCTIONS) // 4, model, batch)
+    return estimate_usage([_tokens(it) for it in items], len(INSTRUCTIONS) // CHARS_PER_TOKEN, model, batch)
 
 
 def request_key(model: str, problem: str, steps: Sequence[str], gold: str | None) -> str:
@@ -97,11 +99,12 @@ def parse_verdict(text: str, n_steps: int) -> tuple[list[bool], bool] | None:
 
 
 
-class ClaudeVerifier(ClaudeJob):
+class ClaudeVerifier(ClaudeJob, VerifierBase):
     """Grades (problem, steps, gold answer) items with Claude (see the module docstring)."""
 
     name = "claude"
     prompt_version = PROMPT_VERSION
+    unit = "solution"  # one request grades one solution
 
     def __init__(self, model: str = DEFAULT_MODEL, *, max_tokens: int = 2048, **kw: Any):
         super().__init__(model, **kw)
@@ -132,7 +135,7 @@ class ClaudeVerifier(ClaudeJob):
         return _tokens(item)
 
     def system_tokens(self) -> int:
-        return len(INSTRUCTIONS) // 4
+        return len(INSTRUCTIONS) // CHARS_PER_TOKEN
 
     def result(self, row: dict, item: tuple) -> Grade:
         v, n = row["value"], len(item[1])
@@ -140,11 +143,11 @@ class ClaudeVerifier(ClaudeJob):
             return Grade([None] * n, None, [["unlabeled: no valid verdict"]] * n)
         return Grade(list(v["steps"]), v["final_answer_correct"])
 
-    def grade_many(self, items: Sequence[tuple[str, Sequence[str], str | None]], desc: str = "grading") -> list[Grade | None]:
+    def grade_many(self, items: Sequence[Item], desc: str = "grading") -> list[Grade | None]:
         """Grade (problem, steps, gold) items; results in input order. Before paid work, ``confirm``
         (if set) sees the estimate of the uncached part and may stop it. None: a batch request
         that errored or expired (not cached; a rerun asks again)."""
         return self.run(items, desc)
 
-    def grade(self, problem: str, steps: Sequence[str], gold: str | None) -> Grade | None:
-        return self.grade_many([(problem, steps, gold)])[0]
+    def api_usage(self) -> dict:
+        return self.usage.as_dict(self.model)

@@ -13,34 +13,43 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from prm.answers import answers_equal, extract_answer, is_correct
-from prm.label.verify.rules import Grade
-from prm.rewards import mc_hard, mc_soft
+from prm.label.labels import mc_hard, mc_soft
+from prm.label.progress import progress
+from prm.label.verify.base import Grade, Item, VerifierBase
 
 Completer = Callable[[list[str], list[str], int], list[list[str]]]  # (problems, prefixes, n) -> n continuations each
 
 
-class MCVerifier:
+class MCVerifier(VerifierBase):
     """Grades by Monte-Carlo rollouts from each step prefix (see the module docstring)."""
 
     name = "mc"
 
-    def __init__(self, completer: Completer, num_completions: int = 4, label: str = "hard"):
+    def __init__(self, completer: Completer, num_completions: int = 4, label: str = "hard", chunk: int = 8):
         if label not in ("hard", "soft"):
             raise ValueError(f"mc label must be 'hard' or 'soft', not {label!r}")
         if num_completions < 1:
             raise ValueError("num_completions must be at least 1")
-        self.complete, self.n, self.label = completer, num_completions, label
+        self.complete, self.n, self.label, self.chunk = completer, num_completions, label, chunk
 
-    def grade_many(self, items: Sequence[tuple[str, Sequence[str], str | None]]) -> list[Grade]:
-        """Grade (problem, steps, gold) items; all prefixes of all items go to the completer at once
-        (so a local model batches them)."""
+    def grade_many(self, items: Sequence[Item], desc: str = "MC rollouts") -> list[Grade | None]:
+        """Grade (problem, steps, gold) items, ``chunk`` solutions at a time: all prefixes of a chunk
+        go to the completer at once (so a local model batches them); the bar counts solutions."""
+        out: list[Grade | None] = []
+        with progress(len(items), desc) as bar:
+            for b in range(0, len(items), self.chunk):
+                out += self._grade_chunk(items[b : b + self.chunk])
+                bar.update(len(items[b : b + self.chunk]))
+        return out
+
+    def _grade_chunk(self, items: Sequence[Item]) -> list[Grade | None]:
         jobs = [(i, k) for i, (_, steps, _) in enumerate(items) for k in range(1, len(steps))]
         outs = self.complete([items[i][0] for i, _ in jobs], ["\n".join(items[i][1][:k]) for i, k in jobs], self.n) if jobs else []
         hits: dict[tuple[int, int], list[bool]] = {}
         for (i, k), conts in zip(jobs, outs):
             gold, prefix = items[i][2], "\n".join(items[i][1][:k])
             hits[(i, k)] = [is_correct(prefix + "\n" + c, gold) is True for c in conts]
-        grades = []
+        grades: list[Grade | None] = []
         for i, (_, steps, gold) in enumerate(items):
             answer = extract_answer("\n".join(steps))
             solution_ok = None if answer is None else answers_equal(answer, gold)
@@ -53,6 +62,3 @@ class MCVerifier:
                 details.append([f"mc {sum(h)}/{len(h)} continuations reach the answer"])
             grades.append(Grade(verdicts, solution_ok, details, {"mc_soft": soft, "mc_hard": hard}))
         return grades
-
-    def grade(self, problem: str, steps: Sequence[str], gold: str | None) -> Grade:
-        return self.grade_many([(problem, steps, gold)])[0]

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 from prm.answers import answers_equal, extract_answer
 from prm.arith import evaluate, matches
+from prm.label.progress import progress
+from prm.label.verify.base import Grade, Item, VerifierBase
 
 UNCHECKABLE = ("correct", "previous", "unlabeled")
 
@@ -71,17 +73,7 @@ def check_step(step: str) -> StepCheck:
     return StepCheck(all(ok for _, ok in results), [f"{c} {'ok' if ok else 'wrong'}" for c, ok in results])
 
 
-@dataclass
-class Grade:
-    """A verifier's verdict on one solution."""
-
-    step_correct: list[bool | None]
-    solution_correct: bool | None  # final answer vs gold; None when no answer is stated
-    details: list[list[str]] = field(default_factory=list)
-    estimates: dict[str, list[float]] | None = None  # per-step numbers behind the verdicts (e.g. Monte-Carlo estimates)
-
-
-class RulesVerifier:
+class RulesVerifier(VerifierBase):
     """Offline step grading by exact arithmetic and the final-answer check."""
 
     name = "rules"
@@ -90,6 +82,14 @@ class RulesVerifier:
         if uncheckable not in UNCHECKABLE:
             raise ValueError(f"uncheckable must be one of {', '.join(UNCHECKABLE)}")
         self.uncheckable = uncheckable
+
+    def grade_many(self, items: Sequence[Item], desc: str = "grading") -> list[Grade | None]:
+        out: list[Grade | None] = []
+        with progress(len(items), desc) as bar:
+            for it in items:
+                out.append(self.grade(*it))
+                bar.update()
+        return out
 
     def grade(self, problem: str, steps: Sequence[str], gold: str | None) -> Grade:
         checks = [check_step(s) for s in steps]

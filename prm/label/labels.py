@@ -1,4 +1,4 @@
-"""Step rewards (HE, SE, Monte-Carlo) and solution scores from step scores.
+"""Step labels from verdicts: HE/SE step rewards, Monte-Carlo estimates and first-error labels.
 
 HE and SE are the two step rewards of the original prm_exp.py, kept exactly:
 
@@ -10,14 +10,15 @@ HE and SE are the two step rewards of the original prm_exp.py, kept exactly:
   +-(0.5 + 0.5/n). SE does not look at the solution's final answer (as in the original).
 
 A reward r in [-1, 1] becomes a soft training label with ``reward_to_label(r) = (r + 1) / 2``.
+
+Monte-Carlo (Math-Shepherd) estimates judge a step prefix by the rollouts from it; first-error
+labels (ProcessBench, PRM800K phase 2, injected errors) keep only what is certain about a solution:
+the steps before its first mistake and the mistake itself.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
-
-from prm.registry import Registry
+from collections.abc import Sequence
 
 REWARD_TYPES = ("HE", "SE")
 
@@ -65,45 +66,19 @@ def mc_soft(completion_correct: Sequence[bool]) -> float:
     return sum(bool(c) for c in completion_correct) / len(completion_correct)
 
 
-# Solution score from per-step scores (probabilities that each step is correct).
-AGGREGATORS: Registry[Callable[[Sequence[float]], float]] = Registry("aggregator")
-
-
-def _nonempty(scores: Sequence[float]) -> list[float]:
-    if len(scores) == 0:
-        raise ValueError("cannot aggregate the scores of a solution with no steps")
-    return [float(s) for s in scores]
-
-
-@AGGREGATORS.register("min")
-def agg_min(scores: Sequence[float]) -> float:
-    return min(_nonempty(scores))
-
-
-@AGGREGATORS.register("prod")
-def agg_prod(scores: Sequence[float]) -> float:
-    return math.prod(_nonempty(scores))
-
-
-@AGGREGATORS.register("last")
-def agg_last(scores: Sequence[float]) -> float:
-    return _nonempty(scores)[-1]
-
-
-@AGGREGATORS.register("mean")
-def agg_mean(scores: Sequence[float]) -> float:
-    s = _nonempty(scores)
-    return sum(s) / len(s)
-
-
-@AGGREGATORS.register("geomean")
-def agg_geomean(scores: Sequence[float]) -> float:
-    s = _nonempty(scores)
-    if min(s) <= 0.0:
-        return 0.0
-    return math.exp(sum(math.log(x) for x in s) / len(s))
-
-
-def aggregate(scores: Sequence[float], how: str = "min") -> float:
-    """Aggregate step scores with the aggregator named ``how`` (min, prod, last, mean, geomean)."""
-    return AGGREGATORS.get(how)(scores)
+def first_error_labels(verdicts: Sequence[bool | None]) -> list[float | None]:
+    """Binary labels up to the first wrong step: 1 for the steps before it, 0 for it, None after it
+    (what follows a mistake is neither cleanly right nor wrong). A step without a verdict (None)
+    gets None. A first-error index ``k`` is the verdicts ``[True] * k + [False]`` padded with None;
+    no error at all is all True."""
+    out: list[float | None] = []
+    wrong_seen = False
+    for v in verdicts:
+        if wrong_seen or v is None:
+            out.append(None)
+        elif v:
+            out.append(1.0)
+        else:
+            out.append(0.0)
+            wrong_seen = True
+    return out
