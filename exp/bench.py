@@ -8,6 +8,7 @@
     python exp/bench.py label_cost   # Claude grading: requests, tokens, USD per 1000 solutions (loopback fake API)
     python exp/bench.py efficiency   # MFU of training, fp32 and bf16 (MiniLM)
     python exp/bench.py gpu          # on a CUDA machine: train + score with a random Llama-3.2-1B-shaped model, bf16
+    python exp/bench.py qlora        # memory: LoRA on fp32 base weights vs QLoRA on 4-bit NF4 (SmolLM2; CPU or GPU)
     python exp/bench.py <name> --smoke   # seconds, tiny real models (what tests/test_bench.py runs)
 
 The first `train` creates .bench/trl-venv (python -m venv + pinned pip install of trl==1.12.0);
@@ -24,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import gsm8k_rows, llama_1b_dir, save, tiny_backbone
+from benchmarks.qlora import QLoRABench
 from benchmarks.train import TrainBench, train_benchmark
 
 from prm.config import parse
@@ -88,6 +90,11 @@ class GpuConfig(Common):
     pairs: int = 3
     defaults_rounds: int = 3
     problems: int = 16
+
+
+@dataclass
+class QLoRAConfig(Common, QLoRABench):
+    pass
 
 
 def run_train(cfg: TrainConfig) -> Path:
@@ -166,8 +173,19 @@ def run_gpu(cfg: GpuConfig) -> list[Path]:
     return [tpath, spath]
 
 
+def run_qlora(cfg: QLoRAConfig) -> Path:
+    from benchmarks.qlora import qlora_benchmark, tiny_checkpoint
+
+    work = REPO_ROOT / cfg.work_dir / "qlora"
+    if cfg.smoke:
+        cfg.model = str(tiny_checkpoint(work / "tiny-llama-lm"))
+        cfg.n_train, cfg.n_eval, cfg.steps, cfg.batch_size, cfg.pairs, cfg.warmup, cfg.max_length = 8, 4, 3, 2, 1, 1, 128
+    return save(cfg.results_dir, cfg.name or "qlora", qlora_benchmark(cfg, resolve_path(cfg.data), work), cfg.note)
+
+
 COMMANDS = {"train": (TrainConfig, run_train), "prefix": (PrefixConfig, run_prefix), "score": (ScoreConfig, run_score),
-            "label_cost": (LabelCostConfig, run_label_cost), "efficiency": (EfficiencyConfig, run_efficiency), "gpu": (GpuConfig, run_gpu)}
+            "label_cost": (LabelCostConfig, run_label_cost), "efficiency": (EfficiencyConfig, run_efficiency), "gpu": (GpuConfig, run_gpu),
+            "qlora": (QLoRAConfig, run_qlora)}
 
 
 def main(argv: list[str] | None = None):

@@ -191,13 +191,6 @@ def test_model_and_tokenizer_api_with_old_format(tiny_bert, tmp_path):
     assert len(PRM.load(tmp_path / "final").score_steps("Find 2+2.", ["2+2 = 4.", "So 4."])) == 2
 
 
-def test_qlora_without_cuda_is_a_clear_error(tiny_bert):
-    if torch.cuda.is_available():
-        pytest.skip("CUDA present")
-    with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
-        PRM.from_backbone(tiny_bert, PRMSpec(), load_in_4bit=True)
-
-
 @pytest.mark.parametrize("backbone", ["tiny_bert", "tiny_llama"])
 def test_attention_kernel_choice_keeps_scores(backbone, request, tmp_path):
     # the trainer's attention kernel (auto: eager for short rows on a CPU, a speed choice) does not

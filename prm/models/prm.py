@@ -15,8 +15,10 @@ plus ``prm_config.json`` recording separator, label scheme, backbone kind and tr
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +36,7 @@ PRM_CONFIG = "prm_config.json"
 NUM_LABELS = {"binary": 2, "soft": 2, "ternary": 3}
 POSITIVE_CLASS = {"binary": 1, "soft": 1, "ternary": 2}
 SPECIAL_SEPARATORS = ("ки", "<extra_0>")
+HEAD_NAMES = ("score", "classifier")  # the token-classification head: decoders, BERT-style encoders
 
 
 def set_attention(model: Any, impl: str) -> str | None:
@@ -115,7 +118,8 @@ def load_backbone(
     """A token-classification model and its tokenizer, ready for step scoring.
 
     Adds the separator as a special token (resizing embeddings) when it is a step tag such as
-    ``ки``; gives decoder tokenizers a pad token (their eos) when they lack one.
+    ``ки``; gives decoder tokenizers a pad token (their eos) when they lack one. ``load_in_4bit``
+    loads the backbone's linear layers as 4-bit NF4 (`four_bit_kwargs`), for QLoRA with `apply_lora`.
     """
     from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer
 
@@ -129,11 +133,9 @@ def load_backbone(
     if torch_dtype is not None:
         kw["dtype"] = torch_dtype
     if load_in_4bit:
-        if not torch.cuda.is_available():
-            raise RuntimeError("4-bit QLoRA (bitsandbytes) needs a CUDA GPU; none is available")
-        from transformers import BitsAndBytesConfig
-
-        kw["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+        if not use_pretrained:
+            raise ValueError("load_in_4bit quantizes pretrained weights; it cannot be combined with use_pretrained=False")
+        kw.update(four_bit_kwargs(torch_dtype))
     if use_pretrained:
         model = AutoModelForTokenClassification.from_pretrained(path, **kw)
     else:
@@ -141,6 +143,32 @@ def load_backbone(
         model = AutoModelForTokenClassification.from_config(config, trust_remote_code=trust_remote_code)
     prepare_tokenizer(tok, model, separator)
     return model, tok
+
+
+def four_bit_kwargs(compute_dtype: torch.dtype | None = None) -> dict[str, Any]:
+    """``from_pretrained`` arguments for QLoRA's 4-bit base weights: NF4 with double quantization
+    (bitsandbytes; 0.50 runs it on a CPU too). The token-classification head is new and trained in
+    full, so it stays out of quantization. Matmuls run in ``compute_dtype``: by default bf16 on a GPU
+    that has it, else fp32."""
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ModuleNotFoundError("4-bit loading needs bitsandbytes: pip install bitsandbytes==0.50.2 (in the 'gpu' extra; runs on a CPU too)")
+    from transformers import BitsAndBytesConfig
+
+    cuda = torch.cuda.is_available()
+    if compute_dtype is None:
+        compute_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
+    config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                bnb_4bit_compute_dtype=compute_dtype, llm_int8_skip_modules=list(HEAD_NAMES))
+    # A quantized model cannot be moved after loading: place it now, one whole copy per process
+    # (under `accelerate launch` each process has its own GPU, LOCAL_RANK).
+    device = int(os.environ.get("LOCAL_RANK", 0)) if cuda else "cpu"
+    return {"quantization_config": config, "device_map": {"": device}}
+
+
+def is_quantized(model: Any) -> bool:
+    """Whether ``model`` (or the base of a PEFT wrapper) holds 4- or 8-bit bitsandbytes weights."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return bool(getattr(base, "is_loaded_in_4bit", False) or getattr(base, "is_loaded_in_8bit", False))
 
 
 def prepare_tokenizer(tok: Any, model: Any, separator: str) -> None:
@@ -164,26 +192,36 @@ class PRM:
         spec = spec or PRMSpec()
         model, tok = load_backbone(name_or_path, spec.label_scheme, spec.separator, **kw)
         spec.backbone = spec.backbone or name_or_path
+        if kw.get("load_in_4bit"):
+            spec.extra["load_in_4bit"] = True  # `load` rebuilds the same 4-bit base under a saved adapter
         spec.kind = "causal" if is_causal(model.config) else "encoder"
         return cls(model, tok, spec)
 
     @classmethod
-    def load(cls, path: str | Path, *, torch_dtype: torch.dtype | None = None, trust_remote_code: bool = False) -> PRM:
-        """Load a PRM saved by `save` (full model or PEFT adapter)."""
+    def load(cls, path: str | Path, *, torch_dtype: torch.dtype | None = None, trust_remote_code: bool = False,
+             load_in_4bit: bool | None = None) -> PRM:
+        """Load a PRM saved by `save` (full model or PEFT adapter). ``load_in_4bit``: None loads an
+        adapter's base as it was trained (4-bit after QLoRA), True/False forces 4-bit/full weights."""
         from transformers import AutoModelForTokenClassification, AutoTokenizer
 
         spec = PRMSpec.load(path)
         tok = AutoTokenizer.from_pretrained(path)
+        four_bit = bool(spec.extra.get("load_in_4bit", False)) if load_in_4bit is None else load_in_4bit
         if spec.adapter:
             from peft import PeftModel
 
-            base, _ = load_backbone(spec.backbone, spec.label_scheme, spec.separator, torch_dtype=torch_dtype, trust_remote_code=trust_remote_code)
+            base, _ = load_backbone(spec.backbone, spec.label_scheme, spec.separator, torch_dtype=torch_dtype, trust_remote_code=trust_remote_code,
+                                    load_in_4bit=four_bit)
             if len(tok) != base.get_input_embeddings().weight.shape[0]:
                 base.resize_token_embeddings(len(tok))
             model = PeftModel.from_pretrained(base, path)
         else:
             kw = {"dtype": torch_dtype} if torch_dtype is not None else {}
+            if load_in_4bit:
+                kw.update(four_bit_kwargs(torch_dtype))
             model = AutoModelForTokenClassification.from_pretrained(path, trust_remote_code=trust_remote_code, **kw)
+        if spec.adapter and not four_bit:
+            spec.extra.pop("load_in_4bit", None)  # what this object holds now
         model.eval()
         return cls(model, tok, spec)
 
@@ -294,7 +332,7 @@ def _copy_cache(cache: Any, n: int) -> Any:
 
 def _head_name(model: Any) -> str:
     """Name of the token-classification head (``score`` for decoders, ``classifier`` for BERT)."""
-    for name in ("score", "classifier"):
+    for name in HEAD_NAMES:
         if isinstance(getattr(model, name, None), torch.nn.Module):
             return name
     raise ValueError(f"cannot find the classification head of {type(model).__name__}")
@@ -302,9 +340,14 @@ def _head_name(model: Any) -> str:
 
 def apply_lora(prm: PRM, r: int = 16, alpha: int = 32, dropout: float = 0.05, target_modules: str | list[str] = "all-linear") -> PRM:
     """Wrap the model with LoRA adapters (peft). ``all-linear`` means every linear layer of the
-    backbone; the classification head is not adapted but trained in full and saved with the adapter."""
-    from peft import LoraConfig, TaskType, get_peft_model
+    backbone; the classification head is not adapted but trained in full and saved with the adapter.
+    On a 4-bit backbone (``load_in_4bit``) this is QLoRA."""
+    from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
 
+    if is_quantized(prm.model):
+        # QLoRA: freeze the quantized base and keep its remaining weights (norms, embeddings) in
+        # fp32. Gradient checkpointing stays the training arguments' choice.
+        prepare_model_for_kbit_training(prm.model, use_gradient_checkpointing=False)
     head = _head_name(prm.model)
     if target_modules == "all-linear":
         target_modules = sorted({n.rsplit(".", 1)[-1] for n, m in prm.model.named_modules() if isinstance(m, torch.nn.Linear) and not n.startswith(head)})

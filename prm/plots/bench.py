@@ -152,3 +152,30 @@ def efficiency_figure(results_dir: Path, figures_dir: Path) -> list[Made]:
     fig.suptitle(f"training efficiency, {Path(r['model']).name}", fontsize=9)
     stem = save_figure(fig, Path(figures_dir) / "bench_efficiency")
     return [Made(stem, (src,), "Achieved training FLOP/s (6 x params x tokens + attention) against the matmul peak measured in the same run.")]
+
+
+@FIGURES.register("bench_qlora")
+def qlora_figure(results_dir: Path, figures_dir: Path) -> list[Made]:
+    got = _load(results_dir, "qlora")
+    if got is None:
+        return []
+    r, src = got
+    fig, axes = figure(1, 2, figsize=(7, 2.8), gridspec_kw={"width_ratios": [3, 1]})
+    mem = (("weight_mb", "weights"), ("model_rss_mb", "RSS after load\n(above imports)"), ("train_peak_above_base_mb", "training peak RSS\n(above imports)"))
+    for k, (name, color) in enumerate((("lora", "tab:gray"), ("qlora", "tab:blue"))):
+        label = {"lora": "LoRA, fp32 base", "qlora": "QLoRA, 4-bit NF4 base"}[name]
+        for i, (m, _) in enumerate(mem):
+            _bar(axes[0], i + (k - 0.5) * 0.27, r["summary"][name][m], color, label if i == 0 else None)
+        _bar(axes[1], (k - 0.5) * 0.27, r["summary"][name]["steps_per_s"], color)
+    for i, (m, _) in enumerate(mem):
+        ratio = r["ratios_qlora_vs_lora"][m]
+        if ratio.get("median"):
+            axes[0].annotate(f"{ratio['median']:.2f}x", (i + 0.135, r["summary"]["qlora"][m]["max"]), ha="center", va="bottom", fontsize=8)
+    axes[0].set_xticks(range(len(mem)), [t for _, t in mem], fontsize=7)
+    axes[0].set_ylabel("MiB")
+    axes[0].legend(fontsize=7)
+    axes[1].set_xticks([0], ["steps/s"], fontsize=7)
+    dev = r["machine"].get("gpu") or r["machine"].get("cpu", "cpu")
+    fig.suptitle(f"QLoRA vs LoRA, {Path(r['model']).name} PRM ({dev}); label: median ratio", fontsize=8)
+    stem = save_figure(fig, Path(figures_dir) / "bench_qlora")
+    return [Made(stem, (src,), "Memory of a LoRA PRM on fp32 base weights vs QLoRA on 4-bit NF4 weights: weights, RSS after loading and the training peak; training steps/s.")]
