@@ -291,3 +291,30 @@ def test_train_steps_lower_the_loss(dirs, tmp_path, name, scheme, labels):
 def test_kinds_registry_lists_all():
     # the four published kinds are chosen by name
     assert KINDS.names() == ["lm_tokens", "qwen_prm", "token_cls", "value_head"]
+
+
+@pytest.mark.slow
+def test_evaluate_processbench_every_published_layout(dirs, tmp_path):
+    # exp/evaluate.py loads each published PRM (here its look-alike folder) with no --kind and runs
+    # ProcessBench from a local file in the hub copy's row format (id, generator, problem, steps,
+    # final_answer_correct, label)
+    from exp.evaluate import EvalConfig, main
+
+    rows = [
+        {"id": "gsm8k-0", "generator": "m", "problem": Q1, "steps": S1, "final_answer_correct": True, "label": -1},
+        {"id": "gsm8k-1", "generator": "m", "problem": Q1, "steps": S1b, "final_answer_correct": False, "label": 0},
+        {"id": "math-0", "generator": "m", "problem": Q2, "steps": S2, "final_answer_correct": True, "label": -1},
+    ]
+    data = tmp_path / "pb.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for name in LOOKALIKES:
+        m = main(EvalConfig(model=str(dirs[name]), task="processbench", data=str(data), threshold=0.5, run_name=name,
+                            results_dir=str(tmp_path / "results")))
+        assert set(m["test"]["subsets"]) == {"gsm8k", "math"}  # subsets from the ids
+        preds = [json.loads(x) for x in (tmp_path / "results" / "evaluate" / name / "predictions.jsonl").read_text().splitlines()]
+        assert [len(p["step_scores"]) for p in preds] == [3, 2, 2]
+    with pytest.raises(SystemExit, match="error: --model .*pass --kind"):
+        import shutil
+
+        shutil.copytree(dirs["math-shepherd-mistral-7b-prm"], tmp_path / "unknown-name")
+        main(EvalConfig(model=str(tmp_path / "unknown-name"), task="processbench", data=str(data), threshold=0.5, results_dir=str(tmp_path / "r2")))
