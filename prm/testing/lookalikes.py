@@ -67,17 +67,15 @@ def _config(model_type: str, vocab: int, hidden: int, layers: int, **kw: Any) ->
                                 num_key_value_heads=2, intermediate_size=2 * hidden, max_position_embeddings=4096, **kw)
 
 
-def build_lookalike(name: str, root: str | Path, *, body: str | None = None, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
-    """Save a look-alike of ``name`` (a key of `LOOKALIKES`) under ``root/name``. With ``body`` (a
+def make_lookalike(name: str, *, body: str | None = None, hidden: int = 32, layers: int = 2, seed: int = 0) -> tuple[Any, Any]:
+    """(model, tokenizer) of a look-alike of ``name`` (a key of `LOOKALIKES`). With ``body`` (a
     causal LM directory, e.g. the embedded SmolLM2) its decoder weights and shape are used and only
     the heads are random; else a random model of ``hidden`` x ``layers``."""
-    from safetensors.torch import load_file, save_file
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification
 
     from prm.models.kinds import ProcessRewardHeadModel, ValueHeadModel
 
     hub_id, model_type, holds = LOOKALIKES[name]
-    out = Path(root) / name
     tok = lookalike_tokenizer(name)
     torch.manual_seed(seed)
     if body is not None:
@@ -97,6 +95,16 @@ def build_lookalike(name: str, root: str | Path, *, body: str | None = None, hid
     if model.get_input_embeddings().weight.shape[0] != len(tok):
         model.resize_token_embeddings(len(tok))
     model.config.pad_token_id = tok.pad_token_id
+    return model.eval(), tok
+
+
+def build_lookalike(name: str, root: str | Path, **kw: Any) -> Path:
+    """Save `make_lookalike` under ``root/name`` with the published checkpoint's config fields."""
+    from safetensors.torch import load_file, save_file
+
+    holds = LOOKALIKES[name][2]
+    out = Path(root) / name
+    model, tok = make_lookalike(name, **kw)
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     cfg_path = out / "config.json"
