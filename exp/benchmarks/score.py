@@ -232,5 +232,5 @@ def kinds_benchmark(body: str | None, data_path: str, n: int, n_problems: int, r
         out["kinds"][name] = res
         log.info("%s: %.2fx (prm lab %.1f/s, reference %.1f/s), max |diff| %.1e", name, res["speedup"]["median"],
                  res["solutions_per_s"]["prm_lab"]["median"], res["solutions_per_s"]["reference"]["median"], diff)
-        del prm, model
+        prm.model = model = None  # free before the next look-alike
     return out
