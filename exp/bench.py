@@ -66,6 +66,8 @@ class ScoreConfig(Common):
     rounds: int = 3
     random_init: bool = False
     dtypes: str = field(default="bf16", metadata={"help": "Timed precisions, fp32 and/or bf16 (fp32 CPU scoring of SmolLM2 takes minutes); the fp32 score check always runs."})
+    kinds: bool = field(default=True, metadata={"help": "Every PRM kind vs its model card's usage (false: the older token_cls best-of-N comparison)."})
+    batch_size: int = 16
 
 
 @dataclass
@@ -120,8 +122,16 @@ def run_prefix(cfg: PrefixConfig) -> Path:
 
 
 def run_score(cfg: ScoreConfig) -> Path:
-    from benchmarks.score import score_benchmark
+    from benchmarks.score import kinds_benchmark, score_benchmark
 
+    if cfg.kinds:
+        from prm.models.backbones import resolve
+
+        body, n, problems, rounds = resolve(cfg.model), max(int(x) for x in cfg.ns.split(",")), cfg.problems, cfg.rounds
+        if cfg.smoke:
+            body, n, problems, rounds = None, 4, 2, 1  # tiny random look-alikes
+        res = kinds_benchmark(body, resolve_path(cfg.data), n, problems, rounds, cfg.batch_size, bf16="bf16" in cfg.dtypes)
+        return save(cfg.results_dir, cfg.name or "score_kinds", res, cfg.note)
     model = cfg.model
     if cfg.smoke:
         model, cfg.random_init, cfg.problems, cfg.rounds, cfg.ns = str(tiny_backbone("llama", REPO_ROOT / cfg.work_dir / "tiny-llama")), True, 2, 1, "4"

@@ -26,10 +26,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from prm.config import run
 from prm.data import load, resolve_path, split_by_problem
 from prm.eval.bon import best_of_n, load_candidates
-from prm.eval.processbench import choose_threshold, first_error, processbench_metrics
+from prm.eval.processbench import (
+    PROCESSBENCH_SUBSETS,
+    choose_threshold,
+    first_error,
+    load_processbench,
+    processbench_metrics,
+    subset_of,
+)
 from prm.eval.steps import evaluate_steps, score_records
 from prm.io import start_run, write_json, write_jsonl
-from prm.models.prm import PRM
+from prm.models.prm import load_prm
 
 log = logging.getLogger("evaluate")
 TASKS = ("processbench", "best_of_n", "steps")
@@ -37,9 +44,12 @@ TASKS = ("processbench", "best_of_n", "steps")
 
 @dataclass
 class EvalConfig:
-    model: str = field(metadata={"help": "A PRM directory saved by exp/train_prm.py."})
+    model: str = field(metadata={"help": "A PRM directory saved by exp/train_prm.py, or a published PRM (hub id or local copy)."})
+    kind: str | None = field(default=None, metadata={"help": "PRM kind (token_cls, lm_tokens, qwen_prm, value_head); default: detected."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Run the checkpoint's own modeling code (never needed for the known PRMs)."})
+    subsets: str = field(default=",".join(PROCESSBENCH_SUBSETS), metadata={"help": "ProcessBench subsets when --data is omitted (hub copy)."})
     task: str = field(default="processbench", metadata={"help": "processbench, best_of_n or steps."})
-    data: str | None = field(default=None, metadata={"help": "Evaluation data (omit for packaged CHAMP)."})
+    data: str | None = field(default=None, metadata={"help": "Evaluation data (processbench: omit for the hub copy of Qwen/ProcessBench)."})
     format: str = field(default="processbench", metadata={"help": "Format of --data for processbench/steps (e.g. processbench, champ_fws, stepwise)."})
     dev_data: str | None = field(default=None, metadata={"help": "ProcessBench: separate file on which the threshold is chosen."})
     dev_fraction: float | None = field(default=None, metadata={"help": "ProcessBench: hold this share of problems out of --data as the dev split for the threshold."})
@@ -58,7 +68,7 @@ class EvalConfig:
 
 def _pb_inputs(scored: list[dict]) -> tuple[list[int], list[list[float]], list[str]]:
     labels = [r["meta"]["label"] for r in scored]
-    subsets = [str(r["meta"].get("subset") or r["source"]) for r in scored]
+    subsets = [subset_of(r) for r in scored]
     return labels, [r["step_scores"] for r in scored], subsets
 
 
@@ -75,7 +85,10 @@ def main(cfg: EvalConfig) -> dict:
     if cfg.task not in TASKS:
         raise SystemExit(f"--task must be one of {', '.join(TASKS)}")
     run_dir = start_run(Path(cfg.results_dir) / cfg.experiment / cfg.run_name, asdict(cfg), seed=cfg.seed)
-    prm = PRM.load(cfg.model)
+    try:
+        prm = load_prm(cfg.model, cfg.kind, cfg.trust_remote_code)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        raise SystemExit(f"error: --model {cfg.model}: {e}") from None
     if cfg.max_length:
         prm.spec.max_length = cfg.max_length
     if cfg.max_prompt_length:
@@ -95,7 +108,7 @@ def main(cfg: EvalConfig) -> dict:
         metrics, scored = evaluate_steps(prm, load(cfg.format, resolve_path(cfg.data), limit=cfg.limit), cfg.batch_size, aggs)
         predictions = [_slim(r) for r in scored]
     else:
-        test = load(cfg.format, resolve_path(cfg.data), limit=cfg.limit)
+        test = load_processbench(resolve_path(cfg.data), fmt=cfg.format, subsets=[x for x in cfg.subsets.split(",") if x], limit=cfg.limit)
         if cfg.threshold is not None:
             threshold, dev_info = cfg.threshold, {"source": "fixed"}
         else:

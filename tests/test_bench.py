@@ -52,7 +52,15 @@ def test_label_cost_smoke(tmp_path, shared_data):
 
 
 def test_score_smoke(tmp_path, shared_data):
+    # every kind: PRM lab's path scores as its model card's usage does
     r = _bench("score", tmp_path)
+    assert set(r["kinds"]) == {"Qwen2-0.5B-Reward-Math-Sheperd", "math-shepherd-mistral-7b-prm", "Llama3.1-8B-PRM-Deepseek-Data",
+                               "Qwen2.5-Math-PRM-7B", "Skywork-o1-Open-PRM-Qwen-2.5-1.5B"}
+    assert all(k["max_abs_score_diff_fp32"] < 1e-4 and k["speedup"]["n"] == 1 for k in r["kinds"].values())
+
+
+def test_score_best_of_n_smoke(tmp_path, shared_data):
+    r = _bench("score", tmp_path, "--kinds", "false")
     res = r["by_n"]["4"]
     assert res["max_abs_score_diff_fp32"] < 1e-4
     assert res["tokens"]["prefix_cache_padded"] < res["tokens"]["naive_padded"]

@@ -1,4 +1,13 @@
-"""Best-of-N scoring throughput for a causal PRM: N candidate solutions of one problem.
+"""Scoring throughput.
+
+`kinds_benchmark` (``python exp/bench.py score``): for every PRM kind, on a look-alike of the
+published PRM with the embedded SmolLM2's weights and shape (random heads), solutions/s of PRM lab's
+one scoring path (length-sorted batches, the problem's tokens shared by its solutions) against the
+model card's usage (one solution per forward pass; RLHFlow's card runs one pass per step), same
+model, data and dtype, alternating in one run; scores compared in fp32.
+
+`score_benchmark` (``--kinds false``): best-of-N scoring of a token_cls PRM, N candidate solutions
+of one problem:
 
 Schemes (each in fp32 and bf16):
 
@@ -135,4 +144,93 @@ def score_benchmark(model: str, data_path: str, ns: list[int], n_problems: int, 
             res["max_abs_score_diff_bf16"] = max(abs(a - b) for a, b in zip(flat("naive_bf16"), flat("prefix_cache_bf16")))
         out["by_n"][str(n)] = res
         log.info("N=%d: %s", n, {k: round(v["median"], 2) for k, v in res["solutions_per_s"].items()})
+    return out
+
+
+# look-alike name -> the reference usage: "solution" (one forward pass per solution, the card's
+# layout) or "step" (one pass per step prefix, reading the last position: RLHFlow's card)
+KIND_REFERENCES = {
+    "Qwen2-0.5B-Reward-Math-Sheperd": "solution",
+    "math-shepherd-mistral-7b-prm": "solution",
+    "Llama3.1-8B-PRM-Deepseek-Data": "step",
+    "Qwen2.5-Math-PRM-7B": "solution",
+    "Skywork-o1-Open-PRM-Qwen-2.5-1.5B": "solution",
+}
+
+
+@torch.no_grad()
+def reference_scores(prm: Any, items: list, usage: str) -> list[list[float]]:
+    """The model cards' way: a batch of one, the model's full output (for lm_tokens the whole
+    vocabulary's logits, then the two tokens' columns), one pass per solution (or per step)."""
+    from prm.models.kinds import LMTokens
+
+    dev = next(prm.model.parameters()).device
+    out = []
+    for problem, cands in items:
+        for steps in cands:
+            prefixes = [steps[: k + 1] for k in range(len(steps))] if usage == "step" else [steps]
+            scores: list[float] = []
+            for pre in prefixes:
+                enc = prm.encode(problem, pre)
+                logits = prm.model(input_ids=torch.tensor([enc.input_ids], device=dev)).logits.float()  # (1, seq, classes or vocab)
+                if isinstance(prm.kind, LMTokens):
+                    logits = logits[..., [prm.kind.bad_id, prm.kind.good_id]]
+                elif logits.shape[-1] == 1:  # value head: sigmoid
+                    logits = torch.cat([torch.zeros_like(logits), logits], -1)
+                p = logits.softmax(-1)[0, :, prm.positive_class]
+                pos = enc.score_positions if usage == "solution" else enc.score_positions[-1:]
+                scores += p[pos].tolist()
+            out.append(scores)
+    return out
+
+
+def _timed(fn: Any, bf16: bool, prm: Any) -> tuple[float, Any]:
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    sync()
+    t = time.perf_counter()
+    with _ctx(prm, bf16):
+        res = fn()
+    sync()
+    return time.perf_counter() - t, res
+
+
+def kinds_benchmark(body: str | None, data_path: str, n: int, n_problems: int, rounds: int, batch_size: int = 16, bf16: bool = True,
+                    seed: int = 0, names: list[str] | None = None) -> dict:
+    from prm.models.kinds import KNOWN_MODELS
+    from prm.models.prm import PRM, PRMSpec
+    from prm.testing.lookalikes import LOOKALIKES, make_lookalike
+
+    items = candidates(data_path, n_problems, n, seed)
+    n_sol = sum(len(c) for _, c in items)
+    gpu = torch.cuda.is_available()
+    out: dict[str, Any] = {"body": body, "n_candidates": n, "n_problems": n_problems, "solutions": n_sol, "batch_size": batch_size,
+                           "rounds": rounds, "dtype": "bf16" if bf16 else "fp32", "kinds": {}}
+    for name in names or list(KIND_REFERENCES):
+        usage = KIND_REFERENCES[name]
+        model, tok = make_lookalike(name, body=body, seed=seed)
+        spec = PRMSpec(backbone=name, kind="causal", **KNOWN_MODELS[LOOKALIKES[name][0]])
+        prm = PRM(model, tok, spec)
+        if gpu:
+            prm.model.to("cuda")
+        # equality in fp32 on the first problem's candidates
+        ours = prm.score_batch([(items[0][0], c) for c in items[0][1]], batch_size)
+        ref = reference_scores(prm, items[:1], usage)
+        diff = max(abs(a - b) for u, v in zip(ours, ref) for a, b in zip(u, v))
+        if gpu and bf16:
+            prm.model.to(torch.bfloat16)
+        flat = [(p, c) for p, cands in items for c in cands]
+        _timed(lambda: prm.score_batch(flat[:batch_size], batch_size), bf16, prm)  # warm-up
+        t_ours, t_ref = [], []
+        for _ in range(rounds):  # alternate the two
+            sec, _ = _timed(lambda: prm.score_batch(flat, batch_size), bf16, prm)
+            t_ours.append(n_sol / sec)
+            sec, _ = _timed(lambda: reference_scores(prm, items, usage), bf16, prm)
+            t_ref.append(n_sol / sec)
+        res = {"kind": spec.prm_kind, "layout": spec.layout, "reference": f"one forward pass per {usage}", "max_abs_score_diff_fp32": diff,
+               "solutions_per_s": {"prm_lab": spread(t_ours), "reference": spread(t_ref)},
+               "speedup": spread([a / b for a, b in zip(t_ours, t_ref)])}
+        out["kinds"][name] = res
+        log.info("%s: %.2fx (prm lab %.1f/s, reference %.1f/s), max |diff| %.1e", name, res["speedup"]["median"],
+                 res["solutions_per_s"]["prm_lab"]["median"], res["solutions_per_s"]["reference"]["median"], diff)
+        prm.model = model = None  # free before the next look-alike
     return out

@@ -3,7 +3,8 @@
 A solution's predicted first error is the first step whose P(correct) is below a threshold (-1
 when none is). Per subset: ``acc_error`` = exact-match accuracy on solutions that have an error,
 ``acc_correct`` = accuracy on solutions without one (predicting -1), ``f1`` = their harmonic mean;
-``average`` is the mean F1 over subsets. The threshold is fixed by argument or chosen on a dev set
+``average`` is the mean F1 over subsets (the ProcessBench paper's definitions; its hub copy has
+the subsets gsm8k, math, olympiadbench and omnimath, `load_processbench`). The threshold is fixed by argument or chosen on a dev set
 (`choose_threshold`), never on the test set.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -48,3 +50,39 @@ def choose_threshold(
     grid = grid if grid is not None else [round(x, 3) for x in np.linspace(0.02, 0.98, 49)]
     best = max(grid, key=lambda t: (processbench_metrics(labels, scores, subsets, t)["average_f1"], -t))
     return float(best)
+
+
+PROCESSBENCH_HUB = "Qwen/ProcessBench"
+PROCESSBENCH_SUBSETS = ("gsm8k", "math", "olympiadbench", "omnimath")
+
+
+def subset_of(record: dict) -> str:
+    """The ProcessBench subset of a converted record: ``meta.subset``, else the hub split it was
+    loaded from (its ``source``), else the prefix of an id like ``gsm8k-12``."""
+    meta = record.get("meta") or {}
+    if meta.get("subset"):
+        return str(meta["subset"])
+    src = str(record.get("source") or "")
+    if src in PROCESSBENCH_SUBSETS:
+        return src
+    head = str(record.get("id") or "").rsplit("-", 1)[0]
+    return head if head in PROCESSBENCH_SUBSETS else src
+
+
+def load_processbench(data: str | None = None, *, fmt: str = "processbench", subsets: Sequence[str] = PROCESSBENCH_SUBSETS,
+                      limit: int | None = None) -> Any:
+    """ProcessBench records. ``data=None``: the hub copy (``Qwen/ProcessBench``, one split per
+    subset; needs internet); else a local file of ``fmt`` rows (ProcessBench rows: id, generator,
+    problem, steps, final_answer_correct, label). ``limit`` applies per subset. A stepwise
+    `datasets.Dataset`."""
+    import datasets
+
+    from prm.data import load
+
+    if data is not None or fmt != "processbench":  # a local file, or another format's packaged data
+        return load(fmt, data, limit=limit)
+    unknown = sorted(set(subsets) - set(PROCESSBENCH_SUBSETS))
+    if unknown:
+        raise ValueError(f"unknown ProcessBench subset(s) {', '.join(unknown)}; known: {', '.join(PROCESSBENCH_SUBSETS)}")
+    parts = [load("processbench", PROCESSBENCH_HUB, split=sub, source=sub, limit=limit) for sub in subsets]
+    return datasets.concatenate_datasets(parts)

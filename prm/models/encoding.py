@@ -66,14 +66,22 @@ def prefix_ids(tokenizer: Any) -> list[int]:
     return []
 
 
-def prompt_ids(tokenizer: Any, prompt: str, *, separator: str = "\n", max_length: int | None = None, max_prompt_length: int | None = None) -> list[int]:
+def prompt_ids(tokenizer: Any, prompt: str, *, separator: str = "\n", max_length: int | None = None, max_prompt_length: int | None = None,
+               layout: str = "prm_lab") -> list[int]:
     """The tokens every solution of ``prompt`` starts with: [CLS]/BOS, the (truncated) prompt, the
-    separator. Identical for all solutions of one problem, which shared-prefix scoring relies on."""
+    separator. Identical for all solutions of one problem, which shared-prefix scoring relies on.
+
+    ``layout="trl"`` is TRL's PRMTrainer layout (what TRL-trained checkpoints such as
+    trl-lib/Qwen2-0.5B-Reward-Math-Sheperd saw): BOS only when the tokenizer has one, no [CLS],
+    and no separator after the prompt."""
     head = _ids(tokenizer, prompt)
     if max_length is not None:
         head = head[: max_prompt_length if max_prompt_length is not None else max_length // 2]
     elif max_prompt_length is not None:
         head = head[:max_prompt_length]
+    if layout == "trl":
+        bos = getattr(tokenizer, "bos_token_id", None)
+        return ([bos] if bos is not None else []) + head
     return prefix_ids(tokenizer) + head + separator_ids(tokenizer, separator)
 
 
@@ -89,13 +97,14 @@ def encode_steps(
     max_completion_length: int | None = None,
     train_on_last_step_only: bool = False,
     require_label: bool = False,
+    layout: str = "prm_lab",
 ) -> StepEncoding | None:
     """Tokenize one solution (see the module docstring). ``labels`` may hold None for unlabeled
     steps; with ``require_label`` a row whose kept steps carry no label is dropped (None)."""
     if labels is not None and len(labels) != len(steps):
         raise ValueError(f"{len(labels)} labels for {len(steps)} steps")
     sep = separator_ids(tokenizer, separator)
-    input_ids = prompt_ids(tokenizer, prompt, separator=separator, max_length=max_length, max_prompt_length=max_prompt_length)
+    input_ids = prompt_ids(tokenizer, prompt, separator=separator, max_length=max_length, max_prompt_length=max_prompt_length, layout=layout)
     out_labels = [float(IGNORE)] * len(input_ids)
     positions: list[int] = []
     used = 0
@@ -118,3 +127,40 @@ def encode_steps(
     if require_label and all(v == IGNORE for v in out_labels):
         return None
     return StepEncoding(input_ids, out_labels, positions, len(steps) - len(positions))
+
+
+def truncate_at_steps(
+    input_ids: list[int],
+    positions: list[int],
+    labels: Sequence[float | None] | None,
+    *,
+    n_steps: int,
+    max_length: int | None = None,
+    train_on_last_step_only: bool = False,
+    require_label: bool = False,
+) -> StepEncoding | None:
+    """A `StepEncoding` for a sequence laid out by a published PRM's own recipe (chat template, tag
+    text) with the score position of each step known. Truncation keeps the longest run of whole
+    leading steps whose score position fits in ``max_length`` and cuts the tokens right after the
+    last kept score position: for a causal model the kept scores are exactly those of the full
+    sequence, and each label stays on its own step."""
+    if labels is not None and len(labels) != n_steps:
+        raise ValueError(f"{len(labels)} labels for {n_steps} steps")
+    if len(positions) != n_steps:
+        raise ValueError(f"found {len(positions)} score positions for {n_steps} steps")
+    keep = n_steps
+    if max_length is not None:
+        keep = sum(1 for p in positions if p < max_length)
+    if keep == 0:
+        return None
+    ids = list(input_ids[: positions[keep - 1] + 1])
+    out_labels = [float(IGNORE)] * len(ids)
+    for i in range(keep):
+        lab = None if labels is None else labels[i]
+        if train_on_last_step_only and i != n_steps - 1:
+            lab = None
+        if lab is not None:
+            out_labels[positions[i]] = float(lab)
+    if require_label and all(v == IGNORE for v in out_labels):
+        return None
+    return StepEncoding(ids, out_labels, list(positions[:keep]), n_steps - keep)

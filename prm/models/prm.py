@@ -1,7 +1,12 @@
-"""A process reward model: any Hugging Face backbone with a token-classification head that scores
-each step at its score position (see `prm.models.encoding`).
+"""A process reward model: one `PRM` interface over every PRM kind (`prm.models.kinds`).
 
-Label schemes and heads:
+A kind fixes the token layout (``encode``: steps -> tokens + one score position per step), how a
+step's score is read (step logits whose positive class is P(correct)), and how its model loads.
+``token_cls`` is this project's own head (and TRL's); ``lm_tokens``, ``qwen_prm`` and ``value_head``
+load published PRMs (Math-Shepherd, RLHFlow, Qwen2.5-Math-PRM, Skywork-o1-Open-PRM). `load_prm`
+is the one loader: it reads ``prm_config.json``, or detects the kind of a hub id or directory.
+
+Label schemes (token_cls heads):
 
 - ``binary``: 2 classes; P(correct) = softmax(logits)[1].
 - ``ternary``: 3 classes (negative, neutral, positive); P(correct) = softmax(logits)[2].
@@ -9,8 +14,9 @@ Label schemes and heads:
   Soft targets stay floats end to end.
 
 A saved PRM is a standard model directory (safetensors, loadable by
-``AutoModelForTokenClassification`` without ``trust_remote_code``, or a PEFT adapter directory)
-plus ``prm_config.json`` recording separator, label scheme, backbone kind and truncation.
+``AutoModelForTokenClassification`` without ``trust_remote_code`` for token_cls, or a PEFT adapter
+directory) plus ``prm_config.json`` recording kind, layout, separator, label scheme, backbone kind
+and truncation.
 """
 
 from __future__ import annotations
@@ -19,8 +25,9 @@ import importlib.util
 import json
 import logging
 import os
+from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +35,8 @@ import torch
 import torch.nn.functional as F
 
 from prm.models.backbones import resolve
-from prm.models.encoding import IGNORE, StepEncoding, encode_steps, prompt_ids
+from prm.models.encoding import IGNORE, StepEncoding
+from prm.models.kinds import KIND_DEFAULTS, KINDS, Kind, detect_kind
 
 log = logging.getLogger(__name__)
 
@@ -54,24 +62,34 @@ class PRMSpec:
     """What a saved PRM needs besides its weights (stored as ``prm_config.json``)."""
 
     label_scheme: str = "binary"
-    separator: str = "\n"
+    separator: str = "\n"  # text after every step (token_cls, value_head) or the step tag (ки, <extra_0>)
     backbone: str = ""  # what it was built from (hub id, path, or embedded name)
-    kind: str = "encoder"  # "encoder" or "causal"
+    kind: str = "encoder"  # the backbone: "encoder" or "causal"
     max_length: int | None = None
     max_prompt_length: int | None = None
     max_completion_length: int | None = None
     adapter: bool = False  # saved as a PEFT adapter on ``backbone``
+    prm_kind: str = "token_cls"  # the PRM family (prm.models.kinds): token_cls, lm_tokens, qwen_prm, value_head
+    layout: str = ""  # the kind's layout variant: token_cls "prm_lab" (default) or "trl"; lm_tokens "math_shepherd" or "chat"
+    good_token: str = "+"  # lm_tokens: the tokens whose logits are compared
+    bad_token: str = "-"
+    system_prompt: str | None = None  # qwen_prm: the system turn
     extra: dict = field(default_factory=dict)
 
     def save(self, path: str | Path) -> None:
-        Path(path, PRM_CONFIG).write_text(json.dumps(asdict(self), indent=2) + "\n")
+        Path(path, PRM_CONFIG).write_text(json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> PRMSpec:
         f = Path(path, PRM_CONFIG)
         if not f.is_file():
             raise FileNotFoundError(f"{path} is not a PRM directory: no {PRM_CONFIG}")
-        return cls(**json.loads(f.read_text()))
+        data = json.loads(f.read_text())
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{f}: unknown field(s) {', '.join(unknown)} (written by a newer PRM lab?)")
+        return cls(**data)
 
 
 def is_causal(config: Any) -> bool:
@@ -83,7 +101,7 @@ def is_causal(config: Any) -> bool:
 def step_loss(
     logits: torch.Tensor, labels: torch.Tensor, label_scheme: str, weights: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Mean loss over labeled score positions.
+    """Mean loss over labeled score positions, for every kind (their step logits share one shape).
 
     logits: (batch, seq, classes); labels: (batch, seq) floats, IGNORE where unlabeled;
     weights: optional (batch,) per-example or (batch, seq) per-step weights.
@@ -114,34 +132,33 @@ def load_backbone(
     trust_remote_code: bool = False,
     load_in_4bit: bool = False,
     use_pretrained: bool = True,
+    spec: PRMSpec | None = None,
 ) -> tuple[Any, Any]:
-    """A token-classification model and its tokenizer, ready for step scoring.
+    """A model of the spec's kind (token-classification by default) and its tokenizer, ready for
+    step scoring.
 
     Adds the separator as a special token (resizing embeddings) when it is a step tag such as
     ``ки``; gives decoder tokenizers a pad token (their eos) when they lack one. ``load_in_4bit``
     loads the backbone's linear layers as 4-bit NF4 (`four_bit_kwargs`), for QLoRA with `apply_lora`.
     """
-    from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer
+    from transformers import AutoTokenizer
 
     if label_scheme not in NUM_LABELS:
         raise ValueError(f"unknown label scheme '{label_scheme}' for a PRM; known: {', '.join(NUM_LABELS)}")
+    spec = spec or PRMSpec(label_scheme=label_scheme, separator=separator)
+    kind = KINDS.get(spec.prm_kind)
     path = resolve(name_or_path)
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    # ignore_mismatched_sizes: a checkpoint with another head size (e.g. a binary PRM as the start
-    # of a ternary one) keeps its backbone and gets a fresh head.
     kw: dict[str, Any] = {"num_labels": NUM_LABELS[label_scheme], "trust_remote_code": trust_remote_code, "ignore_mismatched_sizes": True}
     if torch_dtype is not None:
         kw["dtype"] = torch_dtype
     if load_in_4bit:
         if not use_pretrained:
             raise ValueError("load_in_4bit quantizes pretrained weights; it cannot be combined with use_pretrained=False")
-        kw.update(four_bit_kwargs(torch_dtype))
-    if use_pretrained:
-        model = AutoModelForTokenClassification.from_pretrained(path, **kw)
-    else:
-        config = AutoConfig.from_pretrained(path, num_labels=kw["num_labels"], trust_remote_code=trust_remote_code)
-        model = AutoModelForTokenClassification.from_config(config, trust_remote_code=trust_remote_code)
-    prepare_tokenizer(tok, model, separator)
+    quantization = four_bit_kwargs(torch_dtype) if load_in_4bit else None
+    model = kind.load_model(path, spec, dtype=kw.get("dtype"), trust_remote_code=trust_remote_code, use_pretrained=use_pretrained,
+                            num_labels=kw["num_labels"], quantization=quantization)
+    kind.prepare_tokenizer(tok, model, spec)
     return model, tok
 
 
@@ -173,24 +190,83 @@ def is_quantized(model: Any) -> bool:
 
 def prepare_tokenizer(tok: Any, model: Any, separator: str) -> None:
     """Pad token for decoders; step-tag separators as special tokens (embeddings resized)."""
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    model.config.pad_token_id = tok.pad_token_id
-    if separator in SPECIAL_SEPARATORS and separator not in tok.get_vocab():
-        tok.add_special_tokens({"additional_special_tokens": [separator]})
-        model.resize_token_embeddings(len(tok))
+    KINDS.get("token_cls").prepare_tokenizer(tok, model, PRMSpec(separator=separator))
+
+
+def load_prm(
+    name_or_path: str,
+    kind: str | None = None,
+    trust_remote_code: bool = False,
+    *,
+    torch_dtype: torch.dtype | None = None,
+    load_in_4bit: bool | None = None,
+    **spec_fields: Any,
+) -> PRM:
+    """The one loader: a PRM saved here (``prm_config.json``), a published PRM by hub id or local
+    copy, or any checkpoint whose kind is detected from its config (architectures) or forced with
+    ``kind``. ``spec_fields`` override the spec (e.g. ``max_length=2048``). Unknown layouts raise
+    ValueError with one line that lists the kinds. ``load_in_4bit``: None loads an adapter's base as it
+    was trained (4-bit after QLoRA), True/False forces 4-bit/full weights."""
+    from transformers import AutoTokenizer
+
+    if kind is not None:
+        KINDS.get(kind)  # an unknown name lists the kinds
+    path = resolve(name_or_path)
+    if Path(path, PRM_CONFIG).is_file():
+        spec = PRMSpec.load(path)
+        if kind is not None and kind != spec.prm_kind:
+            raise ValueError(f"{name_or_path} was saved as a '{spec.prm_kind}' PRM ({PRM_CONFIG}); --kind {kind} contradicts it")
+    else:
+        found = {"prm_kind": kind, **KIND_DEFAULTS[kind]} if kind else detect_kind(path)
+        if kind:  # a forced kind keeps what a known id says about its layout
+            from prm.models.kinds import known_model
+
+            k = known_model(path) or known_model(name_or_path)
+            if k and k["prm_kind"] == kind:
+                found = k
+        spec = PRMSpec(backbone=name_or_path, **found)
+    for k, v in spec_fields.items():
+        if not hasattr(spec, k):
+            raise ValueError(f"unknown PRM spec field '{k}'")
+        setattr(spec, k, v)
+    kind_cls = KINDS.get(spec.prm_kind)
+    four_bit = bool(spec.extra.get("load_in_4bit", False)) if load_in_4bit is None else load_in_4bit
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if spec.adapter:
+        from peft import PeftModel
+
+        base, _ = load_backbone(spec.backbone, spec.label_scheme, spec.separator, torch_dtype=torch_dtype,
+                                trust_remote_code=trust_remote_code, spec=spec, load_in_4bit=four_bit)
+        if len(tok) != base.get_input_embeddings().weight.shape[0]:
+            base.resize_token_embeddings(len(tok))
+        model = PeftModel.from_pretrained(base, path)
+    else:
+        num = 1 if spec.prm_kind == "value_head" else NUM_LABELS[spec.label_scheme]
+        model = kind_cls.load_model(path, spec, dtype=torch_dtype, trust_remote_code=trust_remote_code, num_labels=num,
+                                    quantization=four_bit_kwargs(torch_dtype) if load_in_4bit else None)
+    if spec.adapter and not four_bit:
+        spec.extra.pop("load_in_4bit", None)  # what this object holds now
+    if tok.pad_token_id is None and tok.eos_token is not None:
+        tok.pad_token = tok.eos_token  # scoring pads on the right; padded positions are masked
+    base_cfg = (model.get_base_model() if hasattr(model, "get_base_model") else model).config
+    spec.kind = "causal" if is_causal(base_cfg) else "encoder"
+    model.eval()
+    return PRM(model, tok, spec)
 
 
 class PRM:
-    """A model, its tokenizer and its `PRMSpec`; scores steps in one forward pass per solution."""
+    """A model, its tokenizer, its `PRMSpec` and its kind; scores steps in one forward pass per
+    solution, batched by length, sharing the problem's tokens among solutions of one problem."""
 
     def __init__(self, model: Any, tokenizer: Any, spec: PRMSpec):
         self.model, self.tokenizer, self.spec = model, tokenizer, spec
+        self.kind: Kind = KINDS.get(spec.prm_kind)(spec, tokenizer)
 
     @classmethod
     def from_backbone(cls, name_or_path: str, spec: PRMSpec | None = None, **kw: Any) -> PRM:
+        """A new PRM of ``spec.prm_kind`` on a backbone (its head, where it has one, is new)."""
         spec = spec or PRMSpec()
-        model, tok = load_backbone(name_or_path, spec.label_scheme, spec.separator, **kw)
+        model, tok = load_backbone(name_or_path, spec.label_scheme, spec.separator, spec=spec, **kw)
         spec.backbone = spec.backbone or name_or_path
         if kw.get("load_in_4bit"):
             spec.extra["load_in_4bit"] = True  # `load` rebuilds the same 4-bit base under a saved adapter
@@ -198,32 +274,10 @@ class PRM:
         return cls(model, tok, spec)
 
     @classmethod
-    def load(cls, path: str | Path, *, torch_dtype: torch.dtype | None = None, trust_remote_code: bool = False,
+    def load(cls, path: str | Path, *, torch_dtype: torch.dtype | None = None, trust_remote_code: bool = False, kind: str | None = None,
              load_in_4bit: bool | None = None) -> PRM:
-        """Load a PRM saved by `save` (full model or PEFT adapter). ``load_in_4bit``: None loads an
-        adapter's base as it was trained (4-bit after QLoRA), True/False forces 4-bit/full weights."""
-        from transformers import AutoModelForTokenClassification, AutoTokenizer
-
-        spec = PRMSpec.load(path)
-        tok = AutoTokenizer.from_pretrained(path)
-        four_bit = bool(spec.extra.get("load_in_4bit", False)) if load_in_4bit is None else load_in_4bit
-        if spec.adapter:
-            from peft import PeftModel
-
-            base, _ = load_backbone(spec.backbone, spec.label_scheme, spec.separator, torch_dtype=torch_dtype, trust_remote_code=trust_remote_code,
-                                    load_in_4bit=four_bit)
-            if len(tok) != base.get_input_embeddings().weight.shape[0]:
-                base.resize_token_embeddings(len(tok))
-            model = PeftModel.from_pretrained(base, path)
-        else:
-            kw = {"dtype": torch_dtype} if torch_dtype is not None else {}
-            if load_in_4bit:
-                kw.update(four_bit_kwargs(torch_dtype))
-            model = AutoModelForTokenClassification.from_pretrained(path, trust_remote_code=trust_remote_code, **kw)
-        if spec.adapter and not four_bit:
-            spec.extra.pop("load_in_4bit", None)  # what this object holds now
-        model.eval()
-        return cls(model, tok, spec)
+        """Load a PRM saved by `save` (full model or PEFT adapter), or any PRM `load_prm` knows."""
+        return load_prm(str(path), kind, trust_remote_code, torch_dtype=torch_dtype, load_in_4bit=load_in_4bit)
 
     def save(self, path: str | Path) -> None:
         path = Path(path)
@@ -235,25 +289,55 @@ class PRM:
 
     @property
     def positive_class(self) -> int:
-        return POSITIVE_CLASS[self.spec.label_scheme]
+        return self.kind.positive_class()
 
     def encode(self, prompt: str, steps: Sequence[str], labels: Sequence[float | None] | None = None, **kw: Any) -> StepEncoding | None:
-        """The training/inference tokenization with this PRM's separator and truncation."""
+        """The training/inference tokenization of this PRM's kind, with its truncation."""
         s = self.spec
-        opts = dict(separator=s.separator, max_length=s.max_length, max_prompt_length=s.max_prompt_length, max_completion_length=s.max_completion_length)
+        opts: dict[str, Any] = dict(max_length=s.max_length, max_prompt_length=s.max_prompt_length, max_completion_length=s.max_completion_length)
         opts.update(kw)
-        return encode_steps(self.tokenizer, prompt, steps, labels, **opts)
+        return self.kind.encode(prompt, steps, labels, **opts)
+
+    @property
+    def shares_prefix(self) -> bool:
+        """Whether a score depends only on the tokens before it (causal attention), so solutions of
+        one problem can share the problem's key/value cache."""
+        return self.spec.kind == "causal"
 
     @torch.no_grad()
     def score_batch(self, items: Sequence[tuple[str, Sequence[str]]], batch_size: int = 16) -> list[list[float]]:
-        """P(step correct) for every step of every (problem, steps) item; one forward pass per
-        solution, batched. Steps removed by truncation get no score (shorter list)."""
+        """P(step correct) for every step of every (problem, steps) item: one forward pass per
+        solution, length-sorted batches. For a causal model, solutions of a problem that occurs
+        more than once run the tokens they share once (a key/value cache copied to each), which
+        gives the same scores. Steps removed by truncation get no score (shorter list)."""
         self.model.eval()
-        device = next(self.model.parameters()).device
         encs = [self.encode(p, st) for p, st in items]
         out: list[list[float]] = [[] for _ in items]
-        order = sorted((i for i, e in enumerate(encs) if e is not None), key=lambda i: len(encs[i].input_ids))
-        pad = self.tokenizer.pad_token_id or 0
+        ok = [i for i, e in enumerate(encs) if e is not None]
+        singles = ok
+        if self.shares_prefix:
+            groups: dict[str, list[int]] = defaultdict(list)
+            for i in ok:
+                groups[items[i][0]].append(i)
+            singles = [g[0] for g in groups.values() if len(g) == 1]
+            for g in groups.values():
+                if len(g) > 1:
+                    self._score_shared(encs, g, batch_size, out)
+        self._score_plain(encs, sorted(singles, key=lambda i: len(encs[i].input_ids)), batch_size, out)
+        return out
+
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _probs(self, **inputs: Any) -> torch.Tensor:
+        logits = self.kind.step_logits(self.model, **inputs)  # (batch, seq, classes)
+        return logits.float().softmax(-1)[..., self.positive_class].cpu()
+
+    def _pad(self) -> int:
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+    def _score_plain(self, encs: list, order: list[int], batch_size: int, out: list) -> None:
+        device, pad = self._device(), self._pad()
         for b in range(0, len(order), batch_size):
             idx = order[b : b + batch_size]
             width = max(len(encs[i].input_ids) for i in idx)
@@ -263,58 +347,49 @@ class PRM:
                 n = len(encs[i].input_ids)
                 ids[r, :n] = torch.tensor(encs[i].input_ids)
                 att[r, :n] = 1
-            logits = self.model(input_ids=ids.to(device), attention_mask=att.to(device)).logits  # (batch, seq, classes)
-            probs = logits.float().softmax(-1)[..., self.positive_class].cpu()
+            probs = self._probs(input_ids=ids.to(device), attention_mask=att.to(device))
             for r, i in enumerate(idx):
                 out[i] = probs[r, encs[i].score_positions].tolist()
-        return out
 
-    @torch.no_grad()
-    def score_candidates(self, problem: str, candidates: Sequence[Sequence[str]], batch_size: int = 16) -> list[list[float]]:
-        """P(step correct) for each step of N candidate solutions of ONE problem (best-of-N).
-
-        For a causal backbone the problem's tokens are run once and their key/value cache is
-        shared by all candidates (a causal model's states for the prefix do not depend on what
-        follows), so only the candidates' own tokens are computed: the same scores as
-        `score_batch`, for a fraction of the work when the problem is long. Encoders (where every
-        token sees the whole solution) fall back to `score_batch`."""
-        if self.spec.kind != "causal" or not candidates:
-            return self.score_batch([(problem, c) for c in candidates], batch_size)
+    def _score_shared(self, encs: list, group: list[int], batch_size: int, out: list) -> None:
+        """Solutions of one problem: their common leading tokens (up to the first score position)
+        run once; each batch continues from a copy of that cache."""
         from transformers import DynamicCache
 
-        self.model.eval()
-        device = next(self.model.parameters()).device
-        s = self.spec
-        prefix = prompt_ids(self.tokenizer, problem, separator=s.separator, max_length=s.max_length, max_prompt_length=s.max_prompt_length)
-        P = len(prefix)
-        encs = [self.encode(problem, c) for c in candidates]
-        out: list[list[float]] = [[] for _ in candidates]
-        pad = self.tokenizer.pad_token_id or 0
-        # the prefix once: (1, P) -> a cache of P positions in every layer
+        seqs = [encs[i].input_ids for i in group]
+        P = min(min(len(s) for s in seqs), min(encs[i].score_positions[0] for i in group))
+        first = seqs[0]
+        for s in seqs[1:]:
+            P = next((j for j in range(P) if s[j] != first[j]), P)
+        if P < 1:
+            self._score_plain(encs, sorted(group, key=lambda i: len(encs[i].input_ids)), batch_size, out)
+            return
+        device, pad = self._device(), self._pad()
         cache = DynamicCache()
-        self.model(input_ids=torch.tensor([prefix], device=device), past_key_values=cache, use_cache=True)
-        order = sorted((i for i, e in enumerate(encs) if e is not None), key=lambda i: len(encs[i].input_ids))
+        # the shared prefix once: (1, P) -> a cache of P positions in every layer
+        self.kind.step_logits(self.model, input_ids=torch.tensor([first[:P]], device=device), past_key_values=cache, use_cache=True)
+        order = sorted(group, key=lambda i: len(encs[i].input_ids))
         for b in range(0, len(order), batch_size):
             idx = order[b : b + batch_size]
-            for i in idx:
-                if encs[i].input_ids[:P] != prefix:  # cannot happen with the one encoding; guards refactors
-                    raise AssertionError("a candidate does not start with the problem's tokens")
             width = max(len(encs[i].input_ids) for i in idx) - P
             ids = torch.full((len(idx), width), pad, dtype=torch.long)
             att = torch.zeros((len(idx), P + width), dtype=torch.long)
             att[:, :P] = 1
-            for r, i in enumerate(idx):  # right padding after each candidate's own tokens
+            for r, i in enumerate(idx):  # right padding after each solution's own tokens
                 n = len(encs[i].input_ids) - P
                 ids[r, :n] = torch.tensor(encs[i].input_ids[P:])
                 att[r, : P + n] = 1
-            c = _copy_cache(cache, len(idx))
             pos = torch.arange(P, P + width).expand(len(idx), -1)
-            logits = self.model(input_ids=ids.to(device), attention_mask=att.to(device), position_ids=pos.to(device),
-                                past_key_values=c, use_cache=True).logits  # (batch, width, classes)
-            probs = logits.float().softmax(-1)[..., self.positive_class].cpu()
+            probs = self._probs(input_ids=ids.to(device), attention_mask=att.to(device), position_ids=pos.to(device),
+                                past_key_values=_copy_cache(cache, len(idx)), use_cache=True)  # (batch, width)
             for r, i in enumerate(idx):
                 out[i] = probs[r, [p - P for p in encs[i].score_positions]].tolist()
-        return out
+
+    @torch.no_grad()
+    def score_candidates(self, problem: str, candidates: Sequence[Sequence[str]], batch_size: int = 16) -> list[list[float]]:
+        """P(step correct) for each step of N candidate solutions of ONE problem (best-of-N): the
+        problem's tokens run once (causal models), the same scores as separate passes."""
+        return self.score_batch([(problem, c) for c in candidates], batch_size)
 
     def score_steps(self, problem: str, steps: Sequence[str]) -> list[float]:
         """P(step correct) for each step of one solution."""

@@ -106,9 +106,28 @@ def _score_figure(results_dir: Path, figures_dir: Path, name: str) -> list[Made]
     return [Made(stem, (src,), "Best-of-N scoring throughput: naive padded batch vs shared problem prefix (KV cache), fp32 and bf16.")]
 
 
+def _score_kinds_figure(results_dir: Path, figures_dir: Path, name: str) -> list[Made]:
+    got = _load(results_dir, name)
+    if got is None:
+        return []
+    r, src = got
+    names = list(r["kinds"])
+    fig, ax = figure(figsize=(6, 3))
+    for i, n in enumerate(names):
+        _bar(ax, i, r["kinds"][n]["speedup"], "tab:blue")
+    ax.axhline(1.0, color="gray", lw=0.8)
+    ax.set_xticks(range(len(names)), [f"{r['kinds'][n]['kind']}\n{n[:18]}" for n in names], fontsize=6)
+    ax.set_ylabel("speed-up vs model card usage")
+    dev = r["machine"].get("gpu") or r["machine"].get("cpu", "cpu")
+    ax.set_title(f"scoring, batch {r['batch_size']}, {r['solutions']} solutions, {r['dtype']} ({dev})", fontsize=8)
+    stem = save_figure(fig, Path(figures_dir) / f"bench_{name}")
+    return [Made(stem, (src,), "Scoring solutions/s of PRM lab's one path over each kind's model-card usage (median, min-max bars).")]
+
+
 @FIGURES.register("bench_score")
 def score_figures(results_dir: Path, figures_dir: Path) -> list[Made]:
-    return _score_figure(results_dir, figures_dir, "score") + _score_figure(results_dir, figures_dir, "gpu_score")
+    return (_score_figure(results_dir, figures_dir, "score") + _score_figure(results_dir, figures_dir, "gpu_score")
+            + _score_kinds_figure(results_dir, figures_dir, "score_kinds"))
 
 
 @FIGURES.register("bench_label_cost")

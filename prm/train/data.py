@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,17 +64,21 @@ def encode_dataset(
     train_on_last_step_only: bool = False,
     num_proc: int | None = None,
     name: str = "train",
+    encoder: Callable[..., Any] | None = None,
 ) -> tuple[datasets.Dataset, EncodeStats]:
     """Tokenize stepwise records; drop rows with no labeled step left and count them (logged once).
 
+    ``encoder`` is a PRM kind's ``encode`` (`prm.models.kinds.Kind.encode`, the one scoring
+    layout); without it the token_cls layout with ``separator`` is used.
     Keeps an optional ``weight`` column (per-example loss weight)."""
 
     def enc(row: dict) -> dict:
-        e = encode_steps(
-            tokenizer, row["prompt"], row["completions"], row["labels"], separator=separator, max_length=max_length,
-            max_prompt_length=max_prompt_length, max_completion_length=max_completion_length,
-            train_on_last_step_only=train_on_last_step_only, require_label=True,
-        )
+        opts = dict(max_length=max_length, max_prompt_length=max_prompt_length, max_completion_length=max_completion_length,
+                    train_on_last_step_only=train_on_last_step_only, require_label=True)
+        if encoder is not None:
+            e = encoder(row["prompt"], row["completions"], row["labels"], **opts)
+        else:
+            e = encode_steps(tokenizer, row["prompt"], row["completions"], row["labels"], separator=separator, **opts)
         if e is None:
             return {"input_ids": [], "labels": [], "length": 0, "n_truncated": 0, "keep": False}
         return {"input_ids": e.input_ids, "labels": e.labels, "length": len(e.input_ids), "n_truncated": e.n_truncated, "keep": True}

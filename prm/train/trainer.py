@@ -131,7 +131,10 @@ class PRMTrainer(Trainer):
                                                backbone=getattr(model.config, "_name_or_path", "")))
         self.prm = prm
         spec = prm.spec
-        spec.separator = args.step_separator
+        if spec.prm_kind == "token_cls":  # other kinds' step tags are fixed by their layout
+            spec.separator = args.step_separator
+        if args.label_names is None:
+            args.label_names = ["labels"]  # heads whose forward takes no labels (qwen_prm, value_head)
         spec.max_length, spec.max_prompt_length, spec.max_completion_length = args.max_length, args.max_prompt_length, args.max_completion_length
         self.encode_stats: dict[str, EncodeStats] = {}
         train = self._encode(train_dataset, args, "train") if train_dataset is not None else None
@@ -164,6 +167,7 @@ class PRMTrainer(Trainer):
             ds, self.prm.tokenizer, separator=args.step_separator, max_length=args.max_length,
             max_prompt_length=args.max_prompt_length, max_completion_length=args.max_completion_length,
             train_on_last_step_only=args.train_on_last_step_only and not eval, num_proc=args.dataset_num_proc, name=name,
+            encoder=self.prm.kind.encode,
         )
         if len(enc) == 0:
             raise ValueError(f"no {name} row has a labeled step within max_length={args.max_length}")
@@ -173,9 +177,9 @@ class PRMTrainer(Trainer):
     def compute_loss(self, model: Any, inputs: dict, return_outputs: bool = False, num_items_in_batch: Any = None):
         labels = inputs.pop("labels")
         weights = inputs.pop("weights", None)
-        outputs = model(**inputs)
-        loss = step_loss(outputs.logits, labels, self.prm.spec.label_scheme, weights)
-        return (loss, outputs) if return_outputs else loss
+        logits = self.prm.kind.step_logits(model, **inputs)  # (batch, seq, classes) for every kind
+        loss = step_loss(logits, labels, self.prm.spec.label_scheme, weights)
+        return (loss, {"logits": logits}) if return_outputs else loss
 
     def _metrics(self, pred: EvalPrediction) -> dict:
         probs, labels = pred.predictions, pred.label_ids  # (n, seq, classes), (n, seq)
