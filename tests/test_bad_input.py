@@ -319,3 +319,61 @@ def test_every_format_refuses_bad_option_values_up_front(fmt: str) -> None:
     for name in params:
         with pytest.raises(OptionError, match=name):
             list(convert_rows(fmt, rows(), strict=False, **{name: {"not": "valid"}}))
+
+
+# --- append-only work files: a torn last line (a kill mid-write) ------------------------------
+
+TORN = [
+    # a row cut in the middle: dropped (its work is redone), counted in a warning
+    (b'{"id": "c", "val', 2, True),
+    # cut inside a multi-byte character
+    ('{"id": "c", "text": "\u043a'.encode()[:-1], 2, True),
+    # cut just before the newline: the row is whole, kept
+    (b'{"id": "c"}', 3, False),
+    # a clean file
+    (b"", 2, False),
+]
+
+
+@pytest.mark.parametrize("tail, n_rows, warned", TORN)
+def test_torn_last_line_is_dropped_and_counted(tmp_path: Path, caplog, tail: bytes, n_rows: int, warned: bool) -> None:
+    import logging
+
+    from prm.io import append_jsonl, read_appended
+
+    p = tmp_path / "work.jsonl"
+    p.write_bytes(jl({"id": "a"}, {"id": "b"}) + tail)
+    with caplog.at_level(logging.WARNING):
+        rows = read_appended(p)
+    assert [r["id"] for r in rows] == ["a", "b", "c"][:n_rows]
+    assert ("dropped 1 unreadable line" in caplog.text) == warned
+    # the next append repairs the tail instead of fusing with it
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        append_jsonl(p, {"id": "d"})
+    assert ("torn last line" in caplog.text) == warned
+    assert [json.loads(x)["id"] for x in p.read_text(encoding="utf-8").splitlines()] == ["a", "b", "c"][:n_rows] + ["d"]
+
+
+def test_pipeline_rerun_after_a_torn_graded_line(tmp_path: Path) -> None:
+    """A killed grading stage leaves a torn last line: the rerun redoes that one solution only."""
+    from prm.label.pipeline import grade
+    from prm.label.verify.rules import RulesVerifier
+
+    sols = [{"id": f"q{i}", "prompt": f"What is {i}+1?", "answer": str(i + 1), "solutions": [f"{i} + 1 = {i + 1}\nThe answer is {i + 1}"]}
+            for i in range(3)]
+    path = tmp_path / "graded.jsonl"
+    first = grade(sols, RulesVerifier(), path)
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:2]) + lines[2][:25])  # killed while writing the third row
+
+    class Counting(RulesVerifier):
+        calls = 0
+
+        def grade(self, *a):
+            Counting.calls += 1
+            return super().grade(*a)
+
+    again = grade(sols, Counting(), path)
+    assert again == first and Counting.calls == 1
+    assert len(path.read_text(encoding="utf-8").splitlines()) == 3
