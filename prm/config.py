@@ -49,11 +49,12 @@ def run(main: Callable[..., Any], dataclass_types: Any, description: str | None 
     """``main(*parse(dataclass_types, argv))`` for an `exp/` script: a user's mistake (a missing file,
     a bad data row, an unknown component name, plus ``user_errors``) ends in one line
     ``error: ...`` and exit status 1, not a traceback; anything else still raises."""
+    from prm.label.claude import ClaudeAPIError
     from prm.registry import UnknownName
     from prm.schema import DataError
 
     cfgs = parse(dataclass_types, argv, description=description)
     try:
         return main(*cfgs)
-    except (FileNotFoundError, DataError, UnknownName, *user_errors) as e:
+    except (FileNotFoundError, DataError, UnknownName, ClaudeAPIError, *user_errors) as e:
         raise SystemExit(f"error: {e}") from None

@@ -5,8 +5,11 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import logging
+import math
 import os
 import tempfile
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,7 @@ from typing import Any
 from prm.schema import DataError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger(__name__)
 
 
 def data_dir() -> Path | None:
@@ -52,10 +56,17 @@ def use_hf_token() -> bool:
     return bool(token)
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")
+_BOM = b"\xef\xbb\xbf"
+_RE_ENCODE = "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+# Errors of a compressed stream that is not gzip, corrupt or cut short.
+_GZIP_ERRORS = (OSError, EOFError, zlib.error)
+
+
+def _open_bytes(path: Path) -> io.BufferedIOBase:
+    try:
+        return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    except OSError as e:
+        raise DataError(None, "cannot read the file", e.strerror or str(e), where=str(path)) from None
 
 
 def _is_jsonl(path: Path) -> bool:
@@ -63,32 +74,79 @@ def _is_jsonl(path: Path) -> bool:
     return name.endswith((".jsonl", ".ndjson"))
 
 
+def _decode(raw: bytes, where: str, whole_file: bool = False) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if whole_file:  # name the line of the bad byte
+            line = raw.count(b"\n", 0, e.start) + 1
+            where = f"{where}:{line}"
+        raise DataError(None, "not UTF-8 text", f"byte 0x{raw[e.start]:02x}; {_RE_ENCODE}", where=where) from None
+
+
+def _loads(text: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(None, "invalid JSON", f"{e.msg}, column {e.colno}", where=where) from None
+    except RecursionError:
+        raise DataError(None, "invalid JSON", "nested too deeply to read", where=where) from None
+
+
+def _read_failed(path: Path, e: BaseException, after: int | None = None) -> DataError:
+    what = "not a readable gzip file" if path.suffix == ".gz" else "cannot read the file"
+    detail = str(e) or type(e).__name__
+    if after:
+        detail += f"; stopped after line {after}"
+    return DataError(None, what, detail, where=str(path))
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """Numbered raw lines (BOM removed); a gzip or disk error becomes a DataError for the file."""
+    f = _open_bytes(path)
+    n = 0
+    try:
+        with f:
+            for n, raw in enumerate(f, 1):
+                yield n, raw[3:] if n == 1 and raw.startswith(_BOM) else raw
+    except _GZIP_ERRORS as e:
+        raise _read_failed(path, e, n) from None
+
+
 def iter_json_rows(path: str | Path, bad_lines: str = "raise") -> Iterator[tuple[str, Any]]:
     """Yield ``(where, row)`` for every row of a JSON or JSONL file (optionally ``.gz``).
 
     ``where`` is ``path:LINE`` for JSONL and ``path[INDEX]`` for the items of a JSON array (a JSON
-    file holding one object is one row). Invalid JSON raises DataError at its line; with
-    ``bad_lines="yield"`` an invalid JSONL line is yielded as ``(where, DataError)`` instead, so a
-    lenient reader can count it and go on.
+    file holding one object is one row). A line that is not UTF-8 or not valid JSON raises DataError
+    at its line; with ``bad_lines="yield"`` such a JSONL line is yielded as ``(where, DataError)``
+    instead, so a lenient reader can count it and go on. A file that cannot be read (a corrupt or
+    cut-short ``.gz``, a disk error) raises DataError for the file. A UTF-8 byte-order mark is skipped.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
-    with _open_text(path) as f:
-        if _is_jsonl(path):
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    err = DataError(None, "invalid JSON", e.msg, where=f"{path}:{n}")
-                    if bad_lines != "yield":
-                        raise err from None
-                    row = err
-                yield f"{path}:{n}", row
-            return
-        text = f.read()
+    if path.is_dir():
+        raise DataError(None, "is a folder, not a JSON/JSONL file", where=str(path))
+    if _is_jsonl(path):
+        for n, raw in _lines(path):
+            if not raw.strip():
+                continue
+            where = f"{path}:{n}"
+            try:
+                row = _loads(_decode(raw, where), where)
+            except DataError as err:
+                if bad_lines != "yield":
+                    raise
+                row = err
+            yield where, row
+        return
+    f = _open_bytes(path)
+    try:
+        with f:
+            data = f.read()
+    except _GZIP_ERRORS as e:
+        raise _read_failed(path, e) from None
+    text = _decode(data[3:] if data.startswith(_BOM) else data, str(path), whole_file=True)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -98,6 +156,8 @@ def iter_json_rows(path: str | Path, bad_lines: str = "raise") -> Iterator[tuple
         # pretty-printed objects): read them one by one, each located at its first line.
         yield from _iter_concatenated(text, path)
         return
+    except RecursionError:
+        raise DataError(None, "invalid JSON", "nested too deeply to read", where=str(path)) from None
     if isinstance(data, list):
         for i, row in enumerate(data):
             yield f"{path}[{i}]", row
@@ -118,30 +178,106 @@ def _iter_concatenated(text: str, path: Path) -> Iterator[tuple[str, Any]]:
             row, pos = dec.raw_decode(text, pos)
         except json.JSONDecodeError as e:
             raise DataError(None, "invalid JSON", e.msg, where=f"{path}:{e.lineno}") from None
+        except RecursionError:
+            raise DataError(None, "invalid JSON", "nested too deeply to read", where=f"{path}:{line}") from None
         yield f"{path}:{line}", row
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with NaN and infinities replaced by null (standard JSON has no such numbers)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def dumps(obj: Any, strict: bool = False, **kw: Any) -> str:
+    """Standard JSON, never ``NaN``/``Infinity``. A non-finite float raises ValueError when
+    ``strict`` (data records: it was validated away, so one here is a bug), else becomes null
+    (metrics: an undefined value, e.g. the loss of a diverged run)."""
+    try:
+        return json.dumps(obj, ensure_ascii=False, allow_nan=False, **kw)
+    except ValueError:
+        if strict:
+            raise
+        return json.dumps(_finite(obj), ensure_ascii=False, allow_nan=False, **kw)
 
 
 def write_json(path: str | Path, obj: Any) -> None:
     """Write JSON atomically (a temp file renamed over the target), so a killed job never leaves
     half a file behind."""
-    _atomic_write(Path(path), json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+    _atomic_write(Path(path), dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def write_jsonl(path: str | Path, rows: Iterable[Any]) -> int:
-    """Write rows as JSON Lines atomically; returns how many rows were written."""
-    lines = [json.dumps(r, ensure_ascii=False) for r in rows]
+def write_jsonl(path: str | Path, rows: Iterable[Any], strict: bool = False) -> int:
+    """Write rows as JSON Lines atomically; returns how many rows were written. ``strict``: see `dumps`."""
+    lines = [dumps(r, strict) for r in rows]
     _atomic_write(Path(path), "".join(x + "\n" for x in lines))
     return len(lines)
 
 
 def append_jsonl(path: str | Path, row: Any) -> None:
-    """Append one row and flush it to disk (resumable outputs of long jobs)."""
+    """Append one row and flush it to disk (resumable outputs of long jobs).
+
+    A job killed mid-write leaves a torn last line (no newline at the end). Before appending, such a
+    tail is repaired: completed with a newline when it is a whole JSON value, else cut off (logged;
+    its work is redone), so the new row never fuses with a fragment."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    line = (dumps(row) + "\n").encode("utf-8")
+    with open(path, "a+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size:
+            f.seek(size - 1)
+            if f.read(1) != b"\n":
+                _repair_tail(f, path, size)
+        f.write(line)
         f.flush()
         os.fsync(f.fileno())
+
+
+def _repair_tail(f: Any, path: Path, size: int) -> None:
+    start = max(0, size - (1 << 20))
+    while True:  # find the start of the last line
+        f.seek(start)
+        chunk = f.read(size - start)
+        cut = chunk.rfind(b"\n")
+        if cut >= 0 or start == 0:
+            start = start + cut + 1
+            break
+        start = max(0, start - (1 << 20))
+    f.seek(start)
+    tail = f.read(size - start)
+    try:
+        json.loads(tail.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        log.warning("%s: dropped a torn last line (%d bytes, an interrupted write); its work is redone", path, len(tail))
+        f.truncate(start)
+        return
+    f.seek(0, os.SEEK_END)
+    f.write(b"\n")
+
+
+def read_appended(path: str | Path) -> list[Any]:
+    """The rows of an append-only JSONL work file (a cache, a resumable job's output); [] when it
+    does not exist yet. A line that is not valid JSON — normally the torn last line of a job killed
+    mid-write — is dropped, counted and logged as a warning, never fatal: its work is redone."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows, bad = [], []
+    for where, row in iter_json_rows(path, bad_lines="yield"):
+        if isinstance(row, DataError):
+            bad.append(where.rsplit(":", 1)[-1])
+        else:
+            rows.append(row)
+    if bad:
+        log.warning("%s: dropped %d unreadable line(s) (line %s; a torn line from an interrupted write); their work is redone",
+                    path, len(bad), ", ".join(bad[:5]))
+    return rows
 
 
 def read_jsonl(path: str | Path) -> list[Any]:

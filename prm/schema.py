@@ -73,15 +73,44 @@ class DataError(ValueError):
 
     def __str__(self) -> str:
         parts = [self.where] if self.where else []
-        parts.append(f"field '{self.field}'" if self.field else "row")
-        msg = ": ".join(parts) + f": {self.reason}"
+        if self.field:
+            parts.append(f"field '{self.field}'")
+        msg = ": ".join([*parts, self.reason])
         return msg + (f" ({self.detail})" if self.detail else "")
+
+
+class OptionError(DataError, TypeError):
+    """A bad converter option (an unknown name or a value of the wrong kind): a mistake in the
+    command, not in a row, so it stops a conversion even with ``strict=False``. (A TypeError too,
+    as a wrong keyword argument is.)"""
+
+    def __init__(self, fmt: str, option: str, reason: str):
+        self.fmt, self.option = fmt, option
+        super().__init__(option, reason)
+
+    def __str__(self) -> str:
+        return f"format '{self.fmt}', option '{self.option}': {self.reason}" if self.fmt else f"option '{self.option}': {self.reason}"
+
+
+def _check_finite(value: Any, field: str) -> None:
+    """Reject NaN and infinities anywhere in a JSON-like value: standard JSON cannot hold them and
+    they are never a meaningful label, score or answer."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise DataError(field, "not a finite number", repr(value))
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, f"{field}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_finite(v, f"{field}[{i}]")
 
 
 def _check_label(value: Any, scheme: str, i: int) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool):  # TRL stores binary labels as bools
+        if scheme == "ternary":  # True would become class 1, "neutral"
+            raise DataError("labels", "true/false label under label_scheme 'ternary'", f"step {i}: {value!r}; bools are binary labels")
         value = float(value)
     if not isinstance(value, (int, float)) or (isinstance(value, float) and math.isnan(value)):
         raise DataError("labels", "label is not a number, bool or null", f"step {i}: {value!r}")
@@ -160,12 +189,18 @@ def validate_record(rec: dict) -> dict:
     answer = rec.get("answer")
     if answer is not None and not isinstance(answer, str):
         if isinstance(answer, (int, float)) and not isinstance(answer, bool):
+            _check_finite(answer, "answer")
             answer = str(answer)
         else:
             raise DataError("answer", "answer must be a string, a number or null", repr(answer)[:80])
     meta = rec.get("meta") or {}
     if not isinstance(meta, dict):
         raise DataError("meta", "meta must be a JSON object")
+    _check_finite(meta, "meta")
+    for name in ("id", "source"):  # text or a number; anything else would be stored as its Python repr
+        v = rec.get(name)
+        if v is not None and (isinstance(v, (bool, dict, list)) or (isinstance(v, float) and not math.isfinite(v))):
+            raise DataError(name, "expected text or a number", repr(v)[:80])
     return {
         "prompt": prompt,
         "completions": steps,

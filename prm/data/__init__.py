@@ -17,7 +17,11 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
+import os
 import re
+import types
+import typing
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -28,7 +32,7 @@ import datasets
 
 from prm.io import iter_json_rows
 from prm.registry import Registry
-from prm.schema import FEATURES, DataError, to_dataset
+from prm.schema import FEATURES, DataError, OptionError, to_dataset
 
 log = logging.getLogger(__name__)
 
@@ -56,18 +60,63 @@ class Report:
     def n_rejected(self) -> int:
         return sum(self.rejected.values())
 
+    def first_reasons(self) -> str:
+        """The commonest rejection kinds and one example, for a one-line message."""
+        kinds = "; ".join(f"{n} x {kind}" for kind, n in self.rejected.most_common(3))
+        return kinds + (f"; e.g. {self.examples[0]}" if self.examples else "")
+
     def summary(self) -> str:
         lines = [f"read {self.rows} rows, wrote {self.records} records, rejected {self.n_rejected} rows"]
         lines += [f"  {n:6d} x {kind}" for kind, n in self.rejected.most_common()]
         return "\n".join(lines)
 
 
-def _check_options(fmt: str, conv: Converter, options: dict) -> None:
+def _accepts(value: Any, hint: Any) -> bool:
+    """Whether ``value`` fits the annotation ``hint`` (str, int, float, bool, None, Literal, unions)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts(value, h) for h in typing.get_args(hint))
+    if origin is typing.Literal:
+        return any(value == c and type(value) is type(c) for c in typing.get_args(hint))
+    if hint is type(None) or hint is None:
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is str:
+        return isinstance(value, str)
+    return True  # an annotation this check does not know: the converter checks the value
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(h) for h in typing.get_args(hint))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(str(c) for c in typing.get_args(hint))
+    return {bool: "true or false", int: "an integer", float: "a number", str: "text", type(None): "null"}.get(hint, str(hint))
+
+
+def check_options(fmt: str, options: dict) -> None:
+    """Refuse, before any row is read, an option ``fmt`` does not have or a value that does not fit
+    the option's annotation (so a typo never turns into every row rejected, or a silent default)."""
+    conv = FORMATS.get(fmt)
     params = inspect.signature(conv).parameters
     allowed = [p for p, v in params.items() if v.kind == v.KEYWORD_ONLY]
-    for k in options:
+    hints = typing.get_type_hints(conv)
+    for k, v in options.items():
         if k not in allowed:
-            raise TypeError(f"format '{fmt}' has no option '{k}'; its options: {', '.join(allowed) or 'none'}")
+            raise OptionError(fmt, k, f"format '{fmt}' has no option '{k}'; its options: {', '.join(allowed) or 'none'}")
+        if k in hints and not _accepts(v, hints[k]):
+            raise OptionError(fmt, k, f"{v!r} is not {_describe(hints[k])}")
+
+
+def check_limit(limit: Any) -> None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise OptionError("", "limit", f"{limit!r}: give a positive number of records, or no limit")
 
 
 def convert_rows(
@@ -81,7 +130,8 @@ def convert_rows(
 ) -> Iterator[dict]:
     """Convert ``(where, row)`` pairs with the converter of ``fmt``; yields validated records."""
     conv = FORMATS.get(fmt)
-    _check_options(fmt, conv, options)
+    check_options(fmt, options)
+    check_limit(limit)
     report = report if report is not None else Report()
     for index, (where, row) in enumerate(rows):
         if limit is not None and report.records >= limit:
@@ -93,6 +143,8 @@ def convert_rows(
             if not isinstance(row, dict):
                 raise DataError(None, "row is not a JSON object", type(row).__name__)
             records = conv(row, index=index, **options)
+        except OptionError:
+            raise  # a mistake in the command, not in this row
         except DataError as e:
             e = e if e.where else e.at(where)
             if strict:
@@ -115,15 +167,38 @@ def iter_source(
     if source is None:
         if fmt in PACKAGED_SOURCES:
             return PACKAGED_SOURCES[fmt]()
-        raise ValueError(f"format '{fmt}' needs a source (a local file or a Hugging Face dataset id)")
+        raise OptionError(fmt, "source", f"format '{fmt}' has no packaged data: give a local file or a Hugging Face dataset id (--input)")
     path = Path(source)
     if path.is_file():
         return iter_json_rows(path, bad_lines="yield")
     if path.is_dir() or (isinstance(source, str) and _is_hub_id(source)):
         # A hub id, or a local dataset folder (e.g. a downloaded hub repo): datasets reads both.
-        hub = datasets.load_dataset(str(source), name, split=split, streaming=streaming)
-        return ((f"{source}[{split}] row {i}", row) for i, row in enumerate(hub))
+        return _hub_rows(str(source), name, split, streaming, local=path.is_dir())
     raise FileNotFoundError(f"no such file: {source} (nor does it look like a Hugging Face dataset id 'owner/name')")
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def _hub_rows(source: str, name: str | None, split: str, streaming: bool, local: bool) -> Iterator[tuple[str, Any]]:
+    """Rows of a hub dataset or a local dataset folder. What `datasets` raises for a source that
+    cannot be read (no such dataset, no network, no data files, no such split) becomes one DataError."""
+    try:
+        hub = datasets.load_dataset(source, name, split=split, streaming=streaming)
+        for i, row in enumerate(hub):
+            yield f"{source}[{split}] row {i}", row
+    except (OSError, ValueError) as e:
+        if isinstance(e, DataError):
+            raise
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        if local:
+            raise DataError(None, "cannot read this folder as a dataset", first, where=source) from None
+        if isinstance(e, ConnectionError):
+            why = "offline: HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set" if _offline() else first
+            raise DataError(None, "not a local file, and the Hugging Face hub is unreachable", f"{why}; give the path of a local copy",
+                            where=source) from None
+        raise DataError(None, "not a local file, and not a readable Hugging Face dataset", first, where=source) from None
 
 
 def load(
@@ -151,7 +226,8 @@ def load(
         report: a `Report` to fill with counts (also logged when the conversion finishes).
         **options: converter options (e.g. ``label_scheme="binary"`` for PRM800K).
     """
-    _check_options(fmt, FORMATS.get(fmt), options)
+    check_options(fmt, options)
+    check_limit(limit)
     report = report if report is not None else Report()
     kw = dict(strict=strict, report=report, limit=limit, **options)
     if streaming:
@@ -163,6 +239,8 @@ def load(
     rows = iter_source(fmt, source, split=split, name=name)
     ds = to_dataset(convert_rows(fmt, rows, **kw))
     log.info("%s <- %s: %s", fmt, source or "(packaged)", report.summary())
+    if report.rows and report.n_rejected == report.rows:
+        raise DataError(None, f"every row ({report.rows}) was rejected", report.first_reasons(), where=str(source or fmt))
     return ds
 
 
@@ -204,4 +282,4 @@ from prm.data import prm800k as _prm800k  # noqa: E402, F401
 from prm.data import problems as _problems  # noqa: E402, F401
 from prm.data.formats import to_trl  # noqa: E402
 
-__all__ = ["FORMATS", "Report", "convert_rows", "iter_source", "load", "resolve_path", "split_by_problem", "to_trl"]
+__all__ = ["FORMATS", "Report", "check_limit", "check_options", "convert_rows", "iter_source", "load", "resolve_path", "split_by_problem", "to_trl"]

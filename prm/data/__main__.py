@@ -13,11 +13,13 @@ import argparse
 import inspect
 import json
 import logging
+import os
 import sys
+from pathlib import Path
 
-from prm.data import FORMATS, Report, convert_rows, iter_source, to_trl
+from prm.data import FORMATS, Report, check_limit, check_options, convert_rows, iter_source, to_trl
 from prm.io import write_jsonl
-from prm.schema import DataError
+from prm.schema import DataError, OptionError
 
 
 def _parse_value(v: str):
@@ -68,22 +70,59 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--option expects KEY=VALUE, got '{kv}'")
         k, v = kv.split("=", 1)
         options[k] = _parse_value(v)
+    problem = output_problem(args.output)
+    if problem:
+        return _fail(problem)
 
     report = Report()
     try:
+        check_limit(args.limit)
+        check_options(args.format, options)
         rows = iter_source(args.format, args.input, split=args.split, name=args.name)
         records = list(convert_rows(args.format, rows, strict=args.strict, report=report, limit=args.limit, **options))
         if args.to == "trl":
             records = [to_trl(r) for r in records]
-    except (DataError, FileNotFoundError, KeyError, TypeError, ModuleNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    n = write_jsonl(args.output, records)
+    except OptionError as e:
+        return _fail(f"--option {e.option}: {e.reason}" if e.option not in ("limit", "source") else
+                     f"--limit {args.limit}: give a positive number of records" if e.option == "limit" else f"--input: {e.reason}")
+    except (DataError, FileNotFoundError, KeyError) as e:
+        return _fail(str(e))
+    if not records:
+        where = args.input or "packaged data"
+        if not report.rows:
+            return _fail(f"{where}: no rows in the input; nothing to write")
+        if report.n_rejected:
+            return _fail(f"no records: all {report.rows} rows of {where} were rejected: {report.first_reasons()}")
+        return _fail(f"no records: none of the {report.rows} rows of {where} gave a record (check the options)")
+    try:
+        n = write_jsonl(args.output, records, strict=True)
+    except OSError as e:
+        return _fail(f"--output {args.output}: cannot write it ({e.strerror or e})")
     print(f"wrote {n} records to {args.output}")
     print(report.summary())
     for ex in report.examples:
         print(f"  e.g. {ex}")
     return 0
+
+
+def _fail(msg: str) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    return 2
+
+
+def output_problem(path: str) -> str | None:
+    """Why ``path`` cannot be written as an output file, checked before any work; None if it can."""
+    p = Path(path)
+    if p.is_dir():
+        return f"--output {p} is a folder; give a file path"
+    parent = p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"--output {p}: {parent} is a file, not a folder"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"--output {p}: no permission to write in {parent}"
+    return None
 
 
 if __name__ == "__main__":

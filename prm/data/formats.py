@@ -6,11 +6,11 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prm.answers import extract_answer
 from prm.data import FORMATS
-from prm.data.fields import first_error_verdicts, get, str_list, text
+from prm.data.fields import SplitMode, first_error_verdicts, flag, get, str_list, text, unit_float
 from prm.io import iter_json_rows
 from prm.label.labels import first_error_labels
 from prm.schema import LABEL_SCHEMES, DataError, make_record, validate_record
@@ -26,11 +26,11 @@ def stepwise(row: dict, index: int) -> list[dict]:
 
 
 @FORMATS.register("trl")
-def trl(row: dict, index: int, *, label_scheme: str | None = None, source: str = "trl") -> list[dict]:
+def trl(row: dict, index: int, *, label_scheme: Literal["binary", "soft", "ternary"] | None = None, source: str = "trl") -> list[dict]:
     """TRL stepwise supervision: ``prompt``, ``completions``, ``labels`` (bool or float).
 
-    Bool labels are binary. Numeric labels need ``label_scheme`` (binary or soft): the scheme is
-    never guessed from the values.
+    Bool labels are binary (or soft: 1.0 and 0.0). Numeric labels need ``label_scheme`` (binary,
+    soft or ternary): the scheme is never guessed from the values.
     """
     prompt = text(row, "prompt")
     steps = str_list(row, "completions")
@@ -132,9 +132,11 @@ def processbench(row: dict, index: int, *, source: str = "processbench") -> list
     first = get(row, "label", int)
     labels = first_error_labels(first_error_verdicts(len(steps), first))
     meta = {"label": first}
-    for k in ("generator", "final_answer_correct", "subset"):
+    for k in ("generator", "subset"):
         if k in row:
             meta[k] = row[k]
+    if row.get("final_answer_correct") is not None:
+        meta["final_answer_correct"] = flag(row, "final_answer_correct")
     return [make_record(prompt, steps, labels, "binary", answer=extract_answer(steps[-1]) if steps else None, id=str(row.get("id") or f"{source}-{index}"), source=source, meta=meta)]
 
 
@@ -161,7 +163,7 @@ def _float_list(values: list, field: str) -> list[float]:
 
 
 @FORMATS.register("dreamprm")
-def dreamprm(row: dict, index: int, *, split_mode: str = "auto", source: str = "dreamprm") -> list[dict]:
+def dreamprm(row: dict, index: int, *, split_mode: SplitMode = "auto", source: str = "dreamprm") -> list[dict]:
     """DreamPRM JSONL: ``cot_response`` (split into steps), ``cot_steps[i].pi`` (soft labels),
     ``meta_label`` (solution correctness), ``informal_prefix`` and ``formal_statement``.
 
@@ -188,7 +190,7 @@ def dreamprm(row: dict, index: int, *, split_mode: str = "auto", source: str = "
         raise DataError("cot_steps", "labels/steps length mismatch", f"{len(labels)} pi values for {len(steps)} steps of cot_response")
     meta: dict[str, Any] = {}
     if row.get("meta_label") is not None:
-        meta["meta_label"] = _float_list([row["meta_label"]], "meta_label")[0]
+        meta["meta_label"] = unit_float(row["meta_label"], "meta_label")
     for k in ("formal_statement", "name", "domain"):
         if row.get(k) is not None:
             meta[k] = row[k]
@@ -236,7 +238,7 @@ def dreamprm_math(row: dict, index: int, *, prompts: str | None = None, source: 
     steps = dreamprm_math_steps(solution)
     meta: dict[str, Any] = {}
     if "accuracy" in row:
-        meta["meta_label"] = _float_list([row["accuracy"]], "accuracy")[0]
+        meta["meta_label"] = unit_float(row["accuracy"], "accuracy")
     if "domain" in row:
         meta["domain"] = row["domain"]
     if row.get("step_labels") is not None:

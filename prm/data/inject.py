@@ -29,7 +29,7 @@ from fractions import Fraction
 from prm.arith import evaluate as _eval
 from prm.data import FORMATS
 from prm.data.problems import _CALC, gsm8k
-from prm.schema import make_record
+from prm.schema import OptionError, make_record
 from prm.steps import answer_step as closing_step
 
 _ANNOT = re.compile(r"<<([^<>=]*)=([^<>]*)>>(\S*)")
@@ -140,7 +140,10 @@ def gsm8k_errors(row: dict, index: int, *, seed: int = 0, kinds: str = "calculat
     clean = (lambda ss: [_CALC.sub("", s) for s in ss]) if strip_calculator else (lambda ss: ss)
     out = [make_record(ref["prompt"], clean(steps), [1.0] * len(steps), "binary", answer=ref["answer"], id=f"{source}-{index}-ref", source=source, meta={"injected_at": -1})]
     rng = random.Random(f"{seed}-{index}")
-    hit = inject_error(steps, rng, tuple(k.strip() for k in kinds.split(",") if k.strip()))
+    chosen = tuple(k.strip() for k in kinds.split(",") if k.strip())
+    if not chosen or set(chosen) - set(ERROR_KINDS):
+        raise OptionError("gsm8k_errors", "kinds", f"{kinds!r}: give a comma-separated list of {', '.join(ERROR_KINDS)}")
+    hit = inject_error(steps, rng, chosen)
     if hit is not None:
         bad, k, kind = hit
         labels = [1.0] * k + [0.0] + [None] * (len(bad) - k - 1)

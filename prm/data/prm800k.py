@@ -26,7 +26,7 @@ Labels (``label_scheme``): ``ternary`` keeps all three ratings as class ids (-1 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from prm.data import FORMATS
 from prm.data.fields import get, text
@@ -62,9 +62,9 @@ def prm800k(
     row: dict,
     index: int,
     *,
-    label_scheme: str = "ternary",
-    neutral: str = "negative",
-    paths: str = "all",
+    label_scheme: Literal["ternary", "binary"] = "ternary",
+    neutral: Literal["negative", "positive", "ignore"] = "negative",
+    paths: Literal["chosen", "all"] = "all",
     source: str = "prm800k",
 ) -> list[dict]:
     if label_scheme not in ("ternary", "binary"):
@@ -111,7 +111,7 @@ def prm800k(
         if phase == 2:
             main = 0 if comps else None
         elif chosen is not None:
-            if not isinstance(chosen, int) or not 0 <= chosen < len(comps):
+            if not isinstance(chosen, int) or isinstance(chosen, bool) or not 0 <= chosen < len(comps):
                 raise DataError(f"{where}.chosen_completion", "index out of range", repr(chosen))
             main = chosen
         else:

@@ -16,7 +16,7 @@ from typing import Any
 
 from prm.answers import extract_answer
 from prm.data import FORMATS, PACKAGED_SOURCES
-from prm.data.fields import first_error_verdicts, get, text
+from prm.data.fields import SplitMode, answer_text, first_error_verdicts, flag, get, text
 from prm.label.labels import first_error_labels
 from prm.schema import DataError, make_record
 from prm.steps import split_steps, step_spans
@@ -44,12 +44,14 @@ def gsm8k(row: dict, index: int, *, strip_calculator: bool = False, source: str 
 
 
 @FORMATS.register("math")
-def math(row: dict, index: int, *, split_mode: str = "auto", source: str = "math") -> list[dict]:
+def math(row: dict, index: int, *, split_mode: SplitMode = "auto", source: str = "math") -> list[dict]:
     """MATH / MATH500: ``problem``, ``solution`` (reference, with a boxed answer), optional
     ``answer`` (MATH500). Steps: the solution split by ``split_mode``."""
     problem = text(row, "problem")
     solution = text(row, "solution")
-    answer = row.get("answer") or extract_answer(solution)
+    answer = answer_text(row, "answer")  # 0 is an answer: only a missing one falls back to the boxed one
+    if answer is None:
+        answer = extract_answer(solution)
     if answer is None:
         raise DataError("solution", "no \\boxed{} answer and no 'answer' field")
     meta = {k: row[k] for k in ("level", "type", "subject", "unique_id") if k in row}
@@ -81,7 +83,8 @@ def minif2f(row: dict, index: int, *, source: str = "minif2f") -> list[dict]:
 
 
 @FORMATS.register("openmathinstruct")
-def openmathinstruct(row: dict, index: int, *, only_correct: bool = False, split_mode: str = "paragraphs", source: str = "openmathinstruct") -> list[dict]:
+def openmathinstruct(row: dict, index: int, *, only_correct: bool = False, split_mode: SplitMode = "paragraphs",
+                     source: str = "openmathinstruct") -> list[dict]:
     """OpenMathInstruct-1/2: ``problem`` (or ``question``), ``generated_solution``,
     ``expected_answer``, ``is_correct`` when present (v1); ``only_correct`` keeps the rows marked
     correct and rejects rows without the field."""
@@ -89,14 +92,17 @@ def openmathinstruct(row: dict, index: int, *, only_correct: bool = False, split
     if not isinstance(problem, str) or not problem.strip():
         raise DataError("problem", "missing field or not text")
     solution = text(row, "generated_solution")
-    meta: dict[str, Any] = {k: row[k] for k in ("is_correct", "problem_source", "dataset", "error_message") if k in row}
+    meta: dict[str, Any] = {k: row[k] for k in ("problem_source", "dataset", "error_message") if k in row}
+    correct = flag(row, "is_correct")  # "false" is false, never a truthy string
+    if correct is not None:
+        meta["is_correct"] = correct
     if only_correct:
-        if "is_correct" not in row:
+        if correct is None:
             raise DataError("is_correct", "missing field (needed by only_correct)")
-        if not row["is_correct"]:
+        if not correct:
             return []
-    answer = row.get("expected_answer")
-    return [make_record(problem, split_steps(solution, split_mode), None, "none", answer=None if answer is None else str(answer), id=f"{source}-{index}", source=source, meta=meta)]
+    answer = answer_text(row, "expected_answer")
+    return [make_record(problem, split_steps(solution, split_mode), None, "none", answer=answer, id=f"{source}-{index}", source=source, meta=meta)]
 
 
 def champ_file() -> Path:

@@ -7,8 +7,14 @@ for the reply and, optionally, one re-ask when the reply does not parse. The gra
 
 - Requests run concurrently (``max_concurrency``); the SDK retries 408/409/429/5xx/529 and
   connection errors with backoff, honouring ``retry-after``.
-- Every answer is appended to the on-disk cache as soon as it arrives, so a rerun — after a crash,
-  Ctrl+C or ``max_cost_usd`` — never pays twice.
+- Every reply is appended to the on-disk cache as soon as it arrives, before anything else is done
+  with it (a reply that needs a re-ask too, as a pending row), so a rerun — after a crash, a kill,
+  Ctrl+C, ``max_cost_usd`` or an API outage — never pays twice. When one request fails for good
+  (retries exhausted) or the budget runs out, no new request starts but the ones in flight are
+  awaited and kept, then `ClaudeAPIError` (one line: the work so far is kept, rerun to continue)
+  or `BudgetExceeded` is raised.
+- The client's timeout is sized from ``max_tokens`` (`request_timeout`), so a normal reply is never
+  abandoned and paid again.
 - ``batch=True`` sends the uncached requests through the Message Batches API (half price, results
   within 24 hours). Submitted batch ids are written next to the cache before waiting, so a killed
   run, rerun, picks its batches up again instead of paying for them twice. Results are matched to
@@ -28,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prm.io import append_jsonl, iter_json_rows, secret
+from prm.io import append_jsonl, read_appended, secret
 from prm.label.prices import PRICES, cacheable, cost_usd
 from prm.label.progress import progress
 
@@ -36,6 +42,22 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "claude-sonnet-4-6"
 MAX_BATCH_REQUESTS = 10_000  # per Message Batch (the API allows up to 100,000 or 256 MB)
+
+# Client timeout. A request without streaming receives nothing until the whole reply is written,
+# so the read timeout must cover the slowest normal reply: max_tokens output tokens at a slow
+# generation speed, plus time to queue and read the prompt. A timeout shorter than that is the
+# costly mistake: the API finishes and bills the abandoned request and the SDK's retry pays again
+# (up to 1 + max_retries times for one slow reply). The SDK itself plans with 128,000 output
+# tokens an hour (~36 tokens/s) when it decides a request is too long to send without streaming;
+# we assume half that (busy hours) and a 60 s margin: grading (max_tokens 2048) gets 60 + 2048/18
+# = 174 s, generation (1024) 117 s. Real grading replies are ~40 tokens a step (a few seconds).
+SLOW_OUTPUT_TOKENS_PER_S = 18.0
+TIMEOUT_MARGIN_S = 60.0
+
+
+def request_timeout(max_tokens: int) -> float:
+    """Seconds a client waits for one reply of at most ``max_tokens`` tokens (see above)."""
+    return TIMEOUT_MARGIN_S + max_tokens / SLOW_OUTPUT_TOKENS_PER_S
 
 
 def load_dotenv_key() -> str | None:
@@ -73,6 +95,11 @@ class BudgetExceeded(RuntimeError):
     """Raised when the next request would go past ``max_cost_usd``; all answers so far are cached."""
 
 
+class ClaudeAPIError(RuntimeError):
+    """The API failed for good (retries exhausted, key refused, unknown model, no connection). Every
+    answer received so far is in the cache; a rerun of the same command continues from there."""
+
+
 def estimate_usage(tokens: Sequence[tuple[int, int]], system_tokens: int, model: str, batch: bool = False) -> dict:
     """Expected calls, tokens and USD for requests of (input, output) ``tokens`` sharing a system
     prompt of ``system_tokens``: written to the prompt cache once and read afterwards when it is
@@ -104,7 +131,7 @@ class ClaudeJob:
         cache_path: str | Path | None = None,
         max_concurrency: int = 8,
         max_retries: int = 4,
-        timeout: float = 120.0,
+        timeout: float | None = None,
         api_key: str | None = None,
         base_url: str | None = None,
         max_cost_usd: float | None = None,
@@ -119,12 +146,20 @@ class ClaudeJob:
             raise RuntimeError(f"the {type(self).__name__} needs ANTHROPIC_API_KEY (environment or .env)")
         self._anthropic = anthropic
         # The async client is made inside each event loop: its connection pool belongs to that loop.
-        self._client_kw = dict(api_key=key, base_url=base_url, max_retries=max_retries, timeout=timeout)
+        # timeout=None: sized from the subclass's max_tokens when a client is made (`request_timeout`).
+        self._client_kw = dict(api_key=key, base_url=base_url, max_retries=max_retries)
+        self.timeout, self.max_retries = timeout, max_retries
         self.model, self.max_concurrency = model, max_concurrency
         self.cache_path = Path(cache_path) if cache_path else None
-        self.cache: dict[str, dict] = {}
-        if self.cache_path and self.cache_path.is_file():
-            self.cache = {row["key"]: row for _, row in iter_json_rows(self.cache_path)}
+        self.cache: dict[str, dict] = {}  # key -> final row (the parsed reply, or None: unlabeled)
+        self.pending: dict[str, str] = {}  # key -> a first reply that did not parse (its re-ask is due)
+        for row in read_appended(self.cache_path) if self.cache_path else []:
+            if not isinstance(row, dict) or "key" not in row:
+                continue
+            if "value" in row:
+                self.cache[row["key"]] = row
+            elif isinstance(row.get("reply"), str) and row["key"] not in self.cache:
+                self.pending[row["key"]] = row["reply"]
         self.usage = Usage(batch=batch)
         self.max_cost_usd, self.confirm = max_cost_usd, confirm
         self.batch, self.poll_interval = batch, poll_interval
@@ -170,6 +205,8 @@ class ClaudeJob:
         for k, it in zip(keys, items):
             if k in self.cache:
                 self.usage.cached += 1
+                if self.cache[k]["value"] is None:  # unlabeled in an earlier run: still counted
+                    self.usage.unlabeled += 1
             else:
                 todo.setdefault(k, it)
         if todo and self.confirm is not None and not self.confirm(self.estimate(list(todo.values()))):
@@ -177,11 +214,35 @@ class ClaudeJob:
         with progress(len(items), desc, self.unit) as bar:  # cached items count as done
             bar.update(len(items) - sum(1 for k in keys if k in todo))
             if todo:
-                if self.batch:
-                    self._run_batch(todo, desc)
-                else:
-                    asyncio.run(self._run_online(todo, desc))
+                try:
+                    if self.batch:
+                        self._run_batch(todo, desc)
+                    else:
+                        asyncio.run(self._run_online(todo, desc))
+                except self._anthropic.APIError as e:
+                    raise ClaudeAPIError(self._failure(e)) from None
         return [self.result(self.cache[k], it) if k in self.cache else None for k, it in zip(keys, items)]
+
+    def _client_options(self) -> dict:
+        max_tokens = getattr(self, "max_tokens", 4096)
+        return {**self._client_kw, "timeout": self.timeout if self.timeout is not None else request_timeout(max_tokens)}
+
+    def _failure(self, e: Exception) -> str:
+        """One line for an API failure: what failed, and that the work so far is kept."""
+        status = getattr(e, "status_code", None)
+        body = getattr(e, "body", None)
+        err = body.get("error") if isinstance(body, dict) else None
+        if isinstance(err, dict) and err.get("message"):
+            detail = f"{err.get('type', 'error')}: {err['message']}"
+        else:
+            detail = str(getattr(e, "message", "") or e)
+        detail = " ".join(detail.split())[:200]
+        what = f"HTTP {status}" if status else type(e).__name__
+        retried = f" after {self.max_retries} retries" if status is None or status in (408, 409, 429) or status >= 500 else ""
+        kept = (f"every answer received so far is kept in {self.cache_path}; rerun the same command to continue"
+                if self.cache_path else "no cache_path was set, so answers so far are not kept")
+        hint = {401: " (check ANTHROPIC_API_KEY)", 403: " (check the key's permissions)", 404: " (check the model id)"}.get(status or 0, "")
+        return f"the Claude API failed{retried}: {what}: {detail}{hint}; {kept}"
 
     def _spent(self) -> float | None:
         return self.usage.cost_usd(self.model)
@@ -197,6 +258,7 @@ class ClaudeJob:
             self.usage.unlabeled += 1
         row = {"key": key, "model": self.model, "prompt_version": self.prompt_version, "value": value}
         self.cache[key] = row
+        self.pending.pop(key, None)
         if self.cache_path:
             append_jsonl(self.cache_path, row)
 
@@ -207,23 +269,51 @@ class ClaudeJob:
             return None, self.reask(item, messages, text)
         return value, None
 
+    def _received(self, key: str, item: Any, messages: list[dict], text: str, attempt: int) -> list[dict] | None:
+        """Handle a reply the moment it arrives: persist it first (the final row, or the unparsable
+        first reply as a pending row), so that no reply is ever paid for twice; then return the
+        re-ask's messages, or None when the item is done."""
+        value, retry = self._next(item, messages, text, attempt)
+        if retry is None:
+            self._store(key, item, value)
+        else:
+            self.pending[key] = text
+            if self.cache_path:
+                append_jsonl(self.cache_path, {"key": key, "model": self.model, "prompt_version": self.prompt_version, "reply": text})
+        return retry
+
+    def _first(self, key: str, item: Any) -> tuple[list[dict] | None, int]:
+        """The messages to send for an item and their attempt number: the re-ask when an earlier
+        run already received (and kept) an unusable first reply."""
+        messages = self.messages(item)
+        if key in self.pending:
+            return self.reask(item, messages, self.pending[key]), 1
+        return messages, 0
+
     async def _run_online(self, todo: dict[str, Any], desc: str) -> None:
         sem = asyncio.Semaphore(self.max_concurrency)
-        client = self._anthropic.AsyncAnthropic(**self._client_kw)
+        client = self._anthropic.AsyncAnthropic(**self._client_options())
+        stop: list[Exception] = []  # the first failure for good (API error or budget): no new requests
 
         async def one(key: str, item: Any) -> None:
-            messages: list[dict] | None = self.messages(item)
-            value, attempt = None, 0
+            messages, attempt = self._first(key, item)
+            if messages is None:  # a pending reply with no re-ask: nothing more to ask
+                self._store(key, item, None)
             while messages is not None:
                 async with sem:
-                    self._check_budget()
-                    msg = await client.messages.create(**self.params(messages))
+                    if stop:
+                        return
+                    try:
+                        self._check_budget()
+                        msg = await client.messages.create(**self.params(messages))
+                    except (self._anthropic.APIError, BudgetExceeded) as e:
+                        # Cancelling the requests in flight would throw away replies already paid
+                        # for: let them finish (and be kept), start no new ones, raise after.
+                        stop.append(e)
+                        return
+                messages = self._received(key, item, messages, reply_text(msg), attempt)
                 self.usage.add(msg.usage)
-                text = reply_text(msg)
-                value, retry = self._next(item, messages, text, attempt)
-                messages = retry
                 attempt += 1
-            self._store(key, item, value)
             bar.update()
 
         try:
@@ -231,6 +321,8 @@ class ClaudeJob:
                 await asyncio.gather(*(one(k, it) for k, it in todo.items()))
         finally:
             await client.close()
+        if stop:
+            raise stop[0]
 
     # --- Message Batches ---------------------------------------------------------------------
     def _batch_log(self) -> Path | None:
@@ -239,8 +331,8 @@ class ClaudeJob:
     def _open_batches(self) -> dict[str, list[str]]:
         """Batches an earlier run submitted and did not finish reading: id -> custom_ids."""
         path, state = self._batch_log(), {}
-        if path and path.is_file():
-            for _, row in iter_json_rows(path):
+        if path:
+            for row in read_appended(path):
                 if row.get("done"):
                     state.pop(row["id"], None)
                 else:
@@ -260,28 +352,30 @@ class ClaudeJob:
         return out
 
     def _run_batch(self, todo: dict[str, Any], desc: str) -> None:
-        client = self._anthropic.Anthropic(**self._client_kw)
+        client = self._anthropic.Anthropic(**self._client_options())
         try:
             send = self._affordable(todo)
-            pending = {k: (it, self.messages(it)) for k, it in send.items()}
-            for attempt in range(2):
-                if not pending:
-                    break
-                replies = self._batch_round(client, {k: m for k, (_, m) in pending.items()}, f"{desc} (batch)",
-                                            self.unit if attempt == 0 else "re-ask")
+            pending = {}
+            for k, it in send.items():
+                messages, attempt = self._first(k, it)
+                if messages is None:
+                    self._store(k, it, None)
+                else:
+                    pending[k] = (it, messages, attempt)
+            while pending:
+                replies, read = self._batch_round(client, {k: m for k, (_, m, _) in pending.items()}, f"{desc} (batch)",
+                                                  self.unit if all(a == 0 for _, _, a in pending.values()) else "re-ask")
                 again = {}
                 for key, msg in replies.items():
-                    item, messages = pending[key]
+                    item, messages, attempt = pending[key]
                     if msg is None:
                         self.usage.failed += 1
                         continue
+                    retry = self._received(key, item, messages, reply_text(msg), attempt)
                     self.usage.add(msg.usage)
-                    text = reply_text(msg)
-                    value, retry = self._next(item, messages, text, attempt)
                     if retry is not None:
-                        again[key] = (item, retry)
-                    else:
-                        self._store(key, item, value)
+                        again[key] = (item, retry, attempt + 1)
+                self._batches_done(read)  # only now: a kill before this re-reads the batch, never re-sends it
                 pending = again
             if self.usage.failed:
                 log.warning("%d batch requests errored or expired; they are not cached: rerun to retry them", self.usage.failed)
@@ -291,9 +385,15 @@ class ClaudeJob:
         finally:
             client.close()
 
-    def _batch_round(self, client: Any, requests: dict[str, list[dict]], desc: str, unit: str) -> dict[str, Any]:
+    def _batches_done(self, ids: list[str]) -> None:
+        log_path = self._batch_log()
+        for bid in ids if log_path else []:
+            append_jsonl(log_path, {"id": bid, "done": True})
+
+    def _batch_round(self, client: Any, requests: dict[str, list[dict]], desc: str, unit: str) -> tuple[dict[str, Any], list[str]]:
         """Send ``requests`` (custom_id -> messages) as Message Batches, reusing open batches of an
-        earlier run; wait for them; return custom_id -> message (None when errored/expired)."""
+        earlier run; wait for them; return custom_id -> message (None when errored/expired) and the
+        ids of the batches read (the caller marks them done once their replies are stored)."""
         log_path = self._batch_log()
         open_batches = {bid: keys for bid, keys in self._open_batches().items() if set(keys) & set(requests)}
         covered = {k for keys in open_batches.values() for k in keys}
@@ -319,9 +419,7 @@ class ClaudeJob:
                     if entry.custom_id in requests:
                         out[entry.custom_id] = entry.result.message if entry.result.type == "succeeded" else None
                         bar.update()
-                if log_path:
-                    append_jsonl(log_path, {"id": bid, "done": True})
-        return out
+        return out, list(open_batches)
 
 
 def loads_or_none(text: str) -> Any | None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from prm.answers import is_correct
-from prm.io import append_jsonl, iter_json_rows, write_jsonl
+from prm.io import append_jsonl, read_appended, write_jsonl
 from prm.label.labels import first_error_labels, reward_to_label, step_rewards
 from prm.label.progress import progress
 from prm.label.verify import RulesVerifier, Verifier
@@ -42,7 +42,7 @@ class MiningConfig:
 
 
 def _done(path: Path, key: str = "id") -> dict[str, dict]:
-    return {row[key]: row for _, row in iter_json_rows(path)} if path.is_file() else {}
+    return {row[key]: row for row in read_appended(path)}  # a torn last line (a kill mid-write) is dropped and redone
 
 
 def _counted(bar: Any, sample: Callable[[list[str], int], list[list[str]]], prompts: list[str], n: int) -> list[list[str]]:

@@ -5,6 +5,9 @@ Replies are scripted per request: a queue of actions ("429", "500", "529", "slow
 step with the rules verifier; a normal generation answer (a request without a JSON schema) writes a
 short solution from the problem's first two numbers (their sum on even variants, their product on
 odd ones), so results are deterministic and mixed right and wrong. Every request body is recorded.
+``billed`` counts the replies the server produced (what the real API charges for, whether or not the
+client is still listening); ``delay`` adds seconds to every normal reply; a request whose text
+contains ``fail_matching`` always gets a 500 (a solution the API keeps failing on).
 
 Message Batches: POST /v1/messages/batches stores the requests; the first GET of a batch says
 ``in_progress``, the next ``ended``; its results (JSONL) answer each request like the Messages
@@ -31,6 +34,9 @@ class FakeAnthropic:
         self.script: list[str | None] = []
         self.batches: dict[str, dict] = {}
         self.batch_creates = 0
+        self.billed = 0
+        self.delay = 0.0
+        self.fail_matching: str | None = None
         self.lock = threading.Lock()
         outer = self
 
@@ -56,11 +62,20 @@ class FakeAnthropic:
                     outer.requests.append(body)
                     outer.headers.append(dict(self.headers))
                     action = outer.script.pop(0) if outer.script else None
+                    if outer.fail_matching and outer.fail_matching in json.dumps(body["messages"], ensure_ascii=False):
+                        action = "500"
                 if action in ("429", "500", "529"):
                     return self.send_json(int(action), {"type": "error", "error": {"type": "overloaded_error", "message": "busy"}})
                 if action == "slow":
                     time.sleep(1.5)
-                self.send_json(200, outer.message(body, action, len(outer.requests)))
+                time.sleep(outer.delay)
+                reply = outer.message(body, action, len(outer.requests))
+                with outer.lock:
+                    outer.billed += 1
+                try:
+                    self.send_json(200, reply)
+                except OSError:  # the client gave up (timeout, cancelled): the work is billed all the same
+                    pass
 
             def do_GET(self):
                 m = re.match(r"^/v1/messages/batches/([\w-]+)(/results)?", self.path)
@@ -120,6 +135,7 @@ class FakeAnthropic:
                     result = {"type": "expired"}
                 else:
                     result = {"type": "succeeded", "message": self.message(r["params"], action, len(self.requests))}
+                    self.billed += 1
                 results.append({"custom_id": r["custom_id"], "result": result})
             self.batches[bid] = {"results": results[::-1], "polls": 0}  # out of order on purpose: match by custom_id
         return self.batch_object(bid)
