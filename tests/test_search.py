@@ -3,8 +3,10 @@ models, and the prefix-cache generator against recomputing every prefix."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 import torch
@@ -228,3 +230,72 @@ def test_smollm2_steps_end_at_the_separator():
     assert nxt[0].steps[0] == first.steps[0] and len(nxt[0].steps) == 2
     (full,) = reuse.expand(prob, [Partial()], [1], to_end=True)
     assert full[0].done and len(full[0].steps) >= 2
+
+
+# ---------------------------------------------------------------- exp/search.py and the benchmark
+
+
+@pytest.fixture(scope="module")
+def saved_tiny(tiny, tmp_path_factory):
+    """The tiny generator and PRM saved as folders, as the script loads them."""
+    lm, tok, prm = tiny
+    d = tmp_path_factory.mktemp("saved")
+    lm.save_pretrained(d / "gen")
+    tok.save_pretrained(d / "gen")
+    prm.save(d / "prm")
+    return d / "gen", d / "prm"
+
+
+def test_search_script_writes_metrics_and_figures(saved_tiny, tmp_path):
+    from exp.search import SearchConfig, main
+    from prm.config import parse
+    from prm.io import REPO_ROOT
+    from prm.plots import load_all
+
+    gen, prm = saved_tiny
+    (cfg,) = parse(SearchConfig, ["--problems", str(REPO_ROOT / "data" / "sample_problems.jsonl"), "--limit", "2", "--model", str(gen), "--prm", str(prm),
+                                  "--ns", "2,4", "--beam_width", "2", "--max_steps", "2", "--max_step_tokens", "5", "--max_tokens", "12",
+                                  "--results_dir", str(tmp_path), "--run_name", "t"])
+    metrics = main(cfg)
+    run = tmp_path / "search" / "t"
+    assert (run / "config.json").is_file() and (run / "predictions.jsonl").is_file()
+    rows = {(r["strategy"], r["n"]): r for r in metrics["rows"]}
+    assert set(rows) == {(s, n) for s in ("majority", "best_of_n", "weighted_majority", "beam", "dvts") for n in (2, 4)}
+    for r in rows.values():
+        assert 0.0 <= r["ci_low"] <= r["accuracy"] <= r["ci_high"] <= 1.0 and r["generated_tokens"] > 0 and r["wall_seconds"] > 0
+    # the three sampling strategies share their samples, so they are charged the same tokens
+    assert rows[("majority", 4)]["generated_tokens"] == rows[("best_of_n", 4)]["generated_tokens"] == rows[("weighted_majority", 4)]["generated_tokens"]
+    assert rows[("majority", 4)]["prm_calls"] == 0 and rows[("best_of_n", 4)]["prm_calls"] > 0
+    preds = [json.loads(x) for x in (run / "predictions.jsonl").read_text().splitlines()]
+    assert len(preds) == 2 * 5 * 2 and all(isinstance(p["correct"], bool) for p in preds)
+    made = load_all().get("search")(tmp_path, tmp_path / "figures")
+    assert [m.stem.name for m in made] == ["search_t"] and made[0].stem.with_suffix(".png").is_file()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--strategies", "beam,mcts"], "unknown strategy 'mcts'"),  # unknown names list the known ones
+        (["--ns", "4,6", "--strategies", "beam"], "multiple of --beam_width"),  # beam needs whole groups
+        (["--ns", "four"], "comma-separated integers"),  # bad number list
+        (["--strategies", "best_of_n"], "--prm is required"),  # PRM strategies need a PRM
+    ],
+)
+def test_search_script_bad_flags(flags, message):
+    from exp.search import SearchConfig
+    from prm.config import parse
+
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        parse(SearchConfig, flags)
+
+
+def test_search_benchmark_smoke(tmp_path, shared_data):
+    from exp.bench import main
+    from prm.plots import load_all
+
+    out = json.loads(Path(main(["search", "--smoke", "--results_dir", str(tmp_path), "--work_dir", str(tmp_path / "work")])).read_text())
+    assert out["identical_outputs"] == 1.0  # same seed, same tokens with and without prefix reuse
+    assert out["generated_tokens"]["reuse"] == out["generated_tokens"]["recompute"] > 0
+    assert set(out["solutions_per_s"]) == {"reuse", "recompute"} and out["speedup"]["n"] == 2
+    made = load_all().get("bench_search")(tmp_path, tmp_path / "figures")
+    assert made and made[0].stem.with_suffix(".png").is_file()

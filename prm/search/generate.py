@@ -22,6 +22,7 @@ Each generator counts the tokens it generated (``tokens``).
 
 from __future__ import annotations
 
+import copy
 import logging
 import zlib
 from collections.abc import Sequence
@@ -68,6 +69,10 @@ class Generator(Protocol):
         """``counts[i]`` sampled continuations of ``parents[i]`` (one step, or to the end)."""
         ...
 
+    def reset(self) -> None:
+        """Restart the random streams (the next search draws what the first one did)."""
+        ...
+
 
 GENERATORS: Registry[Any] = Registry("search generator")
 
@@ -110,6 +115,10 @@ class LocalStepGenerator:
         self._blank = torch.zeros(vocab, dtype=torch.bool)  # whitespace-only tokens
         self._blank[: len(pieces)] = torch.tensor([not p.strip() for p in pieces])
         self._pad = tok.pad_token_id if tok.pad_token_id is not None else self.eos_ids[0]
+
+    def reset(self) -> None:
+        """Start the random streams again: a search run after ``reset`` draws what the first did."""
+        self._calls.clear()
 
     def prompt_ids(self, problem: str) -> list[int]:
         text = chat_prompt(self.tokenizer, problem, self.system_prompt, self.examples)
@@ -175,8 +184,6 @@ class LocalStepGenerator:
             mask[i, P + W - len(t):] = 1
             pos[i, W - len(t):] = torch.arange(P, P + len(t))
         if self.reuse_prefix:
-            import copy
-
             cache = copy.deepcopy(pcache)
             cache.batch_repeat_interleave(len(parents))
             out = self.model(input_ids=tail_ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), past_key_values=cache, use_cache=True)
@@ -263,6 +270,9 @@ class VLLMStepGenerator:
         self.system_prompt, self.examples = system_prompt, list(examples)
         self.tokens = 0
 
+    def reset(self) -> None:
+        """vLLM seeds every request with the same seed: nothing to restart."""
+
     def expand(self, problem: str, parents: Sequence[Partial], counts: Sequence[int], *, to_end: bool = False) -> list[list[Partial]]:
         from vllm import SamplingParams
 
@@ -284,6 +294,32 @@ class VLLMStepGenerator:
                 done = done or extract_answer(o.text) is not None
                 children[i].append(Partial(steps=list(p.steps) + _split_lines(o.text), token_ids=all_ids, done=done, tokens=p.tokens + len(toks)))
         return children
+
+
+class SharedSamples:
+    """Wraps a generator so that strategies that sample the same thing (majority, best-of-N and
+    weighted majority all take N complete samples) see the same samples, generated once, as
+    search-and-learn derives the three from one set of completions. Each strategy is charged the
+    tokens of the samples it used (``tokens``), cached or not."""
+
+    def __init__(self, gen: Generator):
+        self.gen, self.tokens = gen, 0
+        self._memo: dict[tuple, list[list[Partial]]] = {}
+        self._calls: dict[str, int] = {}
+
+    def reset(self) -> None:
+        self.gen.reset()
+        self._calls.clear()
+
+    def expand(self, problem: str, parents: Sequence[Partial], counts: Sequence[int], *, to_end: bool = False) -> list[list[Partial]]:
+        k = self._calls.get(problem, 0)
+        self._calls[problem] = k + 1
+        key = (problem, k, tuple(tuple(p.token_ids) for p in parents), tuple(counts), to_end)
+        if key not in self._memo:
+            self._memo[key] = self.gen.expand(problem, parents, counts, to_end=to_end)
+        out = self._memo[key]
+        self.tokens += sum(c.tokens - p.tokens for p, g in zip(parents, out) for c in g)
+        return [[copy.deepcopy(c) for c in g] for g in out]
 
 
 def make_generator(name: str, **kw: Any) -> Generator:
