@@ -96,13 +96,13 @@ class SearchBenchConfig(Common):
     data: str = field(default="$PRM_DATA_DIR/gsm8k/test.jsonl", metadata={"help": "GSM8K JSONL the problems come from."})
     model: str = field(default="smollm2", metadata={"help": "Generator (embedded name, folder or hub id)."})
     prm: str = field(default="minilm", metadata={"help": "A saved PRM folder, or a backbone name for an untrained PRM (its cost is the same in both schemes)."})
-    problems: int = 3
+    problems: int = 2
     n: int = 8
     beam_width: int = 4
-    max_steps: int = 6
-    max_step_tokens: int = 48
-    max_tokens: int = 200
-    rounds: int = 3
+    max_steps: int = 4
+    max_step_tokens: int = 32
+    max_tokens: int = 128
+    rounds: int = 2
 
 
 def run_train(cfg: TrainConfig) -> Path:

@@ -299,3 +299,13 @@ def test_search_benchmark_smoke(tmp_path, shared_data):
     assert set(out["solutions_per_s"]) == {"reuse", "recompute"} and out["speedup"]["n"] == 2
     made = load_all().get("bench_search")(tmp_path, tmp_path / "figures")
     assert made and made[0].stem.with_suffix(".png").is_file()
+
+
+@pytest.mark.parametrize("recipe", ["offline", "tiny"])  # every committed recipe parses and names known strategies
+def test_search_recipes_parse(recipe):
+    from exp.search import SearchConfig
+    from prm.config import parse
+    from prm.io import REPO_ROOT
+
+    (cfg,) = parse(SearchConfig, ["--config", str(REPO_ROOT / "exp" / "configs" / "search" / f"{recipe}.yaml")])
+    assert cfg.strategy_list and cfg.n_list and (REPO_ROOT / cfg.problems).is_file()
