@@ -246,6 +246,7 @@ def saved_tiny(tiny, tmp_path_factory):
     return d / "gen", d / "prm"
 
 
+@pytest.mark.slow
 def test_search_script_writes_metrics_and_figures(saved_tiny, tmp_path):
     from exp.search import SearchConfig, main
     from prm.config import parse
@@ -289,6 +290,7 @@ def test_search_script_bad_flags(flags, message):
         parse(SearchConfig, flags)
 
 
+@pytest.mark.slow
 def test_search_benchmark_smoke(tmp_path, shared_data):
     from exp.bench import main
     from prm.plots import load_all

@@ -81,6 +81,22 @@ def _split_lines(text: str) -> list[str]:
     return [ln.strip() for ln in text.split("\n") if ln.strip()]
 
 
+def _token_masks(tok: Any, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(vocab,) masks of the tokens holding the step separator and of whitespace-only tokens;
+    decoding every token takes a second or two, so the result is kept on the tokenizer."""
+    key = (vocab, STEP_SEPARATOR)
+    kept = getattr(tok, "_prm_search_masks", None)
+    if kept is not None and kept[0] == key:
+        return kept[1], kept[2]
+    pieces = tok.batch_decode([[i] for i in range(min(vocab, len(tok)))])
+    has_sep = torch.zeros(vocab, dtype=torch.bool)
+    has_sep[: len(pieces)] = torch.tensor([STEP_SEPARATOR in p for p in pieces])
+    blank = torch.zeros(vocab, dtype=torch.bool)
+    blank[: len(pieces)] = torch.tensor([not p.strip() for p in pieces])
+    tok._prm_search_masks = (key, has_sep, blank)
+    return has_sep, blank
+
+
 @GENERATORS.register("local")
 class LocalStepGenerator:
     """transformers causal LM, one step at a time, sharing the prefix's key/value cache.
@@ -108,12 +124,7 @@ class LocalStepGenerator:
         gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
         eos |= set(gen_eos if isinstance(gen_eos, list) else [gen_eos])
         self.eos_ids = sorted(e for e in eos if e is not None)
-        vocab = self.model.get_input_embeddings().weight.shape[0]
-        pieces = tok.batch_decode([[i] for i in range(min(vocab, len(tok)))])
-        self._has_sep = torch.zeros(vocab, dtype=torch.bool)  # tokens that end a step
-        self._has_sep[: len(pieces)] = torch.tensor([STEP_SEPARATOR in p for p in pieces])
-        self._blank = torch.zeros(vocab, dtype=torch.bool)  # whitespace-only tokens
-        self._blank[: len(pieces)] = torch.tensor([not p.strip() for p in pieces])
+        self._has_sep, self._blank = _token_masks(tok, self.model.get_input_embeddings().weight.shape[0])
         self._pad = tok.pad_token_id if tok.pad_token_id is not None else self.eos_ids[0]
 
     def reset(self) -> None:
