@@ -31,7 +31,7 @@ from prm.config import run
 from prm.data import load, resolve_path
 from prm.eval.bon import bootstrap_accuracy
 from prm.io import start_run, write_json, write_jsonl
-from prm.search import STRATEGIES, SearchSettings, make_generator, run_search
+from prm.search import GENERATORS, STRATEGIES, SearchSettings, make_generator, run_search
 from prm.search.generate import SharedSamples
 
 log = logging.getLogger("search")
@@ -45,7 +45,7 @@ class SearchConfig:
     max_reference_steps: int | None = field(default=None, metadata={"help": "Keep problems whose reference solution has at most this many steps (an easier subset)."})
     skip: int = field(default=0, metadata={"help": "Skip this many problems (after the step filter)."})
     limit: int | None = field(default=None, metadata={"help": "Use at most this many problems (after the step filter)."})
-    generator: str = field(default="local", metadata={"help": "local (transformers, prefix KV reuse) or vllm (GPU)."})
+    generator: str = field(default="local", metadata={"help": "local (transformers, prefix KV reuse), vllm (GPU) or claude (--model a Claude model id; ANTHROPIC_API_KEY)."})
     model: str = field(default="smollm2", metadata={"help": "Generator model: embedded name, folder or hub id."})
     prm: str | None = field(default=None, metadata={"help": "A PRM folder saved by exp/train_prm.py (needed by every strategy but majority)."})
     strategies: str = field(default="majority,best_of_n,weighted_majority,beam,dvts", metadata={"help": "Comma-separated strategy names."})
@@ -77,6 +77,8 @@ class SearchConfig:
             raise SystemExit(f"error: --ns {self.ns!r}: expected positive integers")
         if any(s in ("beam", "dvts") for s in self.strategy_list) and any(n % self.beam_width for n in self.n_list):
             raise SystemExit(f"error: --ns {self.ns}: beam and dvts need every N to be a multiple of --beam_width {self.beam_width}")
+        if self.generator not in GENERATORS:
+            raise SystemExit(f"error: --generator: unknown generator '{self.generator}'; known: {', '.join(GENERATORS.names())}")
         if self.prm is None and any(s in NEEDS_PRM for s in self.strategy_list):
             raise SystemExit(f"error: --prm is required by {', '.join(s for s in self.strategy_list if s in NEEDS_PRM)}")
 
@@ -98,8 +100,9 @@ def main(cfg: SearchConfig) -> dict:
     from prm.models.prm import PRM
 
     prm = PRM.load(resolve_path(cfg.prm)) if cfg.prm else None
+    extra = {"cache_path": run_dir / "claude_requests.jsonl"} if cfg.generator == "claude" else {}  # a rerun pays nothing twice
     gen = SharedSamples(make_generator(cfg.generator, model=cfg.model, temperature=cfg.temperature, top_p=cfg.top_p,
-                                       max_step_tokens=cfg.max_step_tokens, max_tokens=cfg.max_tokens, seed=cfg.seed))
+                                       max_step_tokens=cfg.max_step_tokens, max_tokens=cfg.max_tokens, seed=cfg.seed, **extra))
 
     # --- search
     table, predictions = [], []

@@ -311,3 +311,35 @@ def test_search_recipes_parse(recipe):
 
     (cfg,) = parse(SearchConfig, ["--config", str(REPO_ROOT / "exp" / "configs" / "search" / f"{recipe}.yaml")])
     assert cfg.strategy_list and cfg.n_list and (REPO_ROOT / cfg.problems).is_file()
+
+
+@pytest.fixture
+def fake_api():
+    from prm.testing.fake_anthropic import FakeAnthropic
+
+    s = FakeAnthropic()
+    yield s
+    s.close()
+
+
+@pytest.mark.api
+@pytest.mark.slow
+def test_claude_generator_drives_beam_search(fake_api, tiny, tmp_path):
+    from prm.search import make_generator
+
+    def make():
+        return make_generator("claude", model="claude-sonnet-4-6", api_key="sk-test", base_url=fake_api.url, cache_path=tmp_path / "c.jsonl",
+                              temperature=0.8, seed=0)
+
+    prob = "Tom has 3 bags of 4 apples. How many apples?"
+    gen = make()
+    res = run_search("beam", prob, gen, tiny[2], SearchSettings(n=4, beam_width=2, max_steps=2))
+    users = [r["messages"][0]["content"] for r in fake_api.requests]
+    # round 1: 4 one-step requests from the bare problem; round 2: 2 survivors x 2, asked to finish
+    assert len(users) == 8 and sum("Write the next step only." in u for u in users) == 4 and sum("Finish the solution." in u for u in users) == 4
+    assert fake_api.requests[0]["max_tokens"] == 128 and "temperature" not in fake_api.requests[0]
+    assert res.tokens == gen.tokens == 8 * 20  # the fake API reports 20 output tokens per reply
+    assert res.steps[0] == "The two amounts are 3 and 4." and res.answer in ("7", "12")
+    # a rerun of the same search is answered from the request cache
+    again = run_search("beam", prob, make(), tiny[2], SearchSettings(n=4, beam_width=2, max_steps=2))
+    assert len(fake_api.requests) == 8 and again.steps == res.steps
