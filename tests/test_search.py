@@ -343,3 +343,15 @@ def test_claude_generator_drives_beam_search(fake_api, tiny, tmp_path):
     # a rerun of the same search is answered from the request cache
     again = run_search("beam", prob, make(), tiny[2], SearchSettings(n=4, beam_width=2, max_steps=2))
     assert len(fake_api.requests) == 8 and again.steps == res.steps
+
+
+def test_vllm_generator_says_what_it_needs():
+    # without vLLM and a GPU the generator refuses with one clear sentence instead of an import error
+    import importlib.util
+
+    from prm.search import make_generator
+
+    if importlib.util.find_spec("vllm") is not None and torch.cuda.is_available():
+        pytest.skip("vLLM and a GPU are here")
+    with pytest.raises(RuntimeError, match="needs vLLM installed and a CUDA GPU"):
+        make_generator("vllm", model="smollm2")
