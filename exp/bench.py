@@ -7,6 +7,7 @@
     python exp/bench.py score        # best-of-N solutions/s at N=8,16: naive vs shared-prefix KV cache (SmolLM2)
     python exp/bench.py label_cost   # Claude grading: requests, tokens, USD per 1000 solutions (loopback fake API)
     python exp/bench.py efficiency   # MFU of training, fp32 and bf16 (MiniLM)
+    python exp/bench.py search       # beam search solutions/s: prefix KV reuse vs recomputing every prefix (SmolLM2)
     python exp/bench.py gpu          # on a CUDA machine: train + score with a random Llama-3.2-1B-shaped model, bf16
     python exp/bench.py qlora        # memory: LoRA on fp32 base weights vs QLoRA on 4-bit NF4 (SmolLM2; CPU or GPU)
     python exp/bench.py <name> --smoke   # seconds, tiny real models (what tests/test_bench.py runs)
@@ -97,6 +98,20 @@ class GpuConfig(Common):
 @dataclass
 class QLoRAConfig(Common, QLoRABench):
     pass
+
+
+@dataclass
+class SearchBenchConfig(Common):
+    data: str = field(default="$PRM_DATA_DIR/gsm8k/test.jsonl", metadata={"help": "GSM8K JSONL the problems come from."})
+    model: str = field(default="smollm2", metadata={"help": "Generator (embedded name, folder or hub id)."})
+    prm: str = field(default="minilm", metadata={"help": "A saved PRM folder, or a backbone name for an untrained PRM (its cost is the same in both schemes)."})
+    problems: int = 2
+    n: int = 8
+    beam_width: int = 4
+    max_steps: int = 4
+    max_step_tokens: int = 32
+    max_tokens: int = 128
+    rounds: int = 2
 
 
 def run_train(cfg: TrainConfig) -> Path:
@@ -193,9 +208,37 @@ def run_qlora(cfg: QLoRAConfig) -> Path:
     return save(cfg.results_dir, cfg.name or "qlora", qlora_benchmark(cfg, resolve_path(cfg.data), work), cfg.note)
 
 
+def run_search(cfg: SearchBenchConfig) -> Path:
+    import os
+
+    import torch
+    from benchmarks.search import problems_from, search_benchmark
+
+    from prm.label.generate.local import load_causal_lm
+    from prm.models.prm import PRM, PRMSpec
+
+    torch.manual_seed(0)
+    if cfg.smoke:  # tiny random Llama with SmolLM2's tokenizer as generator and as PRM
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        d = tiny_backbone("llama", REPO_ROOT / cfg.work_dir / "tiny-llama-smollm2", tokenizer="smollm2")
+        model, tok = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(d)).eval(), AutoTokenizer.from_pretrained(d)
+        prm = PRM.from_backbone(str(d), PRMSpec(separator="\n"), use_pretrained=False)
+        cfg.problems, cfg.n, cfg.beam_width, cfg.max_steps, cfg.max_step_tokens, cfg.max_tokens, cfg.rounds = 2, 4, 2, 3, 6, 20, 2
+    else:
+        model, tok = load_causal_lm(cfg.model)
+        prm = PRM.load(resolve_path(cfg.prm)) if Path(resolve_path(cfg.prm)).is_dir() else PRM.from_backbone(cfg.prm, PRMSpec(separator="\n"))
+    load_before = os.getloadavg()
+    res = search_benchmark(model, tok, prm, problems_from(resolve_path(cfg.data), cfg.problems), cfg.n, cfg.beam_width, cfg.max_steps,
+                           cfg.max_step_tokens, cfg.max_tokens, cfg.rounds)
+    res.update(model=cfg.model if not cfg.smoke else "tiny-llama", prm=cfg.prm if not cfg.smoke else "tiny-llama",
+               load_average_1min={"before": load_before[0], "after": os.getloadavg()[0]})
+    return save(cfg.results_dir, cfg.name or "search", res, cfg.note)
+
+
 COMMANDS = {"train": (TrainConfig, run_train), "prefix": (PrefixConfig, run_prefix), "score": (ScoreConfig, run_score),
             "label_cost": (LabelCostConfig, run_label_cost), "efficiency": (EfficiencyConfig, run_efficiency), "gpu": (GpuConfig, run_gpu),
-            "qlora": (QLoRAConfig, run_qlora)}
+            "qlora": (QLoRAConfig, run_qlora), "search": (SearchBenchConfig, run_search)}
 
 
 def main(argv: list[str] | None = None):

@@ -5,7 +5,7 @@ Input, one JSON object per problem::
     {"problem": "...", "answer": "gold", "candidates": [{"steps": ["..."]} | {"text": "..."},
      ...], optional per candidate "correct": true/false}
 
-Methods: ``prm_<agg>`` (the candidate with the highest aggregated PRM score), ``majority`` (the most
+Selection lives in `prm.search.select` (shared with the search strategies). Methods: ``prm_<agg>`` (the candidate with the highest aggregated PRM score), ``majority`` (the most
 frequent final answer), ``weighted_<agg>`` (the answer with the largest sum of aggregated scores),
 and ``oracle`` (any candidate correct). Accuracy at each N uses the first N candidates; 95%
 intervals come from a bootstrap over problems.
@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from prm.answers import answers_equal, extract_answer
-from prm.eval.aggregate import aggregate
 from prm.io import iter_json_rows
 from prm.schema import DataError
+from prm.search.select import pick
 from prm.steps import split_steps
 
 
@@ -58,35 +58,14 @@ def load_candidates(path: str | Path) -> list[dict]:
     return problems
 
 
-def _vote(answers: Sequence[str | None], weights: Sequence[float]) -> int:
-    """Index of a candidate holding the answer with the largest total weight (equal answers by
-    `answers_equal`); candidates without an answer never win unless none has one."""
-    groups: list[tuple[str, float, int]] = []  # (answer, total weight, first index)
-    for i, (a, w) in enumerate(zip(answers, weights)):
-        if a is None:
-            continue
-        for g, (ga, gw, gi) in enumerate(groups):
-            if a == ga or answers_equal(a, ga):
-                groups[g] = (ga, gw + w, gi)
-                break
-        else:
-            groups.append((a, w, i))
-    if not groups:
-        return 0
-    return max(groups, key=lambda g: (g[1], -g[2]))[2]
-
-
-def pick(candidates: list[dict], method: str) -> int:
-    """Index of the candidate that ``method`` picks (candidates carry ``step_scores``)."""
-    if method == "majority":
-        return _vote([c["answer"] for c in candidates], [1.0] * len(candidates))
-    kind, agg = method.split("_", 1)
-    scores = [aggregate(c["step_scores"], agg) for c in candidates]
-    if kind == "prm":
-        return int(np.argmax(scores))
-    if kind == "weighted":
-        return _vote([c["answer"] for c in candidates], scores)
-    raise ValueError(f"unknown best-of-N method '{method}'")
+def bootstrap_accuracy(hits: Sequence[bool], boot: np.ndarray | None = None, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Accuracy and its bootstrap 95% interval over problems (``boot``: resampled problem indices,
+    shared across methods so that their intervals come from the same resamples)."""
+    h = np.asarray(hits, dtype=float)
+    if boot is None:
+        boot = np.random.default_rng(seed).integers(0, len(h), size=(n_boot, len(h)))
+    means = h[boot].mean(axis=1)
+    return {"accuracy": float(h.mean()), "ci_low": float(np.percentile(means, 2.5)), "ci_high": float(np.percentile(means, 97.5))}
 
 
 def best_of_n(problems: list[dict], ns: Sequence[int], aggregators: Sequence[str] = ("min", "prod", "last"), n_boot: int = 1000, seed: int = 0) -> dict:
@@ -105,8 +84,6 @@ def best_of_n(problems: list[dict], ns: Sequence[int], aggregators: Sequence[str
                     hits.append(any(c["correct"] for c in cands))
                 else:
                     hits.append(cands[pick(cands, m)]["correct"])
-            h = np.asarray(hits, dtype=float)
-            means = h[boot].mean(axis=1)
-            rows.append({"n": n, "accuracy": float(h.mean()), "ci_low": float(np.percentile(means, 2.5)), "ci_high": float(np.percentile(means, 97.5))})
+            rows.append({"n": n, **bootstrap_accuracy(hits, boot)})
         out["methods"][m] = rows
     return out
