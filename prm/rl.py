@@ -9,7 +9,8 @@ columns (e.g. ``answer``), one value per completion, plus ``trainer_state``, ``l
 - conversational: ``prompts[i]`` is a list of ``{"role", "content"}`` messages (the problem is the
   last user message) and ``completions[i]`` is ``[{"role": "assistant", "content": ...}]``.
 
-`PRMReward` splits each completion into steps the PRM's way (`prm.steps.split_steps`), scores all
+`PRMReward` reads the problem from a ``problem`` column when the dataset has one (`grpo_prompts`
+writes it), else from the prompt; it splits each completion into steps the PRM's way (`prm.steps.split_steps`), scores all
 completions of the batch with one `PRM.score_batch` call (the one scoring path) and aggregates the
 step scores (min, prod, last, ... from `prm.rewards.AGGREGATORS`). `AnswerReward` is the
 answer-correctness reward (1.0 when the completion's final answer equals the dataset's gold answer
@@ -110,12 +111,14 @@ class PRMReward:
         steps = split_steps(completion_text(completion), self.split_mode)
         return steps[: self.max_steps] if self.max_steps else steps
 
-    def step_scores(self, prompts: Sequence[Any], completions: Sequence[Any]) -> list[list[float]]:
-        """P(step correct) for every step of every completion, in one batched PRM call. A completion
-        with no steps gets []; steps cut by the PRM's truncation get no score (shorter list)."""
+    def step_scores(self, prompts: Sequence[Any], completions: Sequence[Any], problems: Sequence[str] | None = None) -> list[list[float]]:
+        """P(step correct) for every step of every completion, in one batched PRM call. The PRM reads
+        ``problems[i]`` when given (a dataset column ``problem``), else the problem in ``prompts[i]``.
+        A completion with no steps gets []; steps cut by the PRM's truncation get no score (shorter list)."""
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
-        items = [(problem_text(p), self.split(c)) for p, c in zip(prompts, completions)]
+        probs = list(problems) if problems is not None else [problem_text(p) for p in prompts]
+        items = [(q, self.split(c)) for q, c in zip(probs, completions)]
         keep = [i for i, (_, steps) in enumerate(items) if steps]
         scored = self.prm.score_batch([items[i] for i in keep], batch_size=self.batch_size) if keep else []
         out: list[list[float]] = [[] for _ in items]
@@ -124,7 +127,7 @@ class PRMReward:
         return out
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
-        scores = self.step_scores(prompts, completions)
+        scores = self.step_scores(prompts, completions, kwargs.get("problem"))
         rewards = [aggregate(s, self.aggregator) if s else self.empty_reward for s in scores]
         _log(kwargs, self.__name__, scores, rewards)
         return rewards
@@ -166,3 +169,35 @@ def _log(kwargs: dict, name: str, scores: list[list[float]], rewards: list[float
         if flat:
             log_metric(f"{name}/step_score_mean", statistics.fmean(flat))
     log.debug("%s: %d completions, mean reward %.3f", name, len(rewards), statistics.fmean(rewards) if rewards else float("nan"))
+
+
+def reward_functions(prm: Any, aggregator: str = "min", split_mode: str = "auto", batch_size: int = 16, empty_reward: float = 0.0,
+                     prm_weight: float = 1.0, answer_weight: float = 0.0, answer_column: str = "answer") -> tuple[list, list[float]]:
+    """The reward functions and weights to hand to GRPOTrainer (``reward_funcs``, ``args.reward_weights``):
+    the PRM reward, plus the answer reward when ``answer_weight`` is not 0."""
+    funcs: list = [PRMReward(prm, aggregator, split_mode, batch_size, empty_reward)]
+    weights = [float(prm_weight)]
+    if answer_weight:
+        funcs.append(AnswerReward(answer_column))
+        weights.append(float(answer_weight))
+    return funcs, weights
+
+
+def grpo_prompts(records: Sequence[dict], tokenizer: Any, answer_column: str = "answer") -> list[dict]:
+    """GRPO rows from problem records (``prompt``, ``answer``): conversational prompts (the local
+    generator's system prompt and worked example, then the problem) when the policy's tokenizer has a
+    chat template, else the generator's plain-text prompt; the bare problem in ``problem`` (what the
+    PRM reads) and the gold answer in ``answer_column``."""
+    from prm.label.generate.local import EXAMPLES, SYSTEM_PROMPT, chat_prompt
+
+    rows = []
+    for r in records:
+        if getattr(tokenizer, "chat_template", None):
+            msgs = [{"role": "system", "content": SYSTEM_PROMPT}]
+            for q, a in EXAMPLES:
+                msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+            prompt: Any = msgs + [{"role": "user", "content": r["prompt"]}]
+        else:
+            prompt = chat_prompt(tokenizer, r["prompt"])
+        rows.append({"prompt": prompt, "problem": r["prompt"], answer_column: r.get("answer")})
+    return rows
