@@ -122,3 +122,56 @@ def test_concurrent_requests_are_batched(server, tiny_prm):
     after = _get(server.url + "/health")[1]["batching"]
     assert after["requests"] - before["requests"] == 12 and after["items_scored"] - before["items_scored"] == 12
     assert after["score_calls"] - before["score_calls"] < 12
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_serve_script_end_to_end(tiny_prm, tmp_path):
+    # the script itself: loads a saved PRM, listens on loopback, answers /score like the library
+    import os
+    import subprocess
+    import sys
+    import time
+
+    tiny_prm.save(tmp_path / "prm")
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.Popen([sys.executable, "exp/serve_prm.py", "--model", str(tmp_path / "prm"), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        url, t0 = f"http://127.0.0.1:{port}", time.monotonic()
+        while True:
+            try:
+                if _get(url + "/health")[1]["status"] == "ok":
+                    break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() - t0 < 120, proc.stdout.read() if proc.poll() is not None else "timeout"
+                time.sleep(0.3)
+        status, body = post_json(url + "/score", {"items": [{"problem": PROBLEM, "steps": STEPS}]})
+        assert status == 200
+        assert body["results"][0]["step_scores"] == pytest.approx(PRM.load(tmp_path / "prm").score_batch([(PROBLEM, STEPS)])[0], abs=1e-5)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flags,message", [
+    (["--model", "no/such/dir"], "error: --model no/such/dir: no such PRM directory"),  # missing model directory
+    (["--model", ".", "--aggregator", "median"], "error: unknown aggregator 'median'; known:"),  # unknown aggregator
+    (["--model", ".", "--split_mode", "words"], "error: --split_mode words: unknown; known:"),  # unknown split mode
+])
+def test_serve_script_bad_flags(flags, message):
+    import os
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "exp/serve_prm.py", *flags], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
