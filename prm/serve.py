@@ -33,7 +33,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -324,4 +324,4 @@ def post_json(url: str, payload: Any, timeout: float = 60.0) -> tuple[int, Any]:
             return e.code, body.decode(errors="replace")
 
 
-__all__: Sequence[str] = ("ServeSettings", "Batcher", "build_app", "BackgroundServer", "post_json", "response_of", "RequestError")
+__all__ = ["ServeSettings", "Batcher", "build_app", "BackgroundServer", "post_json", "response_of", "RequestError"]
