@@ -8,6 +8,7 @@
     python exp/bench.py label_cost   # Claude grading: requests, tokens, USD per 1000 solutions (loopback fake API)
     python exp/bench.py efficiency   # MFU of training, fp32 and bf16 (MiniLM)
     python exp/bench.py search       # beam search solutions/s: prefix KV reuse vs recomputing every prefix (SmolLM2)
+    python exp/bench.py serve        # scoring server, 16 concurrent clients: requests/s and p95 vs in-process one at a time (MiniLM)
     python exp/bench.py gpu          # on a CUDA machine: train + score with a random Llama-3.2-1B-shaped model, bf16
     python exp/bench.py qlora        # memory: LoRA on fp32 base weights vs QLoRA on 4-bit NF4 (SmolLM2; CPU or GPU)
     python exp/bench.py <name> --smoke   # seconds, tiny real models (what tests/test_bench.py runs)
@@ -82,6 +83,16 @@ class EfficiencyConfig(Common):
     model: str = "minilm"
     steps: int = 10
     batch_size: int = 8
+
+
+@dataclass
+class ServeBenchConfig(Common):
+    model: str = field(default="minilm", metadata={"help": "PRM backbone (pretrained weights, fresh head: speed only)."})
+    clients: int = field(default=16, metadata={"help": "Concurrent client threads (one solution per request)."})
+    requests: int = field(default=256, metadata={"help": "Requests per round and scheme."})
+    rounds: int = field(default=3, metadata={"help": "Rounds; each runs every scheme once, alternating."})
+    max_seconds: float = field(default=60.0, metadata={"help": "A round of one scheme stops after this many seconds."})
+    max_wait_ms: float = field(default=5.0, metadata={"help": "The batched server's wait for more requests."})
 
 
 @dataclass
@@ -176,6 +187,19 @@ def run_efficiency(cfg: EfficiencyConfig) -> Path:
                                                                                 peak_seconds=0.2 if cfg.smoke else 1.0), cfg.note)
 
 
+def run_serve(cfg: ServeBenchConfig) -> Path:
+    from benchmarks.serve import serve_benchmark
+
+    model, random_init = cfg.model, False
+    if cfg.smoke:
+        model, random_init = str(tiny_backbone("bert", REPO_ROOT / cfg.work_dir / "tiny-bert")), True
+        cfg.clients, cfg.requests, cfg.rounds, cfg.max_seconds = 4, 16, 1, 30.0
+    rows, _ = gsm8k_rows(resolve_path(cfg.data), cfg.requests, 0)
+    res = serve_benchmark(model, rows, REPO_ROOT / cfg.work_dir / "serve", cfg.clients, cfg.requests, cfg.rounds, cfg.max_seconds,
+                          cfg.max_wait_ms, random_init)
+    return save(cfg.results_dir, cfg.name or "serve", res, cfg.note)
+
+
 def run_gpu(cfg: GpuConfig) -> list[Path]:
     """train + score on a CUDA machine with a randomly initialized Llama-3.2-1B-shaped model."""
     import torch
@@ -238,7 +262,8 @@ def run_search(cfg: SearchBenchConfig) -> Path:
 
 COMMANDS = {"train": (TrainConfig, run_train), "prefix": (PrefixConfig, run_prefix), "score": (ScoreConfig, run_score),
             "label_cost": (LabelCostConfig, run_label_cost), "efficiency": (EfficiencyConfig, run_efficiency), "gpu": (GpuConfig, run_gpu),
-            "qlora": (QLoRAConfig, run_qlora), "search": (SearchBenchConfig, run_search)}
+            "qlora": (QLoRAConfig, run_qlora), "search": (SearchBenchConfig, run_search),
+            "serve": (ServeBenchConfig, run_serve)}
 
 
 def main(argv: list[str] | None = None):

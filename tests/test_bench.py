@@ -123,3 +123,13 @@ def test_spread_and_throughput_skip_warmup():
     c([{"input_ids": [1] * 4}, {"input_ids": [1] * 4}])
     m = throughput([0.0, 5.0, 7.0], c, warmup=1)
     assert m["examples_per_s"] == 1.0 and m["tokens_per_s"] == 4.0 and m["padding_fraction"] == pytest.approx(1 - 23 / 28)
+
+
+@pytest.mark.slow
+def test_serve_smoke(tmp_path, shared_data):
+    # a real server process on loopback, real HTTP clients; its scores equal the in-process ones
+    r = _bench("serve", tmp_path)
+    assert set(r["schemes"]) == {"in_process", "server_batched", "server_unbatched"}
+    assert r["max_abs_score_diff"] < 1e-4
+    assert all(s["requests_done"] == [16] for s in r["schemes"].values())
+    assert r["server_batched_items_per_call"] >= 1.0 and r["ratios"]["server_batched_vs_in_process"]["requests_per_s"]["median"] > 0

@@ -198,3 +198,23 @@ def qlora_figure(results_dir: Path, figures_dir: Path) -> list[Made]:
     fig.suptitle(f"QLoRA vs LoRA, {Path(r['model']).name} PRM ({dev}); label: median ratio", fontsize=8)
     stem = save_figure(fig, Path(figures_dir) / "bench_qlora")
     return [Made(stem, (src,), "Memory of a LoRA PRM on fp32 base weights vs QLoRA on 4-bit NF4 weights: weights, RSS after loading and the training peak; training steps/s.")]
+
+
+@FIGURES.register("bench_serve")
+def serve_figure(results_dir: Path, figures_dir: Path) -> list[Made]:
+    got = _load(results_dir, "serve")
+    if got is None:
+        return []
+    r, src = got
+    names = ("in_process", "server_unbatched", "server_batched")
+    colors = ("tab:gray", "tab:orange", "tab:blue")
+    fig, axes = figure(1, 2, figsize=(7, 2.8))
+    for j, (metric, title) in enumerate((("requests_per_s", "requests/s"), ("p95_ms", "p95 latency (ms)"))):
+        for i, (n, c) in enumerate(zip(names, colors)):
+            _bar(axes[j], i, r["schemes"][n][metric], c)
+        axes[j].set_xticks(range(len(names)), ["in-process\n1 at a time", "server\nunbatched", "server\nbatched"], fontsize=7)
+        axes[j].set_title(title, fontsize=9)
+    ratio = r["ratios"]["server_batched_vs_in_process"]["requests_per_s"]["median"]
+    fig.suptitle(f"scoring server, {r['clients']} concurrent clients, {Path(r['model']).name} (batched/in-process: {ratio:.2f}x requests/s)", fontsize=9)
+    stem = save_figure(fig, Path(figures_dir) / "bench_serve")
+    return [Made(stem, (src,), "Scoring server under concurrent load vs the scorer in-process one request at a time; bars: medians of rounds, whiskers min-max.")]

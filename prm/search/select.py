@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from prm.answers import answers_equal
-from prm.rewards import aggregate
+from prm.eval.aggregate import aggregate
 
 
 def vote(answers: Sequence[str | None], weights: Sequence[float]) -> int:

@@ -35,8 +35,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from prm.eval.aggregate import aggregate
 from prm.registry import Registry
-from prm.rewards import aggregate
 from prm.search.generate import Generator, Partial
 from prm.search.select import vote
 

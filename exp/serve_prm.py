@@ -1,0 +1,76 @@
+"""Serve a PRM over HTTP: batched step scoring, plus OpenRLHF's remote reward model protocol.
+
+Needs the serve extra (``pip install -e '.[serve]'``: fastapi, uvicorn).
+
+    python exp/serve_prm.py --model results/train_prm/rl_prm/model --port 8000
+    curl -s localhost:8000/score -H 'Content-Type: application/json' \\
+        -d '{"items": [{"problem": "What is 2+3*4?", "steps": ["3*4 = 12.", "2 + 12 = 14."]}]}'
+    # as OpenRLHF's reward model (another machine): --reward.remote_url http://<host>:8000/get_reward
+    python exp/serve_prm.py --model <prm dir> --host 0.0.0.0 --answer_weight 1.0   # + answer correctness from --data.label_key
+
+Endpoints and JSON shapes: `prm/serve.py`. Solutions of concurrent requests are scored together:
+the server waits up to --max_wait_ms for more requests, then runs one batched forward pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch
+
+from prm.config import run
+from prm.data import resolve_path
+from prm.eval.aggregate import AGGREGATORS
+from prm.models.prm import PRM
+from prm.serve import ServeSettings, build_app
+from prm.steps import SPLIT_MODES
+
+log = logging.getLogger("serve_prm")
+
+
+@dataclass
+class ServeConfig:
+    model: str = field(metadata={"help": "A PRM directory saved by exp/train_prm.py (any PRM kind)."})
+    host: str = field(default="127.0.0.1", metadata={"help": "Interface to listen on (0.0.0.0: all, for RL workers on other machines)."})
+    port: int = field(default=8000, metadata={"help": "TCP port."})
+    aggregator: str = field(default="min", metadata={"help": "Default solution score: min, prod, last, mean, geomean (a /score request may pick another)."})
+    split_mode: str = field(default="lines", metadata={"help": "How a solution text (/score 'solution', OpenRLHF responses) splits into steps: lines, paragraphs, headers, tag, auto."})
+    batch_size: int = field(default=16, metadata={"help": "Solutions per forward pass."})
+    max_wait_ms: float = field(default=5.0, metadata={"help": "How long to collect concurrent requests before scoring them together."})
+    max_batch_items: int = field(default=64, metadata={"help": "Solutions scored per batched call at most (a larger single request still goes whole)."})
+    max_items_per_request: int = field(default=1024, metadata={"help": "Larger requests get 413."})
+    prm_weight: float = field(default=1.0, metadata={"help": "/get_reward: weight of the PRM score."})
+    answer_weight: float = field(default=0.0, metadata={"help": "/get_reward: weight of answer correctness against the request's labels (0: PRM only)."})
+    empty_reward: float = field(default=0.0, metadata={"help": "/get_reward: PRM score of a response with no step."})
+    device: str = field(default="auto", metadata={"help": "auto (cuda when available), cpu or cuda[:i]."})
+    bf16: bool = field(default=False, metadata={"help": "bf16 weights (GPU)."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow models that ship custom code."})
+
+
+def main(cfg: ServeConfig) -> None:
+    import uvicorn
+
+    AGGREGATORS.get(cfg.aggregator)
+    if cfg.split_mode not in SPLIT_MODES:
+        raise SystemExit(f"error: --split_mode {cfg.split_mode}: unknown; known: {', '.join(SPLIT_MODES)}")
+    if not Path(resolve_path(cfg.model)).is_dir():
+        raise FileNotFoundError(f"--model {cfg.model}: no such PRM directory")
+    prm = PRM.load(resolve_path(cfg.model), torch_dtype=torch.bfloat16 if cfg.bf16 else None, trust_remote_code=cfg.trust_remote_code)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    prm.model.to(device)
+    settings = ServeSettings(aggregator=cfg.aggregator, split_mode=cfg.split_mode, batch_size=cfg.batch_size, max_wait_ms=cfg.max_wait_ms,
+                             max_batch_items=cfg.max_batch_items, max_items_per_request=cfg.max_items_per_request, empty_reward=cfg.empty_reward,
+                             prm_weight=cfg.prm_weight, answer_weight=cfg.answer_weight)
+    app = build_app(prm, settings, model_name=cfg.model)
+    log.info("serving %s on http://%s:%d (%s): POST /score, POST /get_reward, GET /health", cfg.model, cfg.host, cfg.port, device)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info")
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    run(main, ServeConfig, description=__doc__.split("\n")[0])
