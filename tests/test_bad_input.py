@@ -122,8 +122,8 @@ CASES = [
     Case("option_label_scheme_lenient", {"in.jsonl": jl(PRM800K)}, ms("--option", "label_scheme=foo", "--no-strict", fmt="prm800k"),
          needs=["label_scheme", "foo"], kind="silent"),
     Case("option_neutral", {"in.jsonl": jl(PRM800K)}, ms("--option", "neutral=foo", fmt="prm800k"), needs=["neutral", "foo"]),
-    # an option of the wrong type (a number for a text option)
-    Case("option_step_tag_number", {"in.jsonl": MS_JSONL}, ms("--option", "step_tag=5"), needs=["step_tag"]),
+    # a number given to a text option is that text (the tag "5"), not a crash on an int
+    Case("option_step_tag_number", {"in.jsonl": MS_JSONL}, ms("--option", "step_tag=5"), needs=["in.jsonl:1", "step tag '5'"]),
     # an unknown split mode
     Case("option_split_mode", {"in.jsonl": jl(MATH)}, ms("--option", "split_mode=foo", fmt="math"), needs=["split_mode", "foo"]),
     # a yes/no option given something else ("maybe" was read as true)
