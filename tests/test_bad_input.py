@@ -13,6 +13,7 @@ import io
 import json
 import math
 import os
+import re
 import string
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
@@ -121,8 +122,8 @@ CASES = [
     Case("option_label_scheme_lenient", {"in.jsonl": jl(PRM800K)}, ms("--option", "label_scheme=foo", "--no-strict", fmt="prm800k"),
          needs=["label_scheme", "foo"], kind="silent"),
     Case("option_neutral", {"in.jsonl": jl(PRM800K)}, ms("--option", "neutral=foo", fmt="prm800k"), needs=["neutral", "foo"]),
-    # an option of the wrong type (a number for a text option)
-    Case("option_step_tag_number", {"in.jsonl": MS_JSONL}, ms("--option", "step_tag=5"), needs=["step_tag"]),
+    # a number given to a text option is that text (the tag "5"), not a crash on an int
+    Case("option_step_tag_number", {"in.jsonl": MS_JSONL}, ms("--option", "step_tag=5"), needs=["in.jsonl:1", "step tag '5'"]),
     # an unknown split mode
     Case("option_split_mode", {"in.jsonl": jl(MATH)}, ms("--option", "split_mode=foo", fmt="math"), needs=["split_mode", "foo"]),
     # a yes/no option given something else ("maybe" was read as true)
@@ -251,6 +252,34 @@ def _sys_readonly() -> bool:
     os.close(fd)
     os.unlink(p)
     return False
+
+
+# The same mistakes through the Python API (`prm.data.load`): a DataError naming the input.
+API_CASES = [
+    # a hub-shaped id offline, read at once or streamed
+    ("hub_id_offline", "nobody/no-such-data", {}, "not a local file"),
+    pytest.param("hub_id_offline_streaming", "nobody/no-such-data", {"streaming": True}, "not a local file", marks=pytest.mark.slow),
+    # limits of 0 or less, and a bool, are refused
+    ("limit_zero", "in.jsonl", {"limit": 0}, "limit"),
+    ("limit_bool", "in.jsonl", {"limit": True}, "limit"),
+    # a bad option value, even with strict=False
+    ("bad_option_lenient", "in.jsonl", {"step_tag": 5, "strict": False}, "step_tag"),
+    # every row rejected with strict=False: an error, not an empty dataset
+    ("all_rejected", "bad.jsonl", {"strict": False}, "every row (2) was rejected"),
+]
+
+
+@pytest.mark.parametrize("name, source, kw, needs", API_CASES, ids=[(c.values if hasattr(c, "values") else c)[0] for c in API_CASES])
+def test_load_case(tmp_path: Path, name: str, source: str, kw: dict, needs: str) -> None:
+    from prm.data import load
+    from prm.schema import DataError
+
+    (tmp_path / "in.jsonl").write_bytes(MS_JSONL)
+    (tmp_path / "bad.jsonl").write_bytes(jl({"input": "x"}, {"input": "y"}))
+    src = source if "/" in source else tmp_path / source
+    with pytest.raises(DataError, match=re.escape(needs)):
+        ds = load("math_shepherd", src, **kw)
+        list(ds)  # a streamed source fails when read
 
 
 # --- every registered format: random bytes and random JSON shapes ----------------------------

@@ -16,6 +16,7 @@ counted in a `Report`, which `load` logs and which callers can pass in to read t
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import math
 import os
@@ -112,6 +113,19 @@ def check_options(fmt: str, options: dict) -> None:
             raise OptionError(fmt, k, f"format '{fmt}' has no option '{k}'; its options: {', '.join(allowed) or 'none'}")
         if k in hints and not _accepts(v, hints[k]):
             raise OptionError(fmt, k, f"{v!r} is not {_describe(hints[k])}")
+
+
+def parse_option(fmt: str, key: str, raw: str) -> Any:
+    """A command-line option value: JSON when that fits the option (``true``, ``3``, ``null``),
+    else the text as given (``--option source=2024`` is the text "2024" for a text option)."""
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+    hint = typing.get_type_hints(FORMATS.get(fmt)).get(key) if fmt in FORMATS else None
+    if hint is not None and not _accepts(value, hint) and _accepts(raw, hint):
+        return raw
+    return value
 
 
 def check_limit(limit: Any) -> None:
@@ -282,4 +296,4 @@ from prm.data import prm800k as _prm800k  # noqa: E402, F401
 from prm.data import problems as _problems  # noqa: E402, F401
 from prm.data.formats import to_trl  # noqa: E402
 
-__all__ = ["FORMATS", "Report", "check_limit", "check_options", "convert_rows", "iter_source", "load", "resolve_path", "split_by_problem", "to_trl"]
+__all__ = ["FORMATS", "Report", "check_limit", "check_options", "convert_rows", "parse_option", "iter_source", "load", "resolve_path", "split_by_problem", "to_trl"]

@@ -11,22 +11,14 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
 import logging
 import os
 import sys
 from pathlib import Path
 
-from prm.data import FORMATS, Report, check_limit, check_options, convert_rows, iter_source, to_trl
+from prm.data import FORMATS, Report, check_limit, check_options, convert_rows, iter_source, parse_option, to_trl
 from prm.io import write_jsonl
 from prm.schema import DataError, OptionError
-
-
-def _parse_value(v: str):
-    try:
-        return json.loads(v)
-    except json.JSONDecodeError:
-        return v
 
 
 def _formats_help() -> str:
@@ -52,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--to", choices=("stepwise", "trl"), default="stepwise", help="output format (default: stepwise records)")
     ap.add_argument("--split", default="train", help="hub split (default: train)")
     ap.add_argument("--name", default=None, help="hub config name")
-    ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="converter option, repeatable (values parsed as JSON when possible)")
+    ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="converter option, repeatable (JSON when that fits the option: true, 3, null; else the text as given)")
     ap.add_argument("--no-strict", dest="strict", action="store_false", help="skip and count bad rows instead of stopping at the first")
     ap.add_argument("--limit", type=int, default=None, help="stop after this many records")
     ap.add_argument("--list", action="store_true", help="list formats and their options")
@@ -69,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         if "=" not in kv:
             ap.error(f"--option expects KEY=VALUE, got '{kv}'")
         k, v = kv.split("=", 1)
-        options[k] = _parse_value(v)
+        options[k] = parse_option(args.format, k, v)
     problem = output_problem(args.output)
     if problem:
         return _fail(problem)
