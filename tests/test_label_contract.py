@@ -175,3 +175,15 @@ def test_one_class_labels_are_flagged(labels, scheme, single, caplog):
         m = step_metrics(labels, probs, scheme)
     assert m["single_class"] == single and (m["auroc"] is None) == (single is not None)
     assert ("one class only" in caplog.text) == (single is not None)
+
+
+def test_nested_bars_forward_or_hide(monkeypatch):
+    bars = Bars(monkeypatch)
+    with progress_mod.progress(5, "stage") as outer:
+        with progress_mod.progress(3, "generation") as same:  # same unit: counts into the stage's bar
+            same.update(3)
+            same.set_postfix(kept=1)
+        with progress_mod.progress(9, "continuations", unit="continuation") as other:  # another unit: hidden
+            other.update(9)
+        outer.update(2)
+    assert [(b["desc"], b["total"], b["n"]) for b in bars.made] == [("stage", 5, 5)]

@@ -44,6 +44,8 @@ def test_embedded_default_end_to_end(tmp_path, monkeypatch):
         assert Path("results/prm_exp/method1_HE", f).is_file(), f
     assert json.loads(Path("results/prm_exp/method1_HE/config.json").read_text())["config"]["verifier_used"] == "rules"
     assert he["data"]["solutions"] > 0 and he["verifier"] == "rules"
+    # a one-class held-out split is flagged in metrics.json (None when both classes are there)
+    assert "single_class" in he["steps"] and (he["steps"]["single_class"] is None) == (he["steps"]["auroc"] is not None)
     # SE reuses the graded data: nothing is generated again
     graded = (work / "graded.jsonl").read_text()
     se = cli(["--config", TINY, "--reward", "SE", "--skip_generation"])

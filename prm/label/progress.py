@@ -32,9 +32,15 @@ class _Forward:
     def update(self, n: int = 1) -> None:
         self._bar.update(n)
 
+    def set_postfix(self, **kw: Any) -> None:
+        self._bar.set_postfix(**kw)
+
 
 class _Hidden:
     def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix(self, **kw: Any) -> None:
         pass
 
 
