@@ -132,7 +132,8 @@ def main(cfg: DreamPRMConfig, bl: BilevelConfig, ra: DreamRunArgs, model: DreamM
     paths = {k: resolve_path(getattr(cfg, f"{k}_json_file")) for k in ("train", "meta", "heldout")}
     if cfg.build_data and not all(Path(p).is_file() for p in paths.values() if p):
         if ra.dry_run:
-            raise ConfigError(f"--build_data: the data is not built yet in {Path(paths['train']).parent}; run once without --dry_run")
+            log.info("dry run: settings valid; the data would be built from $PRM_DATA_DIR into %s", Path(paths["train"]).parent)
+            return {"dry_run": True, "would_build": str(Path(paths["train"]).parent), "run_dir": str(run_dir.path)}
         counts = build_minif2f_pair(Path(paths["train"]).parent, seed=0, noisy_domains=cfg.noisy_domains)
         log.info("built the offline miniF2F data in %s: %s", Path(paths["train"]).parent, counts)
     paths = {k: resolve_data(p, f"{k}_json_file") for k, p in paths.items()}

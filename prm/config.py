@@ -113,11 +113,12 @@ def parse_options(text: str) -> dict[str, Any]:
 
 def per_name(value: Any, name: str, cast: Callable[[Any], Any] = int) -> Any:
     """A value that may differ per name (e.g. per backbone): a plain value for every name, or a
-    mapping ``{name: value}`` (``minilm=100,smollm2=40`` on the command line)."""
+    mapping ``{name: value}`` (``minilm=100,smollm2=40`` on the command line); a name the mapping
+    does not list gets its largest value (e.g. a hub id)."""
     if isinstance(value, Mapping):
-        if name not in value:
-            raise ConfigError(f"no value for {name!r} in {dict(value)}; give one for every name, or a single value")
-        return cast(value[name])
+        if not value:
+            raise ConfigError(f"no value for {name!r}: the mapping is empty")
+        return cast(value[name]) if name in value else max(cast(v) for v in value.values())
     return cast(value)
 
 
@@ -326,14 +327,17 @@ def parse(dataclass_types: Any, argv: list[str] | None = None, description: str 
     then the flags in ``argv``. A user's mistake raises ``SystemExit('error: ...')``."""
     types = _types(dataclass_types)
     parser = _Parser(types, description=description)
-    parser.add_argument("--config", type=str, default=None, help="YAML file of option values; flags given on the command line override it")
+    parser.add_argument("--config", action="append", default=[], help="YAML file of option values (several: later ones override earlier ones); "
+                        "flags given on the command line override them")
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", default=None)
+    pre.add_argument("--config", action="append", default=[])
     known_args, _ = pre.parse_known_args(argv)
     try:
-        if known_args.config:
-            values = load_yaml(known_args.config, {f.name for t in types for f in fields(t)})
+        values: dict[str, Any] = {}
+        for path in known_args.config:  # several: later files override earlier ones
+            values.update(load_yaml(path, {f.name for t in types for f in fields(t)}))
+        if values:
             for action in parser._actions:
                 if action.dest in values:
                     action.required = False

@@ -239,7 +239,7 @@ def _flat(x: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): x}
 
 
-def _writable(path: Path, flag: str) -> None:
+def writable(path: Path, flag: str) -> None:
     """The first existing ancestor of ``path`` is a writable directory."""
     p = path
     while not p.exists():
@@ -270,7 +270,7 @@ class RunDir:
     @classmethod
     def claim(cls, path: str | Path, settings: dict, seed: int | None = None, overwrite: bool = False, flag: str = "results_dir") -> RunDir:
         run = cls(Path(path), settings, seed, overwrite)
-        _writable(run.path, flag)
+        writable(run.path, flag)
         old = run.recorded()
         if run.path.is_dir() and any(run.path.iterdir()) and not overwrite and old.get("fingerprint") != run.fingerprint:
             if not old.get("fingerprint"):
@@ -320,7 +320,7 @@ def own_dir(path: str | Path, fp: str, overwrite: bool = False, flag: str = "out
     """Make ``path`` (checkpoints outside the run directory) belong to the run with fingerprint
     ``fp``: refuse one that holds another run's files, unless ``overwrite`` (then clear it)."""
     path = Path(path)
-    _writable(path, flag)
+    writable(path, flag)
     mark = path / "fingerprint.txt"
     old = mark.read_text().strip() if mark.is_file() else None
     if path.is_dir() and any(path.iterdir()) and old != fp:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from prm.config import (
@@ -27,6 +28,12 @@ from prm.train import PRMTrainingArguments
 log = logging.getLogger(__name__)
 
 
+def load_metrics(run_dir: Path) -> dict:
+    import json
+
+    return json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+
+
 def build_prm(model: ModelArgs, spec: PRMSpec, **kw: Any) -> PRM:
     """A PRM on ``model.model`` with a new head for ``spec``; LoRA adapters when ``model.lora``
     (on 4-bit base weights with ``model.load_in_4bit``)."""
@@ -40,9 +47,14 @@ def build_prm(model: ModelArgs, spec: PRMSpec, **kw: Any) -> PRM:
 # --- train a PRM from a config (exp/train_prm.py, exp/math_shepherd.py, the offline study) --------
 
 
-def train_prm(ra: RunArgs, data: DataArgs, model: ModelArgs, args: PRMTrainingArguments, experiment: str = "train_prm") -> dict:
+TRAIN_TYPES = (RunArgs, DataArgs, ModelArgs, PRMTrainingArguments)
+
+
+def train_prm(ra: RunArgs, data: DataArgs, model: ModelArgs, args: PRMTrainingArguments, experiment: str = "train_prm",
+              reuse: bool = False) -> dict:
     """Train a PRM on ``data`` and evaluate it on held-out records; writes the run directory
-    ``<results_dir>/<experiment>/<run_name>/{config.json, metrics.json, log.jsonl, predictions.jsonl, model/}``."""
+    ``<results_dir>/<experiment>/<run_name>/{config.json, metrics.json, log.jsonl, predictions.jsonl, model/}``.
+    ``reuse``: a finished run of the same settings whose model is there is returned as it is."""
     from transformers import set_seed
 
     from prm.data import load, split_by_problem
@@ -52,7 +64,11 @@ def train_prm(ra: RunArgs, data: DataArgs, model: ModelArgs, args: PRMTrainingAr
 
     # --- setup: claim the run directory (nothing written yet)
     args.run_name = ra.run_name = ra.run_name or args.run_name or "default"
-    run = RunDir.claim(ra.run_dir(experiment), settings(ra, data, model, args), seed=args.seed, overwrite=ra.overwrite)
+    run = RunDir(ra.run_dir(experiment), settings(ra, data, model, args), seed=args.seed)
+    if reuse and run.finished("model"):
+        log.info("%s: finished with these settings, reused", run.path)
+        return load_metrics(run.path)
+    run = RunDir.claim(run.path, run.settings, seed=args.seed, overwrite=ra.overwrite)
     if args.output_dir in (None, "trainer_output"):
         args.output_dir = str(run.path / "checkpoints")
     paths = {k: data.resolved(k) for k in ("data", "eval_data")}
@@ -161,29 +177,54 @@ def _slim(r: dict, threshold: float | None = None) -> dict:
     return out
 
 
-def evaluate_prm(cfg: EvalConfig, ra: RunArgs, experiment: str = "evaluate") -> dict:
+def evaluate_prm(cfg: EvalConfig, ra: RunArgs, experiment: str = "evaluate", reuse: bool = False) -> dict:
     """Score a saved PRM on a ProcessBench-style first-error task, best-of-N sets or step labels;
-    writes ``<results_dir>/<experiment>/<run_name>/{config.json, metrics.json, predictions.jsonl}``."""
+    writes ``<results_dir>/<experiment>/<run_name>/{config.json, metrics.json, predictions.jsonl}``.
+    The settings include the fingerprint of the run that trained the PRM (when it came from one), so
+    a retrained PRM is a new evaluation. ``reuse``: a finished evaluation of the same settings is
+    returned as it is."""
     from prm.data import load, split_by_problem
     from prm.eval.bon import best_of_n, load_candidates
     from prm.eval.processbench import choose_threshold, processbench_metrics
     from prm.eval.steps import evaluate_steps, score_records
 
-    run = RunDir.claim(ra.run_dir(experiment), settings(cfg, ra), seed=ra.seed, overwrite=ra.overwrite)
+    trained_by = RunDir(Path(cfg.model).parent, {}, None).recorded().get("fingerprint")
+    run = RunDir(ra.run_dir(experiment), settings(cfg, ra, model_trained_by=trained_by), seed=ra.seed)
+    if reuse and run.finished("predictions.jsonl"):
+        log.info("%s: finished with these settings, reused", run.path)
+        return load_metrics(run.path)
+    run = RunDir.claim(run.path, run.settings, seed=ra.seed, overwrite=ra.overwrite)
     paths = {"data": resolve_data(cfg.data, "data"), "dev_data": resolve_data(cfg.dev_data, "dev_data")}
     if ra.dry_run:
         log.info("dry run: settings valid, data %s; would write %s", paths, run.path)
         return {"dry_run": True, "data": paths, "run_dir": str(run.path)}
+    # --- data first: a mistake in it shows before the model loads
+    dev = None
+    if cfg.task == "best_of_n":
+        problems = load_candidates(paths["data"])[: cfg.limit]
+    else:
+        test = load(cfg.format, paths["data"], limit=cfg.limit)
+        if cfg.task == "processbench":
+            _first_error_labeled(test, cfg, "data")
+            if cfg.threshold is None and paths["dev_data"]:
+                dev = load(cfg.format, paths["dev_data"])
+                _first_error_labeled(dev, cfg, "dev_data")
+            elif cfg.threshold is None:
+                test, dev = split_by_problem(test, cfg.dev_fraction, seed=ra.seed)
+            if dev is not None and (not len(dev) or not len(test)):
+                raise ConfigError(f"--dev_fraction {cfg.dev_fraction}: {len(dev)} dev and {len(test)} test records; both need at least one (raise --limit)")
+
+    # --- model
     prm = PRM.load(cfg.model)
     if cfg.max_length is not None:
         prm.spec.max_length = cfg.max_length
     if cfg.max_prompt_length is not None:
         prm.spec.max_prompt_length = cfg.max_prompt_length
     aggs = cfg.aggregators
+    run.begin()
 
+    # --- score and measure
     if cfg.task == "best_of_n":
-        problems = load_candidates(paths["data"])[: cfg.limit]
-        run.begin()
         flat = [(p["problem"], c["steps"]) for p in problems for c in p["candidates"]]
         scores = iter(prm.score_batch(flat, batch_size=cfg.batch_size))
         for p in problems:
@@ -192,25 +233,12 @@ def evaluate_prm(cfg: EvalConfig, ra: RunArgs, experiment: str = "evaluate") -> 
         metrics = best_of_n(problems, cfg.ns, aggs, seed=ra.seed)
         predictions = [{"id": p["id"], "candidates": [{k: c[k] for k in ("answer", "correct", "step_scores")} for c in p["candidates"]]} for p in problems]
     elif cfg.task == "steps":
-        records = load(cfg.format, paths["data"], limit=cfg.limit)
-        run.begin()
-        metrics, scored = evaluate_steps(prm, records, cfg.batch_size, aggs)
+        metrics, scored = evaluate_steps(prm, test, cfg.batch_size, aggs)
         predictions = [_slim(r) for r in scored]
     else:
-        test = load(cfg.format, paths["data"], limit=cfg.limit)
-        _first_error_labeled(test, cfg, "data")
-        if cfg.threshold is not None:
+        if dev is None:
             threshold, dev_info = cfg.threshold, {"source": "fixed"}
-            run.begin()
         else:
-            if paths["dev_data"]:
-                dev = load(cfg.format, paths["dev_data"])
-                _first_error_labeled(dev, cfg, "dev_data")
-            else:
-                test, dev = split_by_problem(test, cfg.dev_fraction, seed=ra.seed)
-            if not len(dev) or not len(test):
-                raise ConfigError(f"--dev_fraction {cfg.dev_fraction}: {len(dev)} dev and {len(test)} test records; both need at least one (raise --limit)")
-            run.begin()
             dev_scored = score_records(prm, dev, cfg.batch_size, desc="scoring dev")
             threshold = choose_threshold(*_pb_inputs(dev_scored))
             dev_info = {"source": cfg.dev_data or f"{cfg.dev_fraction:.0%} of problems", "n": len(dev_scored), **processbench_metrics(*_pb_inputs(dev_scored), threshold)}
