@@ -24,14 +24,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+# the harness lives beside this script (exp/benchmarks/) and is imported from exp/
 from benchmarks.common import gsm8k_rows, llama_1b_dir, save, tiny_backbone
 from benchmarks.qlora import QLoRABench
 from benchmarks.train import TrainBench, train_benchmark
 
-from prm.config import parse
-from prm.data import resolve_path
+from prm.config import at_least, resolve_data, run, split_list
 from prm.io import REPO_ROOT
 
 log = logging.getLogger("bench")
@@ -45,11 +43,18 @@ class Common:
     name: str | None = field(default=None, metadata={"help": "Result file name (default: the benchmark's name)."})
     work_dir: str = field(default=".bench/work", metadata={"help": "Scratch folder (gitignored)."})
     note: str = field(default="", metadata={"help": "Free text stored with the result (e.g. how busy the machine was)."})
+    dry_run: bool = field(default=False, metadata={"help": "Parse, validate and resolve the data, then exit (runs nothing)."})
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "solutions", "problems", "rounds", "pairs"):
+            if isinstance(getattr(self, name, None), int):
+                at_least(self, (name,))
 
 
 @dataclass
 class TrainConfig(Common, TrainBench):
-    pass
+    def __post_init__(self) -> None:
+        TrainBench.__post_init__(self)
 
 
 @dataclass
@@ -63,13 +68,18 @@ class PrefixConfig(Common):
 @dataclass
 class ScoreConfig(Common):
     model: str = "smollm2"
-    ns: str = "8,16"
+    ns: list[int] = field(default_factory=lambda: [8, 16])
     problems: int = 3
     rounds: int = 3
     random_init: bool = False
-    dtypes: str = field(default="bf16", metadata={"help": "Timed precisions, fp32 and/or bf16 (fp32 CPU scoring of SmolLM2 takes minutes); the fp32 score check always runs."})
+    dtypes: list[str] = field(default_factory=lambda: ["bf16"], metadata={"help": "Timed precisions, fp32 and/or bf16 (fp32 CPU scoring of SmolLM2 takes minutes); the fp32 score check always runs."})
     kinds: bool = field(default=True, metadata={"help": "Every PRM kind vs its model card's usage (false: the older token_cls best-of-N comparison)."})
     batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.ns = [int(n) for n in split_list(self.ns)]
+        self.dtypes = split_list(self.dtypes)
 
 
 @dataclass
@@ -128,12 +138,12 @@ class SearchBenchConfig(Common):
 def run_train(cfg: TrainConfig) -> Path:
     work = REPO_ROOT / cfg.work_dir / "train"
     if cfg.smoke:
-        cfg.backbones = str(tiny_backbone("bert", work / "tiny-bert"))
-        cfg.random_init, cfg.n_train, cfg.n_eval, cfg.steps, cfg.batch_size, cfg.pairs = True, 24, "8", "3", "4", 1
-        cfg.defaults_rounds, cfg.warmup, cfg.profile = "0", 1, ""
+        cfg.backbones = [str(tiny_backbone("bert", work / "tiny-bert"))]
+        cfg.random_init, cfg.n_train, cfg.n_eval, cfg.steps, cfg.batch_size, cfg.pairs = True, 24, 8, 3, 4, 1
+        cfg.defaults_rounds, cfg.warmup, cfg.profile = 0, 1, []
         venv = REPO_ROOT / ".bench" / "trl-venv" / "bin" / "python"
         cfg.trl = bool(cfg.trl_python) or venv.is_file()  # never install TRL for a smoke run
-    res = train_benchmark(cfg, resolve_path(cfg.data), work)
+    res = train_benchmark(cfg, resolve_data(cfg.data, 'data'), work)
     return save(cfg.results_dir, cfg.name or "train", res, cfg.note)
 
 
@@ -143,7 +153,7 @@ def run_prefix(cfg: PrefixConfig) -> Path:
     model, random_init = cfg.model, False
     if cfg.smoke:
         model, random_init, cfg.solutions, cfg.batch_size = str(tiny_backbone("llama", REPO_ROOT / cfg.work_dir / "tiny-llama")), True, 6, 8
-    rows, _ = gsm8k_rows(resolve_path(cfg.data), cfg.solutions, 0)
+    rows, _ = gsm8k_rows(resolve_data(cfg.data, 'data'), cfg.solutions, 0)
     return save(cfg.results_dir, cfg.name or "prefix", prefix_benchmark(model, rows, cfg.batch_size, cfg.bf16, random_init), cfg.note)
 
 
@@ -153,16 +163,16 @@ def run_score(cfg: ScoreConfig) -> Path:
     if cfg.kinds:
         from prm.models.backbones import resolve
 
-        body, n, problems, rounds = resolve(cfg.model), max(int(x) for x in cfg.ns.split(",")), cfg.problems, cfg.rounds
+        body, n, problems, rounds = resolve(cfg.model), max(cfg.ns), cfg.problems, cfg.rounds
         if cfg.smoke:
             body, n, problems, rounds = None, 4, 2, 1  # tiny random look-alikes
-        res = kinds_benchmark(body, resolve_path(cfg.data), n, problems, rounds, cfg.batch_size, bf16="bf16" in cfg.dtypes)
+        res = kinds_benchmark(body, resolve_data(cfg.data, "data"), n, problems, rounds, cfg.batch_size, bf16="bf16" in cfg.dtypes)
         return save(cfg.results_dir, cfg.name or "score_kinds", res, cfg.note)
     model = cfg.model
     if cfg.smoke:
-        model, cfg.random_init, cfg.problems, cfg.rounds, cfg.ns = str(tiny_backbone("llama", REPO_ROOT / cfg.work_dir / "tiny-llama")), True, 2, 1, "4"
-    res = score_benchmark(model, resolve_path(cfg.data), [int(n) for n in cfg.ns.split(",")], cfg.problems, cfg.rounds, cfg.random_init,
-                          dtypes=tuple(d.strip() for d in cfg.dtypes.split(",")) if not cfg.smoke else ("fp32", "bf16"))
+        model, cfg.random_init, cfg.problems, cfg.rounds, cfg.ns = str(tiny_backbone("llama", REPO_ROOT / cfg.work_dir / "tiny-llama")), True, 2, 1, [4]
+    res = score_benchmark(model, resolve_data(cfg.data, 'data'), cfg.ns, cfg.problems, cfg.rounds, cfg.random_init,
+                          dtypes=tuple(cfg.dtypes) if not cfg.smoke else ("fp32", "bf16"))
     return save(cfg.results_dir, cfg.name or "score", res, cfg.note)
 
 
@@ -172,7 +182,7 @@ def run_label_cost(cfg: LabelCostConfig) -> Path:
     from prm.data import load
 
     n = 6 if cfg.smoke else cfg.solutions
-    ds = load("gsm8k_errors", resolve_path(cfg.data)).select(range(n))
+    ds = load("gsm8k_errors", resolve_data(cfg.data, 'data')).select(range(n))
     return save(cfg.results_dir, cfg.name or "label_cost", label_cost_benchmark(items_from_rows(ds.to_list()), cfg.claude_model), cfg.note)
 
 
@@ -182,7 +192,7 @@ def run_efficiency(cfg: EfficiencyConfig) -> Path:
     model, random_init = cfg.model, False
     if cfg.smoke:
         model, random_init, cfg.steps, cfg.batch_size = str(tiny_backbone("bert", REPO_ROOT / cfg.work_dir / "tiny-bert")), True, 3, 4
-    rows, _ = gsm8k_rows(resolve_path(cfg.data), max(64, cfg.steps * cfg.batch_size), 0)
+    rows, _ = gsm8k_rows(resolve_data(cfg.data, 'data'), max(64, cfg.steps * cfg.batch_size), 0)
     return save(cfg.results_dir, cfg.name or "efficiency", efficiency_benchmark(model, rows, cfg.steps, cfg.batch_size, random_init=random_init,
                                                                                 peak_seconds=0.2 if cfg.smoke else 1.0), cfg.note)
 
@@ -194,7 +204,7 @@ def run_serve(cfg: ServeBenchConfig) -> Path:
     if cfg.smoke:
         model, random_init = str(tiny_backbone("bert", REPO_ROOT / cfg.work_dir / "tiny-bert")), True
         cfg.clients, cfg.requests, cfg.rounds, cfg.max_seconds = 4, 16, 1, 30.0
-    rows, _ = gsm8k_rows(resolve_path(cfg.data), cfg.requests, 0)
+    rows, _ = gsm8k_rows(resolve_data(cfg.data, "data"), cfg.requests, 0)
     res = serve_benchmark(model, rows, REPO_ROOT / cfg.work_dir / "serve", cfg.clients, cfg.requests, cfg.rounds, cfg.max_seconds,
                           cfg.max_wait_ms, random_init)
     return save(cfg.results_dir, cfg.name or "serve", res, cfg.note)
@@ -209,16 +219,16 @@ def run_gpu(cfg: GpuConfig) -> list[Path]:
     work = REPO_ROOT / cfg.work_dir
     model = tiny_backbone("llama", work / "tiny-llama", cfg.tokenizer) if cfg.smoke else llama_1b_dir(work / "llama-1b-shape", cfg.tokenizer)
     steps, bs, pairs, problems = (3, 4, 1, 2) if cfg.smoke else (cfg.steps, cfg.batch_size, cfg.pairs, cfg.problems)
-    tcfg = TrainConfig(backbones=str(model), n_train=max(1000, steps * bs) if not cfg.smoke else 24, n_eval="200" if not cfg.smoke else "8",
-                       steps=str(steps), batch_size=str(bs), pairs=pairs, defaults_rounds=str(min(pairs, cfg.defaults_rounds)), random_init=True, warmup=5 if not cfg.smoke else 1,
-                       profile="" if cfg.smoke else "all", trl_python=cfg.trl_python, data=cfg.data, results_dir=cfg.results_dir, note=cfg.note, work_dir=cfg.work_dir)
+    tcfg = TrainConfig(backbones=[str(model)], n_train=max(1000, steps * bs) if not cfg.smoke else 24, n_eval=200 if not cfg.smoke else 8,
+                       steps=steps, batch_size=bs, pairs=pairs, defaults_rounds=min(pairs, cfg.defaults_rounds), random_init=True, warmup=5 if not cfg.smoke else 1,
+                       profile=[] if cfg.smoke else ["all"], trl_python=cfg.trl_python, data=cfg.data, results_dir=cfg.results_dir, note=cfg.note, work_dir=cfg.work_dir)
     if cfg.smoke:  # never install TRL for a smoke run
         tcfg.trl = bool(cfg.trl_python) or (REPO_ROOT / ".bench" / "trl-venv" / "bin" / "python").is_file()
-    tpath = save(cfg.results_dir, (cfg.name or "gpu") + "_train", train_benchmark(tcfg, resolve_path(cfg.data), work / "gpu-train"), cfg.note)
+    tpath = save(cfg.results_dir, (cfg.name or "gpu") + "_train", train_benchmark(tcfg, resolve_data(cfg.data, 'data'), work / "gpu-train"), cfg.note)
     from benchmarks.score import score_benchmark
 
     spath = save(cfg.results_dir, (cfg.name or "gpu") + "_score",
-                 score_benchmark(str(model), resolve_path(cfg.data), [4] if cfg.smoke else [8, 16], problems, 1 if cfg.smoke else 3, random_init=True), cfg.note)
+                 score_benchmark(str(model), resolve_data(cfg.data, 'data'), [4] if cfg.smoke else [8, 16], problems, 1 if cfg.smoke else 3, random_init=True), cfg.note)
     return [tpath, spath]
 
 
@@ -229,7 +239,7 @@ def run_qlora(cfg: QLoRAConfig) -> Path:
     if cfg.smoke:
         cfg.model = str(tiny_checkpoint(work / "tiny-llama-lm"))
         cfg.n_train, cfg.n_eval, cfg.steps, cfg.batch_size, cfg.pairs, cfg.warmup, cfg.max_length = 8, 4, 3, 2, 1, 1, 128
-    return save(cfg.results_dir, cfg.name or "qlora", qlora_benchmark(cfg, resolve_path(cfg.data), work), cfg.note)
+    return save(cfg.results_dir, cfg.name or "qlora", qlora_benchmark(cfg, resolve_data(cfg.data, "data"), work), cfg.note)
 
 
 def run_search(cfg: SearchBenchConfig) -> Path:
@@ -251,9 +261,9 @@ def run_search(cfg: SearchBenchConfig) -> Path:
         cfg.problems, cfg.n, cfg.beam_width, cfg.max_steps, cfg.max_step_tokens, cfg.max_tokens, cfg.rounds = 2, 4, 2, 3, 6, 20, 2
     else:
         model, tok = load_causal_lm(cfg.model)
-        prm = PRM.load(resolve_path(cfg.prm)) if Path(resolve_path(cfg.prm)).is_dir() else PRM.from_backbone(cfg.prm, PRMSpec(separator="\n"))
+        prm = PRM.load(resolve_data(cfg.prm, "prm")) if Path(resolve_data(cfg.prm, "prm")).is_dir() else PRM.from_backbone(cfg.prm, PRMSpec(separator="\n"))
     load_before = os.getloadavg()
-    res = search_benchmark(model, tok, prm, problems_from(resolve_path(cfg.data), cfg.problems), cfg.n, cfg.beam_width, cfg.max_steps,
+    res = search_benchmark(model, tok, prm, problems_from(resolve_data(cfg.data, "data"), cfg.problems), cfg.n, cfg.beam_width, cfg.max_steps,
                            cfg.max_step_tokens, cfg.max_tokens, cfg.rounds)
     res.update(model=cfg.model if not cfg.smoke else "tiny-llama", prm=cfg.prm if not cfg.smoke else "tiny-llama",
                load_average_1min={"before": load_before[0], "after": os.getloadavg()[0]})
@@ -269,14 +279,20 @@ COMMANDS = {"train": (TrainConfig, run_train), "prefix": (PrefixConfig, run_pref
 def main(argv: list[str] | None = None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:
-        raise SystemExit(f"usage: python exp/bench.py {{{','.join(COMMANDS)}}} [--smoke] [flags]; got {argv[:1] or 'nothing'}")
+        raise SystemExit(f"error: usage: python exp/bench.py {{{','.join(COMMANDS)}}} [--smoke] [flags]; got {argv[:1] or 'nothing'}")
     cls, fn = COMMANDS[argv[0]]
-    (cfg,) = parse(cls, argv[1:], description=f"benchmark: {argv[0]}")
-    out = fn(cfg)
-    log.info("wrote %s", out)
-    return out
+
+    def go(cfg):
+        path = resolve_data(cfg.data, "data")
+        if cfg.dry_run:
+            log.info("dry run: %s settings valid, data %s", argv[0], path)
+            return None
+        out = fn(cfg)
+        log.info("wrote %s", out)
+        return out
+
+    return run(go, cls, description=f"benchmark: {argv[0]}", argv=argv[1:])
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     main()

@@ -3,10 +3,10 @@ optimization on a meta set judged by proof correctness (`prm.train.bilevel`).
 
     # offline, embedded MiniLM (builds the data once from $PRM_DATA_DIR; minutes on 2 CPU cores)
     python exp/dreamprm_minif2f.py --config exp/configs/dreamprm_minif2f/offline.yaml --dry_run
-    python exp/dreamprm_minif2f.py --config exp/configs/dreamprm_minif2f/offline.yaml --baseline --experiment_name offline_baseline
-    python exp/dreamprm_minif2f.py --config exp/configs/dreamprm_minif2f/offline.yaml --experiment_name offline_reweighted
+    python exp/dreamprm_minif2f.py --config exp/configs/dreamprm_minif2f/offline.yaml --baseline --run_name offline_baseline
+    python exp/dreamprm_minif2f.py --config exp/configs/dreamprm_minif2f/offline.yaml --run_name offline_reweighted
     # resume a stopped run (Ctrl+C saves a checkpoint): the latest checkpoint, or a given step
-    python exp/dreamprm_minif2f.py --config exp/configs/dreamprm_minif2f/offline.yaml --experiment_name offline_reweighted \\
+    python exp/dreamprm_minif2f.py --config exp/configs/dreamprm_minif2f/offline.yaml --run_name offline_reweighted \\
         --resume_from results/dreamprm_minif2f/offline_reweighted/checkpoints
     # the original setting, with internet and a GPU (DreamPRM's own JSONL files)
     python exp/dreamprm_minif2f.py --config exp/configs/dreamprm_minif2f/paper.yaml \\
@@ -23,7 +23,7 @@ triple is built into the folder of ``--train_json_file`` by `prm.data.dreamprm_b
   steps, ``meta_label`` 1) plus a copy of each proof with one number changed (``meta_label`` 0);
 - held-out: miniF2F ``test``, built the same way.
 
-Outputs: results/dreamprm_minif2f/<experiment_name>/{config.json, metrics.json, log.jsonl (losses
+Outputs: results/dreamprm_minif2f/<run_name>/{config.json, metrics.json, log.jsonl (losses
 and weights every log_every steps), weights.jsonl (the weight trajectory), predictions.jsonl
 (held-out scores)}, checkpoints in --weights_path (default: the run's checkpoints/, gitignored),
 the final PRM in the run's model/ (gitignored). Figure: python exp/make_figures.py.
@@ -32,30 +32,24 @@ the final PRM in the run's model/ (gitignored). Figure: python exp/make_figures.
 from __future__ import annotations
 
 import logging
-import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 from transformers import set_seed
 
-from prm.config import parse
+from prm.config import ConfigError, ModelArgs, RunArgs, at_least, require, resolve_data, run, settings, split_list
 from prm.data import load, resolve_path
 from prm.data.dreamprm_build import build_minif2f_pair
-from prm.io import start_run, write_json, write_jsonl
-from prm.models.prm import PRM, PRMSpec, apply_lora
-from prm.train.bilevel import (
-    BilevelConfig,
-    BilevelTrainer,
-    encode_records,
-    train_top_layers,
-)
+from prm.io import RunDir, own_dir, write_jsonl
+from prm.models.prm import PRMSpec
+from prm.recipes import build_prm
+from prm.train.bilevel import BilevelConfig, BilevelTrainer, encode_records, train_top_layers
 
 log = logging.getLogger("dreamprm_minif2f")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+EXPERIMENT = "dreamprm_minif2f"
 
 
 @dataclass
@@ -64,35 +58,50 @@ class DreamPRMConfig:
     meta_json_file: str = field(default="data/cache/dreamprm_minif2f/meta.jsonl", metadata={"help": "Meta data (meta_label judges solutions)."})
     heldout_json_file: str | None = field(default="data/cache/dreamprm_minif2f/heldout.jsonl", metadata={"help": "Held-out data for the final comparison (optional)."})
     build_data: bool = field(default=False, metadata={"help": "Build the offline miniF2F triple from $PRM_DATA_DIR when the files are missing."})
-    noisy_domains: str = field(default="", metadata={"help": "With --build_data: train domains whose step labels become coin flips (a control)."})
+    noisy_domains: list[str] = field(default_factory=list, metadata={"help": "With --build_data: train domains whose step labels become coin flips (a control)."})
     split_mode: str = field(default="auto", metadata={"help": "How cot_response splits into steps (auto, headers, paragraphs, lines, tag)."})
     train_limit: int | None = field(default=None, metadata={"help": "Use at most this many training rows."})
-    model_name: str = field(default="minilm", metadata={"help": "Backbone: hub id (e.g. Qwen/Qwen2.5-Math-PRM-7B), local path, or embedded minilm / smollm2."})
-    trust_remote_code: bool = field(default=False, metadata={"help": "Allow hub models that ship custom code."})
     separator: str = field(default="\n", metadata={"help": "Step separator of the encoding (e.g. <extra_0> for Qwen PRMs)."})
     weights_path: str | None = field(default=None, metadata={"help": "Checkpoint folder (default: the run's checkpoints/)."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank; 0 trains every weight."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
     train_top_layers: int = field(default=0, metadata={"help": "Train only the head and the top N transformer layers (0: all); makes CPU runs cheap."})
-    max_length: int = field(default=4096, metadata={"help": "Tokens per solution; whole trailing steps are truncated (meta/held-out rows that lose a step are dropped)."})
+    max_length: int = field(default=4096, metadata={"help": "Tokens per training solution; whole trailing steps are truncated."})
+    eval_max_length: int | None = field(default=None, metadata={"help": "Tokens per meta/held-out solution (default: --max_length); a row that does not fit whole is dropped and counted."})
     max_prompt_length: int | None = field(default=None, metadata={"help": "Tokens kept of the problem (default: half of max_length)."})
     device: str = field(default="auto", metadata={"help": "cuda, cpu, or auto."})
-    precision: str = field(default="fp32", metadata={"help": "bf16, fp16 (CUDA only) or fp32 model weights."})
+    precision: str = field(default="fp32", metadata={"help": "bf16, fp16 (CUDA only) or fp32 model weights.", "choices": list(DTYPES)})
     num_workers: int = field(default=0, metadata={"help": "DataLoader workers that prepare batches."})
     eval_batch_size: int = field(default=16, metadata={"help": "Batch size of evaluation."})
     project_name: str = field(default="dreamprm-minif2f", metadata={"help": "Weights & Biases project."})
-    experiment_name: str = field(default="default", metadata={"help": "Run name: results/dreamprm_minif2f/<experiment_name>."})
     disable_wandb: bool = field(default=False, metadata={"help": "No Weights & Biases logging (also off when wandb is not installed)."})
     debug: bool = field(default=False, metadata={"help": "Debug logging; a failing step raises at once."})
-    dry_run: bool = field(default=False, metadata={"help": "Validate config and data, build the model, no training."})
     baseline: bool = field(default=False, metadata={"help": "No reweighting: every weight stays 1, no outer step."})
     resume_from: str | None = field(default=None, metadata={"help": "Checkpoint file or folder (latest) to resume from."})
     resume_step: int | None = field(default=None, metadata={"help": "Resume from checkpoint_step_<N>.pt in --weights_path."})
-    results_dir: str = field(default="results", metadata={"help": "Root of the results tree."})
+
+    def __post_init__(self) -> None:
+        self.noisy_domains = split_list(self.noisy_domains)
+        at_least(self, ("max_length", "eval_max_length", "max_prompt_length", "eval_batch_size", "train_limit"))
+        at_least(self, ("num_workers", "train_top_layers", "resume_step"), 0)
+        require(self.device in ("auto", "cpu") or self.device.startswith("cuda"), "device", f"must be auto, cpu or cuda[:N], got {self.device!r}")
+        if self.precision == "fp16":
+            require(self.device.startswith("cuda") or (self.device == "auto" and torch.cuda.is_available()), "precision",
+                    "fp16 needs a CUDA device; use bf16 or fp32 on CPU")
 
 
-def wandb_callback(cfg: DreamPRMConfig, config: dict):
+@dataclass
+class DreamRunArgs(RunArgs):
+    seed: int = field(default=42, metadata={"help": "Seeds batch order and every RNG."})
+
+
+@dataclass
+class DreamModelArgs(ModelArgs):
+    lora: bool = field(default=True, metadata={"help": "Train LoRA adapters (off: every trainable weight, see --train_top_layers)."})
+
+
+TYPES = (DreamPRMConfig, BilevelConfig, DreamRunArgs, DreamModelArgs)
+
+
+def wandb_callback(cfg: DreamPRMConfig, name: str, config: dict):
     if cfg.disable_wandb:
         return None
     try:
@@ -100,60 +109,66 @@ def wandb_callback(cfg: DreamPRMConfig, config: dict):
     except ImportError:
         log.info("wandb is not installed: logging to the run directory only")
         return None
-    run = wandb.init(project=cfg.project_name, name=cfg.experiment_name, config=config)
-    return lambda step, row: run.log({k: v for k, v in row.items() if isinstance(v, (int, float))} | {f"w/{d}": w for d, w in (row.get("weights") or {}).items()}, step=step)
+    wb = wandb.init(project=cfg.project_name, name=name, config=config)
+    return lambda step, row: wb.log({k: v for k, v in row.items() if isinstance(v, (int, float))} | {f"w/{d}": w for d, w in (row.get("weights") or {}).items()}, step=step)
 
 
-def main(cfg: DreamPRMConfig, bl: BilevelConfig) -> dict:
-    # --- setup
+def main(cfg: DreamPRMConfig, bl: BilevelConfig, ra: DreamRunArgs, model: DreamModelArgs) -> dict:
+    # --- setup: nothing is written before the data and the model loaded
     if cfg.baseline:
         bl.weighting = "none"
     if cfg.debug:
         logging.getLogger().setLevel(logging.DEBUG)
         bl.max_failed_batches = 0
-    bl.validate()
-    if cfg.precision not in DTYPES:
-        raise SystemExit(f"--precision: unknown '{cfg.precision}'; known: {', '.join(DTYPES)}")
     device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else ("cpu" if cfg.device == "auto" else cfg.device)
-    if cfg.precision == "fp16" and not device.startswith("cuda"):
-        raise SystemExit("--precision fp16 needs a CUDA device; use bf16 or fp32 on CPU")
-    run_dir = Path(cfg.results_dir) / "dreamprm_minif2f" / cfg.experiment_name
-    ckpt_dir = Path(cfg.weights_path) if cfg.weights_path else run_dir / "checkpoints"
+    name = ra.run_name or "default"
+    config = settings(cfg, bl, ra, model)
+    run_dir = RunDir.claim(Path(ra.results_dir) / EXPERIMENT / name, config, seed=bl.seed, overwrite=ra.overwrite)
+    ckpt_dir = Path(cfg.weights_path) if cfg.weights_path else run_dir.path / "checkpoints"
     resume = cfg.resume_from or (str(ckpt_dir / f"checkpoint_step_{cfg.resume_step}.pt") if cfg.resume_step is not None else None)
-    config = {"script": asdict(cfg), "bilevel": asdict(bl)}
-    start_run(run_dir, config, seed=bl.seed)
     set_seed(bl.seed)  # before the model exists: the new head's initialization depends on it
 
     # --- data
     paths = {k: resolve_path(getattr(cfg, f"{k}_json_file")) for k in ("train", "meta", "heldout")}
     if cfg.build_data and not all(Path(p).is_file() for p in paths.values() if p):
-        counts = build_minif2f_pair(Path(paths["train"]).parent, seed=0, noisy_domains=[d for d in cfg.noisy_domains.split(",") if d])
+        if ra.dry_run:
+            log.info("dry run: settings valid; the data would be built from $PRM_DATA_DIR into %s", Path(paths["train"]).parent)
+            return {"dry_run": True, "would_build": str(Path(paths["train"]).parent), "run_dir": str(run_dir.path)}
+        counts = build_minif2f_pair(Path(paths["train"]).parent, seed=0, noisy_domains=cfg.noisy_domains)
         log.info("built the offline miniF2F data in %s: %s", Path(paths["train"]).parent, counts)
+    paths = {k: resolve_data(p, f"{k}_json_file") for k, p in paths.items()}
     records = {k: load("dreamprm", p, split_mode=cfg.split_mode) for k, p in paths.items() if p}
     if cfg.train_limit:
         records["train"] = records["train"].shuffle(seed=bl.seed).select(range(min(cfg.train_limit, len(records["train"]))))
 
     # --- model
     spec = PRMSpec(label_scheme="soft", separator=cfg.separator, max_length=cfg.max_length, max_prompt_length=cfg.max_prompt_length)
-    prm = PRM.from_backbone(cfg.model_name, spec, torch_dtype=DTYPES[cfg.precision], trust_remote_code=cfg.trust_remote_code)
-    if cfg.lora_r > 0:
-        apply_lora(prm, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
+    prm = build_prm(model, spec, torch_dtype=DTYPES[cfg.precision])
     if cfg.train_top_layers:
         train_top_layers(prm.model, cfg.train_top_layers)
     train, domains, n_train = encode_records(prm, records["train"])
+    # meta and held-out rows are judged whole (meta_label speaks of the whole solution): they may
+    # use a longer context than training, and a row that still does not fit is dropped and counted
+    prm.spec.max_length = cfg.eval_max_length or cfg.max_length
     meta, _, n_meta = encode_records(prm, records["meta"], domains, drop_truncated=True)
     heldout, _, n_held = encode_records(prm, records["heldout"], domains, drop_truncated=True) if "heldout" in records else ([], [], {})
+    prm.spec.max_length = cfg.max_length
+    for what, kept, flag in (("train", train, "max_length"), ("meta", meta, "eval_max_length")):
+        if not kept:
+            raise ConfigError(f"--{flag} {getattr(cfg, flag) or cfg.max_length}: every {what} row is dropped (no step fits); raise it")
     n_params = sum(p.numel() for p in prm.model.parameters() if p.requires_grad)
     data = {"train": n_train, "meta": n_meta, "heldout": n_held, "domains": domains, "trainable_params": n_params}
     log.info("train %s, meta %s, held-out %s; domains %s; %d trainable parameters", n_train, n_meta, n_held, domains, n_params)
-    if cfg.dry_run:
-        write_json(run_dir / "metrics.json", {"dry_run": True, "data": data})
-        log.info("dry run: config, data and model are valid -> %s", run_dir)
-        return {"dry_run": True, "data": data}
+    if ra.dry_run:
+        log.info("dry run: config, data and model are valid; would write %s", run_dir.path)
+        return {"dry_run": True, "data": data, "run_dir": str(run_dir.path)}
+    run_dir.begin()
+    if cfg.weights_path:
+        own_dir(ckpt_dir, run_dir.fingerprint, ra.overwrite, flag="weights_path")
 
     # --- train
-    cb = wandb_callback(cfg, config)
-    trainer = BilevelTrainer(prm, bl, train, meta, domains, run_dir=run_dir, checkpoint_dir=ckpt_dir, device=device,
+    cb = wandb_callback(cfg, name, config)
+    trainer = BilevelTrainer(prm, bl, train, meta, domains, run_dir=run_dir.path, checkpoint_dir=ckpt_dir, device=device,
                              num_workers=cfg.num_workers, callbacks=[cb] if cb else [])
     t0 = time.time()
     out = trainer.train(resume_from=resume)
@@ -164,20 +179,23 @@ def main(cfg: DreamPRMConfig, bl: BilevelConfig) -> dict:
     held_metrics, held_rows = trainer.evaluate(heldout, cfg.eval_batch_size) if heldout else ({}, [])
 
     # --- save
-    prm.save(run_dir / "model")
+    prm.save(run_dir.path / "model")
     trajectory = [{"step": r["step"], "weights": r["weights"]} for r in out["history"] if r.get("weights")]
-    write_jsonl(run_dir / "weights.jsonl", trajectory)
-    write_jsonl(run_dir / "predictions.jsonl", held_rows)
+    write_jsonl(run_dir.path / "weights.jsonl", trajectory)
+    write_jsonl(run_dir.path / "predictions.jsonl", held_rows)
     last = next((r for r in reversed(out["history"]) if "train_loss" in r), {})
     metrics = {"status": out["status"], "steps": out["step"], "failed_steps": out["failed"], "train_wall_s": round(wall, 1),
                "baseline": bl.weighting == "none", "final_weights": trainer.weight_table(), "last_log": last,
                "meta": meta_metrics, "heldout": held_metrics, "data": data}
-    write_json(run_dir / "metrics.json", metrics)
+    run_dir.finish(metrics)
     log.info("%s after %d steps (%.0f s): meta AUROC %s, held-out AUROC %s, weights %s -> %s", out["status"], out["step"], wall,
-             meta_metrics.get("auroc"), held_metrics.get("auroc"), metrics["final_weights"], run_dir)
+             meta_metrics.get("auroc"), held_metrics.get("auroc"), metrics["final_weights"], run_dir.path)
     return metrics
 
 
+def cli(argv: list[str] | None = None) -> dict:
+    return run(main, TYPES, description=__doc__.split("\n")[0], argv=argv)
+
+
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    main(*parse((DreamPRMConfig, BilevelConfig), description=__doc__.split("\n")[0]))
+    cli()

@@ -8,17 +8,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from prm.config import run
-from prm.data import load, resolve_path
-from prm.eval.aggregate import aggregate
+from prm.config import Options, at_least, check_model, require, resolve_data, run
+from prm.data import load
+from prm.eval.aggregate import AGGREGATORS, aggregate
 from prm.eval.steps import score_records
 from prm.io import write_jsonl
 from prm.models.prm import PRM
@@ -31,7 +27,7 @@ class InferConfig:
     model: str = field(metadata={"help": "A PRM directory saved by exp/train_prm.py (full model or adapter)."})
     data: str | None = field(default=None, metadata={"help": "Solutions to score (any supported format)."})
     format: str = field(default="stepwise", metadata={"help": "Format of --data (python -m prm.data --list)."})
-    format_options: str = field(default="{}", metadata={"help": "Converter options as JSON."})
+    format_options: Options = field(default_factory=Options, metadata={"help": "Converter options: a mapping in YAML; JSON or key=value,... on the command line."})
     problem: str | None = field(default=None, metadata={"help": "Score one solution given on the command line..."})
     steps: list[str] = field(default_factory=list, metadata={"help": "...with these steps."})
     limit: int | None = field(default=None, metadata={"help": "Score at most this many records."})
@@ -39,16 +35,28 @@ class InferConfig:
     batch_size: int = field(default=16, metadata={"help": "Solutions per forward pass."})
     aggregator: str = field(default="min", metadata={"help": "Solution score shown in the table: min, prod, last, mean, geomean."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow models that ship custom code."})
+    dry_run: bool = field(default=False, metadata={"help": "Parse, validate and resolve the data, then exit."})
+
+    def __post_init__(self) -> None:
+        self.format_options = Options(self.format_options)
+        check_model(self.model, "model")
+        at_least(self, ("limit", "batch_size"))
+        require(self.aggregator in AGGREGATORS, "aggregator", f"unknown {self.aggregator!r}; known: {', '.join(AGGREGATORS.names())}")
+        require(bool(self.data) != bool(self.problem), "data", "give --data FILE, or --problem TEXT --steps STEP [STEP ...] (one of them)")
+        require(not self.problem or bool(self.steps), "steps", "--problem needs its --steps")
+        require(self.output is None or not Path(self.output).is_dir(), "output", f"{self.output} is a directory; give a file name")
 
 
 def main(cfg: InferConfig) -> list[dict]:
+    path = resolve_data(cfg.data, "data")
+    if cfg.dry_run:
+        log.info("dry run: settings valid, data %s", path)
+        return []
     prm = PRM.load(cfg.model, trust_remote_code=cfg.trust_remote_code)
     if cfg.problem:
         records = [{"id": "cli", "prompt": cfg.problem, "completions": cfg.steps, "labels": [None] * len(cfg.steps)}]
-    elif cfg.data:
-        records = load(cfg.format, resolve_path(cfg.data), limit=cfg.limit, **json.loads(cfg.format_options)).to_list()
     else:
-        raise SystemExit("give --data FILE or --problem TEXT --steps STEP [STEP ...]")
+        records = load(cfg.format, path, limit=cfg.limit, **cfg.format_options).to_list()
     scored = score_records(prm, records, cfg.batch_size)
     for r in scored:
         head = r["prompt"].replace("\n", " ")
@@ -67,6 +75,12 @@ def main(cfg: InferConfig) -> list[dict]:
     return scored
 
 
+TYPES = (InferConfig,)
+
+
+def cli(argv: list[str] | None = None) -> list[dict]:
+    return run(main, TYPES, description=__doc__.split("\n")[0], argv=argv)
+
+
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    run(main, InferConfig, description=__doc__.split("\n")[0])
+    cli()

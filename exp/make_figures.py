@@ -10,43 +10,49 @@ listing each figure, the result files behind it and this command.
 
 from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from prm.config import ConfigError, require, run
+from prm.io import REPO_ROOT
 from prm.plots import load_all
 
-ROOT = Path(__file__).resolve().parents[1]
+
+@dataclass
+class FiguresConfig:
+    results: str = field(default=str(REPO_ROOT / "results"), metadata={"help": "Results tree to read (default: results/)."})
+    out: str | None = field(default=None, metadata={"help": "Where figures go (default: <results>/figures)."})
+    only: list[str] = field(default_factory=list, metadata={"help": "Figure makers to run (default: all; names: --list)."})
+    list_makers: bool = field(default=False, metadata={"help": "List the figure makers and exit.", "aliases": ["--list"]})
+    dry_run: bool = field(default=False, metadata={"help": "Validate the options and the figure names, then exit."})
+
+    def __post_init__(self) -> None:
+        require(Path(self.results).is_dir(), "results", f"{self.results}: no such directory")
+        require(self.out is None or not Path(self.out).is_file(), "out", f"{self.out} is a file; give a directory")
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--results", type=Path, default=ROOT / "results", help="results tree to read (default: results/)")
-    ap.add_argument("--out", type=Path, default=None, help="where figures go (default: <results>/figures)")
-    ap.add_argument("--only", nargs="*", default=None, help="figure makers to run (default: all)")
-    ap.add_argument("--list", action="store_true", help="list the figure makers and exit")
-    args = ap.parse_args(argv)
-
+def main(cfg: FiguresConfig) -> int:
     figures = load_all()
-    if args.list:
+    if cfg.list_makers:
         print("\n".join(figures.names()))
         return 0
-    out = args.out or args.results / "figures"
-    names = args.only or figures.names()
+    unknown = [n for n in cfg.only if n not in figures]
+    if unknown:
+        raise ConfigError(f"--only: unknown figure maker(s) {', '.join(unknown)}; known: {', '.join(figures.names())}")
+    results = Path(cfg.results)
+    out = Path(cfg.out) if cfg.out else results / "figures"
+    names = cfg.only or figures.names()
+    if cfg.dry_run:
+        print(f"dry run: would draw {len(names)} figure maker(s) from {results} into {out}")
+        return 0
     made = []
     for name in names:
-        try:
-            maker = figures.get(name)
-        except KeyError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        got = maker(args.results, out)
+        got = figures.get(name)(results, out)
         print(f"{name}: {len(got)} figure(s)" if got else f"{name}: skipped (its result files are absent)")
         made += got
-    if args.only is None:
-        write_index(made, args.results, out)
+    if not cfg.only:
+        write_index(made, results, out)
     print(f"{len(made)} figures under {out}")
     return 0
 
@@ -61,5 +67,9 @@ def write_index(made: list, results: Path, out: Path) -> None:
     (out / "README.md").write_text("\n".join(lines) + "\n")
 
 
+def cli(argv: list[str] | None = None) -> int:
+    return run(main, FiguresConfig, description=__doc__.splitlines()[0], argv=argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

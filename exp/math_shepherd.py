@@ -13,25 +13,29 @@ Same outputs as exp/train_prm.py, under results/math_shepherd/<run_name>/.
 
 from __future__ import annotations
 
-import logging
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from exp.train_prm import TrainPRMConfig, main
-from prm.config import parse
+from prm.config import DataArgs, ModelArgs, RunArgs, run
+from prm.recipes import train_prm
 from prm.train import PRMTrainingArguments
 
 
 @dataclass
-class MathShepherdConfig(TrainPRMConfig):
-    data: str = field(default="peiyi9979/Math-Shepherd", metadata={"help": "Math-Shepherd data: hub id or local JSONL."})
-    format: str = field(default="math_shepherd", metadata={"help": "Kept for completeness; Math-Shepherd rows."})
-    experiment: str = field(default="math_shepherd", metadata={"help": "Results folder: results/<experiment>/<run_name>."})
+class MathShepherdData(DataArgs):
+    data: str | None = field(default="peiyi9979/Math-Shepherd", metadata={"help": "Math-Shepherd data: hub id or local JSONL."})
+    format: str = field(default="math_shepherd", metadata={"help": "Math-Shepherd rows (ки step tags, +/- labels)."})
+
+
+TYPES = (RunArgs, MathShepherdData, ModelArgs, PRMTrainingArguments)
+
+
+def main(ra: RunArgs, data: MathShepherdData, model: ModelArgs, args: PRMTrainingArguments) -> dict:
+    return train_prm(ra, data, model, args, experiment="math_shepherd")
+
+
+def cli(argv: list[str] | None = None) -> dict:
+    return run(main, TYPES, description=__doc__.split("\n")[0], argv=argv)
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    main(*parse((MathShepherdConfig, PRMTrainingArguments), description=__doc__.split("\n")[0]))
+    cli()

@@ -13,7 +13,8 @@ Stages (each resumes: finished runs and data files are reused):
          best-of-N sets on GSM8K test: the reference solution plus N-1 SmolLM2 solutions per
          problem, shuffled (correct = final answer equals the gold one); those SmolLM2 solutions
          graded by rules are a second held-out set, of real model mistakes.
-  train  PRM variants (rows of the table):
+  train  PRM variants (rows of the table), each a YAML recipe in exp/configs/offline_study/variants/
+         (read after _common.yaml there) for `prm.recipes.train_prm`:
            trl_recipe        MiniLM, the recipe of the baseline to beat: references of which half have
                              one injected error (later steps labeled wrong), 1 epoch, lr 5e-5, batch 16
            balanced          MiniLM, every reference AND its injected copy, 2 epochs, lr 1e-4
@@ -28,40 +29,40 @@ Stages (each resumes: finished runs and data files are reused):
   table  results/offline_study/README.md and the README's results table, from metrics.json only.
 
 Outputs: data/offline_study/ (gitignored), results/offline_study/<run>/ (committed, models gitignored).
+A run counts as done only when it finished with the same settings and its artifacts exist (a
+variant's model/, an evaluation's predictions); committed results without their model are trained
+again (their directories hold a run without a settings fingerprint: pass --overwrite to replace them).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from exp.evaluate import EvalConfig
-from exp.evaluate import main as evaluate
-from exp.train_prm import TrainPRMConfig
-from exp.train_prm import main as train_prm
-from prm.config import parse
+from prm.config import ConfigError, RunArgs, at_least, parse, require, run, split_list
 from prm.data import load, resolve_path
 from prm.io import REPO_ROOT, read_jsonl, write_jsonl
 from prm.label.pipeline import graded_records, sampled_graded
+from prm.recipes import TRAIN_TYPES, EvalConfig, evaluate_prm, train_prm
 from prm.results import find_runs, load_run
 from prm.study import bon_candidates, results_table
-from prm.train import PRMTrainingArguments
 
 log = logging.getLogger("offline_study")
 EXP = "offline_study"
+VARIANTS_DIR = REPO_ROOT / "exp" / "configs" / "offline_study" / "variants"
+STAGES = ("data", "train", "eval", "table")
 
 
 @dataclass
 class StudyConfig:
-    stages: str = field(default="data,train,eval,table", metadata={"help": "Comma-separated stages: data, train, eval, table."})
-    variants: str = field(default="trl_recipe,balanced,balanced_sampled,sampled_upweighted,smollm2_lora", metadata={"help": "PRM variants to train and evaluate."})
+    stages: list[str] = field(default_factory=lambda: list(STAGES), metadata={"help": "Stages to run: data, train, eval, table."})
+    variants: list[str] = field(default_factory=lambda: ["trl_recipe", "balanced", "balanced_sampled", "sampled_upweighted", "smollm2_lora"],
+                                metadata={"help": "PRM variants to train and evaluate: recipes in exp/configs/offline_study/variants/ (a name or a YAML path)."})
     train_problems: int = field(default=4000, metadata={"help": "GSM8K train problems for reference + injected-error data."})
     sampled_problems: int = field(default=300, metadata={"help": "Other GSM8K train problems that SmolLM2 solves (graded by rules)."})
     samples_per_problem: int = field(default=2, metadata={"help": "SmolLM2 solutions per sampled problem."})
@@ -73,12 +74,33 @@ class StudyConfig:
     champ_limit: int | None = field(default=None, metadata={"help": "Use at most this many CHAMP solutions (default: all 540)."})
     sampled_repeat: int = field(default=5, metadata={"help": "Copies of each SmolLM2 solution in the sampled_upweighted variant's data."})
     epochs_scale: float = field(default=1.0, metadata={"help": "Multiply every variant's epochs (smoke runs use less)."})
-    seed: int = field(default=0, metadata={"help": "Seed for data order, sampling and training."})
     work_dir: str = field(default="data/offline_study", metadata={"help": "Data files of the study (gitignored)."})
-    results_dir: str = field(default="results", metadata={"help": "Root of the results tree."})
+
+    def __post_init__(self) -> None:
+        self.stages = split_list(self.stages)
+        self.variants = split_list(self.variants)
+        bad = [s for s in self.stages if s not in STAGES]
+        require(bool(self.stages) and not bad, "stages", f"unknown {bad}; known: {', '.join(STAGES)}")
+        for v in self.variants:
+            require(variant_path(v).is_file(), "variants", f"{v!r}: no recipe {variant_path(v)}; known: {', '.join(known_variants())}")
+        at_least(self, ("train_problems", "sampled_problems", "samples_per_problem", "heldout_problems", "bon_problems", "bon_n",
+                        "max_new_tokens", "lora_limit", "champ_limit", "sampled_repeat"))
+        require(self.epochs_scale > 0, "epochs_scale", f"must be > 0, got {self.epochs_scale}")
 
 
-def build_data(cfg: StudyConfig, work: Path) -> None:
+def variant_path(name: str) -> Path:
+    return Path(name) if name.endswith((".yaml", ".yml")) else VARIANTS_DIR / f"{name}.yaml"
+
+
+def known_variants() -> list[str]:
+    return sorted(p.stem for p in VARIANTS_DIR.glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def variant_name(name: str) -> str:
+    return Path(name).stem
+
+
+def build_data(cfg: StudyConfig, ra: RunArgs, work: Path) -> None:
     # --- references + one injected error each (two records per problem: "-ref" and "-err")
     train_path = resolve_path("$PRM_DATA_DIR/gsm8k/train.jsonl")
     # limit counts records: two per problem (the reference and its injected-error copy)
@@ -102,7 +124,7 @@ def build_data(cfg: StudyConfig, work: Path) -> None:
     from prm.label.generate import LocalGenerator
 
     # bf16 weights and batches of 32: 2x the solutions/s of fp32 batches of 8 on a 2-core CPU
-    gen = LocalGenerator("smollm2", max_new_tokens=cfg.max_new_tokens, batch_size=32, seed=cfg.seed, dtype=torch.bfloat16)
+    gen = LocalGenerator("smollm2", max_new_tokens=cfg.max_new_tokens, batch_size=32, seed=ra.seed, dtype=torch.bfloat16)
     plain = load("gsm8k", train_path, strip_calculator=True)
     others = plain.select(range(cfg.train_problems, min(len(plain), cfg.train_problems + cfg.sampled_problems)))
     graded = sampled_graded(list(others), gen.generate, cfg.samples_per_problem, work / "sampled")
@@ -118,7 +140,7 @@ def build_data(cfg: StudyConfig, work: Path) -> None:
     samples: dict[str, list[str]] = {}
     for row in read_jsonl(work / "bon" / "solutions.jsonl"):
         samples[row["id"]] = row["solutions"]
-    write_jsonl(work / "bon_candidates.jsonl", bon_candidates(test, samples, cfg.bon_n, cfg.seed))
+    write_jsonl(work / "bon_candidates.jsonl", bon_candidates(test, samples, cfg.bon_n, ra.seed))
     # the same model solutions, graded by rules: held-out steps with real (not injected) mistakes
     write_jsonl(work / "heldout_sampled.jsonl", graded_records(rows))
     log.info("best-of-N: %d problems x %d candidates (%d model solutions graded)", len(test), cfg.bon_n, len(rows))
@@ -133,48 +155,38 @@ def write_mixes(cfg: StudyConfig, work: Path) -> None:
     write_jsonl(work / "sampled_upweighted.jsonl", balanced + sampled * cfg.sampled_repeat)
 
 
-VARIANTS = {
-    # name: (data file, backbone, LoRA, epochs, learning rate, batch size)
-    "trl_recipe": ("trl_recipe.jsonl", "minilm", False, 1, 5e-5, 16),
-    "balanced": ("balanced.jsonl", "minilm", False, 2, 1e-4, 32),
-    "balanced_sampled": ("balanced_sampled.jsonl", "minilm", False, 2, 1e-4, 32),
-    "sampled_upweighted": ("sampled_upweighted.jsonl", "minilm", False, 2, 1e-4, 32),
-    "smollm2_lora": ("balanced_sampled.jsonl", "smollm2", True, 1, 2e-4, 16),
-}
+def train_variant(name: str, cfg: StudyConfig, ra: RunArgs, work: Path) -> dict:
+    """Train one variant from its recipe (after _common.yaml); data files come from ``work``.
+    A finished run of the same settings whose model is there is reused."""
+    recipe = variant_path(name)
+    rargs, data, model, args = parse(TRAIN_TYPES, ["--config", str(VARIANTS_DIR / "_common.yaml"), "--config", str(recipe),
+                                                    "--results_dir", ra.results_dir, "--experiment", EXP, "--run_name", variant_name(name),
+                                                    "--seed", str(ra.seed)])
+    data = dataclasses.replace(data, data=str(work / Path(data.data).name), eval_data=str(work / Path(data.eval_data).name),
+                               limit=cfg.lora_limit if model.lora else data.limit)
+    args.num_train_epochs *= cfg.epochs_scale
+    rargs.overwrite, rargs.dry_run = ra.overwrite, ra.dry_run
+    return train_prm(rargs, data, model, args, experiment=EXP, reuse=True)
 
 
-def run_done(name: str, cfg: StudyConfig) -> bool:
-    return (Path(cfg.results_dir) / EXP / name / "metrics.json").is_file()
+def evaluate_variant(name: str, cfg: StudyConfig, ra: RunArgs, work: Path) -> None:
+    """The variant's PRM on CHAMP (ProcessBench task), held-out SmolLM2 solutions and best-of-N sets."""
+    name = variant_name(name)
+    model = str(Path(ra.results_dir) / EXP / name / "model")
+    ns = sorted({n for n in (1, 2, 4, 8, 16, 32) if n < cfg.bon_n} | {cfg.bon_n})
+    tasks = {"champ": EvalConfig(model=model, task="processbench", format="champ_fws", dev_fraction=0.3, limit=cfg.champ_limit),
+             "sampled": EvalConfig(model=model, task="steps", data=str(work / "heldout_sampled.jsonl"), format="stepwise"),
+             "bon": EvalConfig(model=model, task="best_of_n", data=str(work / "bon_candidates.jsonl"), ns=ns, aggregators=["min", "prod", "last"])}
+    for suffix, ecfg in tasks.items():
+        era = RunArgs(results_dir=ra.results_dir, experiment=EXP, run_name=f"{name}__{suffix}", seed=ra.seed, overwrite=ra.overwrite)
+        evaluate_prm(ecfg, era, experiment=EXP, reuse=True)
 
 
-def train_variant(name: str, cfg: StudyConfig, work: Path) -> None:
-    data, model, lora, epochs, lr, bs = VARIANTS[name]
-    tcfg = TrainPRMConfig(data=str(work / data), format="stepwise", eval_data=str(work / "heldout.jsonl"), model=model, lora=lora,
-                          limit=cfg.lora_limit if lora else None, results_dir=cfg.results_dir, experiment=EXP)
-    args = PRMTrainingArguments(output_dir=str(Path(cfg.results_dir) / EXP / name / "checkpoints"), run_name=name,
-                                num_train_epochs=epochs * cfg.epochs_scale, learning_rate=lr, per_device_train_batch_size=bs,
-                                per_device_eval_batch_size=32, warmup_steps=20, bf16=True, max_length=256, max_prompt_length=128,
-                                eval_strategy="no", save_strategy="no", logging_steps=25, seed=cfg.seed, report_to=[])
-    train_prm(tcfg, args)
-
-
-def evaluate_variant(name: str, cfg: StudyConfig, work: Path) -> None:
-    model = str(Path(cfg.results_dir) / EXP / name / "model")
-    common = dict(model=model, results_dir=cfg.results_dir, experiment=EXP, seed=cfg.seed)
-    if not run_done(f"{name}__champ", cfg):
-        evaluate(EvalConfig(task="processbench", format="champ_fws", dev_fraction=0.3, limit=cfg.champ_limit, run_name=f"{name}__champ", **common))
-    if not run_done(f"{name}__sampled", cfg):
-        evaluate(EvalConfig(task="steps", data=str(work / "heldout_sampled.jsonl"), format="stepwise", run_name=f"{name}__sampled", **common))
-    if not run_done(f"{name}__bon", cfg):
-        ns = ",".join(str(n) for n in sorted({n for n in (1, 2, 4, 8, 16, 32) if n < cfg.bon_n} | {cfg.bon_n}))
-        evaluate(EvalConfig(task="best_of_n", data=str(work / "bon_candidates.jsonl"), ns=ns, aggregators="min,prod,last",
-                            run_name=f"{name}__bon", **common))
-
-
-def write_table(cfg: StudyConfig) -> str:
-    root = Path(cfg.results_dir) / EXP
+def write_table(cfg: StudyConfig, ra: RunArgs) -> str:
+    root = Path(ra.results_dir) / EXP
     trained = [r.path.name for r in find_runs(root.parent, EXP) if "__" not in r.path.name]
-    order = [v for v in VARIANTS if v in trained] + sorted(set(trained) - set(VARIANTS))
+    listed = [variant_name(v) for v in cfg.variants]
+    order = [v for v in listed if v in trained] + sorted(set(trained) - set(listed))
 
     def opt(name: str):
         return load_run(root / name) if (root / name / "metrics.json").is_file() else None
@@ -185,40 +197,51 @@ def write_table(cfg: StudyConfig) -> str:
     readme = REPO_ROOT / "README.md"
     text = readme.read_text()
     start, end = "<!-- offline-study-table:start -->", "<!-- offline-study-table:end -->"
-    if start in text and Path(cfg.results_dir).resolve() == (REPO_ROOT / "results").resolve():
+    if start in text and Path(ra.results_dir).resolve() == (REPO_ROOT / "results").resolve():
         text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: f"{start}\n{table}\n{end}", text, flags=re.DOTALL)
         readme.write_text(text)
     return table
 
 
-def main(cfg: StudyConfig) -> str:
+def main(cfg: StudyConfig, ra: RunArgs) -> str:
     # --- setup
-    stages = {s.strip() for s in cfg.stages.split(",") if s.strip()}
-    unknown = stages - {"data", "train", "eval", "table"}
-    variants = [v.strip() for v in cfg.variants.split(",") if v.strip()]
-    if unknown or not set(variants) <= set(VARIANTS):
-        raise SystemExit(f"error: unknown stage(s) {sorted(unknown)} or variant(s) {sorted(set(variants) - set(VARIANTS))}; "
-                         f"stages: data, train, eval, table; variants: {', '.join(VARIANTS)}")
+    stages = set(cfg.stages)
     work = Path(cfg.work_dir)
-    work.mkdir(parents=True, exist_ok=True)
+    if ra.dry_run:  # every recipe parses and validates; its data paths are checked when they exist
+        for name in cfg.variants:
+            parse(TRAIN_TYPES, ["--config", str(VARIANTS_DIR / "_common.yaml"), "--config", str(variant_path(name))])
+        log.info("dry run: settings and %d variant recipes valid; stages %s", len(cfg.variants), sorted(stages))
+        return ""
+    if "data" in stages:
+        work.mkdir(parents=True, exist_ok=True)
 
     # --- data
     if "data" in stages:
         if not (work / "bon_candidates.jsonl").is_file():
-            build_data(cfg, work)
+            build_data(cfg, ra, work)
         write_mixes(cfg, work)
+    elif ("train" in stages or "eval" in stages) and not (work / "heldout.jsonl").is_file():
+        raise ConfigError(f"--work_dir {work}: no study data there; run the data stage first (--stages data)")
     # --- train and evaluate each PRM variant
-    for name in variants:
-        if "train" in stages and not run_done(name, cfg):
-            train_variant(name, cfg, work)
+    for name in cfg.variants:
+        if "train" in stages:
+            train_variant(name, cfg, ra, work)
         if "eval" in stages:
-            evaluate_variant(name, cfg, work)
+            if not (Path(ra.results_dir) / EXP / variant_name(name) / "model").is_dir():
+                raise ConfigError(f"--stages eval: variant {variant_name(name)} has no trained model under {ra.results_dir}/{EXP}; add the train stage")
+            evaluate_variant(name, cfg, ra, work)
     # --- the table
-    table = write_table(cfg) if "table" in stages else ""
+    table = write_table(cfg, ra) if "table" in stages else ""
     print(table)
     return table
 
 
+TYPES = (StudyConfig, RunArgs)
+
+
+def cli(argv: list[str] | None = None) -> str:
+    return run(main, TYPES, description=__doc__.split("\n")[0], argv=argv)
+
+
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    main(*parse(StudyConfig, description=__doc__.split("\n")[0]))
+    cli()

@@ -15,7 +15,7 @@ sentence-embeddings featurizer, pretrained or random init, 3 or 2 classes; write
     # offline: GSM8K with injected errors (gsm8k_tokens.yaml, gsm8k_embeddings.yaml, ...)
     python exp/prm800k_bert.py --config exp/configs/prm800k_bert/gsm8k_tokens.yaml
     # any other supported stepwise data
-    python exp/prm800k_bert.py --dataset math_shepherd --data peiyi9979/Math-Shepherd --num_labels 2 --limit 5000
+    python exp/prm800k_bert.py --format math_shepherd --data peiyi9979/Math-Shepherd --num_labels 2 --limit 5000
 
 Outputs: results/prm800k_bert/<run_name>/{config.json, metrics.json, log.jsonl, predictions.jsonl,
 confusion.png} and the model in .../model (gitignored).
@@ -23,36 +23,31 @@ confusion.png} and the model in .../model (gitignored).
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from prm.bert_prm import BertPRMConfig, LabelError, PRMTrainer
-from prm.config import run
-from prm.data import load, resolve_path, split_by_problem
-from prm.io import start_run, write_json, write_jsonl
+from prm.config import DataArgs, RunArgs, resolve_data, run, settings
+from prm.data import load, split_by_problem
+from prm.io import RunDir, write_jsonl
 from prm.plots.classify import plot_confusion
 
 log = logging.getLogger("prm800k_bert")
+EXPERIMENT = "prm800k_bert"
 
 
 @dataclass
-class ScriptConfig:
-    dataset: str = field(default="prm800k", metadata={"help": "Data format (python -m prm.data --list); prm800k reads phase 1/2 files."})
+class ScriptConfig(DataArgs):
+    format: str = field(default="prm800k", metadata={"help": "Data format (python -m prm.data --list); prm800k reads phase 1/2 files.", "aliases": ["--dataset"]})
     data: str | None = field(default=None, metadata={"help": "prm800k: hub repo, folder of phase{1,2}_{train,test}.jsonl, or one file; else a file or hub id."})
     eval_data: str | None = field(default=None, metadata={"help": "Held-out data (default: PRM800K's test split, else a by-problem split of --data)."})
     eval_fraction: float = field(default=0.2, metadata={"help": "Share of problems held out when there is no test split."})
-    format_options: str = field(default="{}", metadata={"help": "Converter options as JSON, e.g. '{\"neutral\": \"positive\"}'."})
     streaming: bool = field(default=False, metadata={"help": "Stream the source (reads only --limit / --eval_limit records)."})
-    limit: int | None = field(default=None, metadata={"help": "Use at most this many training records."})
-    eval_limit: int | None = field(default=None, metadata={"help": "Use at most this many held-out records."})
-    run_name: str = field(default="default", metadata={"help": "Results folder: results/prm800k_bert/<run_name>."})
-    results_dir: str = field(default="results", metadata={"help": "Root of the results tree."})
+
+
+TYPES = (ScriptConfig, BertPRMConfig, RunArgs)
 
 
 def take(ds, n):
@@ -61,26 +56,29 @@ def take(ds, n):
     return ds.take(n) if not hasattr(ds, "select") else ds.select(range(min(n, len(ds))))
 
 
-def main(sc: ScriptConfig, cfg: BertPRMConfig) -> dict:
-    # --- setup
-    run_dir = Path(sc.results_dir) / "prm800k_bert" / sc.run_name
+def main(sc: ScriptConfig, cfg: BertPRMConfig, ra: RunArgs) -> dict:
+    # --- setup: claim the run directory (nothing written before the data and model loaded)
+    run_dir = RunDir.claim(ra.run_dir(EXPERIMENT), settings(sc, cfg, ra), seed=cfg.seed, overwrite=ra.overwrite)
     if cfg.output_dir == "prm_output":
-        cfg.output_dir = str(run_dir / "checkpoints")
-    start_run(run_dir, {"script": asdict(sc), "model": asdict(cfg)}, seed=cfg.seed)
+        cfg.output_dir = str(run_dir.path / "checkpoints")
+    paths = {"data": resolve_data(sc.data, "data"), "eval_data": resolve_data(sc.eval_data, "eval_data")}
+    if ra.dry_run:
+        log.info("dry run: settings valid, data %s; would write %s", paths, run_dir.path)
+        return {"dry_run": True, "data": paths, "run_dir": str(run_dir.path)}
     trainer = PRMTrainer(cfg)
 
     # --- data: PRM800K through its loader, anything else through prm.data.load
-    opts = json.loads(sc.format_options)
-    if sc.dataset == "prm800k":
-        src = resolve_path(sc.data)
+    opts = sc.format_options
+    if sc.format == "prm800k":
+        src = paths["data"]
         one_file = src is not None and Path(src).is_file()  # one file: no test split of its own
         splits = trainer.load_prm800k_dataset(split="train" if one_file else None, streaming=sc.streaming, source=src, **opts)
         train, held = splits["train"], splits.get("test")
     else:
-        train, held = load(sc.dataset, resolve_path(sc.data), streaming=sc.streaming, **opts), None
+        train, held = load(sc.format, paths["data"], streaming=sc.streaming, **opts), None
     if sc.eval_data:
-        held = (trainer.load_prm800k_dataset(split="test", source=resolve_path(sc.eval_data), **opts)["test"] if sc.dataset == "prm800k"
-                else load(sc.dataset, resolve_path(sc.eval_data), **opts))
+        held = (trainer.load_prm800k_dataset(split="test", source=paths["eval_data"], **opts)["test"] if sc.format == "prm800k"
+                else load(sc.format, paths["eval_data"], **opts))
     if sc.streaming:  # materialize what is used: training needs several passes
         train, held = [list(take(d, n)) if d is not None else None for d, n in ((train, sc.limit), (held, sc.eval_limit))]
     if held is None:
@@ -89,6 +87,7 @@ def main(sc: ScriptConfig, cfg: BertPRMConfig) -> dict:
         train = take(train.shuffle(seed=cfg.seed), sc.limit)
         held = take(held, sc.eval_limit)
     train, held = trainer.prepare_dataset(train), trainer.prepare_dataset(held)
+    run_dir.begin()
     log.info("train %d solutions, held-out %d, %d classes %s", len(train), len(held), cfg.num_labels, cfg.names)
 
     # --- train (the final model is saved to <output_dir>/final_model) and evaluate on held-out steps
@@ -102,17 +101,20 @@ def main(sc: ScriptConfig, cfg: BertPRMConfig) -> dict:
         metrics["embedding_cache"] = {k: round(v, 2) for k, v in trainer.embedder.stats.items()}
 
     # --- save
-    trainer.save_model(run_dir / "model")
-    write_json(run_dir / "metrics.json", metrics)
-    write_jsonl(run_dir / "log.jsonl", trainer.log_history)
-    write_jsonl(run_dir / "predictions.jsonl", trainer.last_predictions)
-    plot_confusion(run_dir)
+    trainer.save_model(run_dir.path / "model")
+    write_jsonl(run_dir.path / "log.jsonl", trainer.log_history)
+    write_jsonl(run_dir.path / "predictions.jsonl", trainer.last_predictions)
+    run_dir.finish(metrics)
+    plot_confusion(run_dir.path)
     b = metrics["majority_baseline"]
     log.info("held-out steps: n=%d accuracy=%.3f f1=%.3f (majority '%s': accuracy=%.3f f1=%.3f) epochs %s s -> %s",
-             metrics["n_steps"], metrics["accuracy"], metrics["f1"], b["label"], b["accuracy"], b["f1"], trainer.epoch_seconds, run_dir)
+             metrics["n_steps"], metrics["accuracy"], metrics["f1"], b["label"], b["accuracy"], b["f1"], trainer.epoch_seconds, run_dir.path)
     return metrics
 
 
+def cli(argv: list[str] | None = None) -> dict:
+    return run(main, TYPES, description=__doc__.split("\n")[0], argv=argv, user_errors=(LabelError,))
+
+
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    run(main, (ScriptConfig, BertPRMConfig), description=__doc__.split("\n")[0], user_errors=(LabelError,))
+    cli()

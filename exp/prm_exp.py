@@ -34,15 +34,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from transformers import set_seed
 
-from prm.config import run
+from prm.config import RunArgs, at_least, fraction, require, resolve_data, run, settings
 from prm.data import load, resolve_path
 from prm.device import wait_for_gpu
 from prm.eval.steps import evaluate_steps
-from prm.io import start_run, write_json, write_jsonl
+from prm.io import RunDir, own_dir, writable, write_json, write_jsonl
 from prm.label.pipeline import (
     MiningConfig,
     grade,
@@ -98,9 +96,23 @@ class PrmExpConfig:
     max_length: int = field(default=512, metadata={"help": "PRM tokens per solution."})
     bf16: bool = field(default=True, metadata={"help": "bf16 autocast for PRM training (CPU autocast without a GPU)."})
     test_fraction: float = field(default=0.2, metadata={"help": "Share of questions held out for evaluation."})
-    results_dir: str = field(default="results", metadata={"help": "Root of the results tree."})
     wait_for_gpu: float = field(default=0, metadata={"help": "Minutes to wait, before training, for a GPU with --gpu_min_free_gb free (0: do not wait; no effect without a GPU)."})
     gpu_min_free_gb: float = field(default=10, metadata={"help": "Free GPU memory (GiB) that --wait_for_gpu waits for."})
+
+    def __post_init__(self) -> None:
+        at_least(self, ("num_rollouts", "num_samples", "mc_completions", "max_concurrency", "mine_samples", "max_questions",
+                        "max_new_tokens", "gen_batch_size", "lora_r", "lora_alpha", "batch_size", "max_length"))
+        require(self.epochs > 0, "epochs", f"must be > 0 (0 would report an untrained adapter), got {self.epochs}")
+        require(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}")
+        require(self.temperature >= 0, "temperature", f"must be >= 0, got {self.temperature}")
+        fraction(self, "test_fraction")
+        require(0 <= self.fail_low <= 1, "fail_low", f"must be in [0, 1], got {self.fail_low}")
+        require(self.fail_high is None or self.fail_low <= self.fail_high <= 1, "fail_high", f"must be in [--fail_low, 1], got {self.fail_high}")
+        require(self.max_cost_usd is None or self.max_cost_usd >= 0, "max_cost_usd", f"must be >= 0, got {self.max_cost_usd}")
+        require(self.wait_for_gpu >= 0, "wait_for_gpu", f"must be >= 0 minutes, got {self.wait_for_gpu}")
+
+
+TYPES = (PrmExpConfig, RunArgs)
 
 
 ARITHMETIC_PROBLEMS = Path(__file__).resolve().parent.parent / "data" / "arithmetic_problems.jsonl"
@@ -150,7 +162,7 @@ EMBEDDED_PROFILE = {"max_questions": 40, "fail_high": 0.8, "max_new_tokens": 96}
 FULL_PROFILE = {"max_questions": None, "fail_high": 0.8, "max_new_tokens": 256}
 
 
-def main(cfg: PrmExpConfig) -> dict:
+def main(cfg: PrmExpConfig, ra: RunArgs) -> dict:
     # --- setup
     t0 = time.time()
     # Unset limits: small with the embedded SmolLM2 (the whole run fits ~10 min on 2 CPU cores; its
@@ -163,10 +175,18 @@ def main(cfg: PrmExpConfig) -> dict:
     if cfg.method == 2:
         if not load_dotenv_key():
             raise SystemExit("error: --method 2 needs ANTHROPIC_API_KEY (environment or .env): Claude generates and grades")
-    name = f"method{cfg.method}_{cfg.reward}"
+    name = ra.run_name or f"method{cfg.method}_{cfg.reward}"
     work = work_dir(cfg)
-    run_dir = Path(cfg.results_dir) / "prm_exp" / name
+    # the run directory and the adapter's checkpoints belong to this run's settings (a run with
+    # other settings refuses instead of resuming from, or reporting, another run's adapter)
+    run_dir = RunDir.claim(ra.run_dir("prm_exp", name), settings(cfg, ra, verifier_used=resolve_name(cfg.verifier)), seed=cfg.seed, overwrite=ra.overwrite)
     adapter_dir = Path(cfg.output_root) / "math_prm_adapter" / name
+    writable(adapter_dir, "output_root")
+    if cfg.dataset not in ("auto", "gsm8k", "openmathinstruct"):
+        resolve_data(cfg.dataset, "dataset")
+    if ra.dry_run:
+        log.info("dry run: settings valid; would write %s and %s", run_dir.path, adapter_dir)
+        return {"dry_run": True, "run_dir": str(run_dir.path)}
     set_seed(cfg.seed)
 
     # --- data: mine, generate, grade (each stage resumable)
@@ -208,7 +228,6 @@ def main(cfg: PrmExpConfig) -> dict:
                 api_usage["grading"] = verifier.api_usage()
         except BudgetExceeded as e:
             raise SystemExit(f"stopped: {e}") from None
-    start_run(run_dir, {**asdict(cfg), "verifier_used": verifier_name}, seed=cfg.seed)
 
     # --- rewards -> training data
     records, prefix = to_records(graded, cfg.reward)
@@ -230,7 +249,10 @@ def main(cfg: PrmExpConfig) -> dict:
                                 learning_rate=cfg.learning_rate, max_length=cfg.max_length, max_prompt_length=cfg.max_length // 2,
                                 save_strategy="epoch", save_total_limit=2, logging_steps=5, bf16=cfg.bf16, seed=cfg.seed, step_separator="\n")
 
-    # --- train (resumes from the newest checkpoint in adapter_dir)
+    run_dir.begin()
+    own_dir(adapter_dir, run_dir.fingerprint, ra.overwrite)
+
+    # --- train (resumes from the newest checkpoint in adapter_dir: checkpoints of this run's settings)
     if cfg.wait_for_gpu > 0:
         gpu = wait_for_gpu(cfg.gpu_min_free_gb, cfg.wait_for_gpu)
         if gpu is not None:
@@ -250,24 +272,23 @@ def main(cfg: PrmExpConfig) -> dict:
         metrics["api_usage"] = api_usage
 
     # --- save
-    write_json(run_dir / "metrics.json", metrics)
-    write_jsonl(run_dir / "log.jsonl", trainer.state.log_history)
-    write_jsonl(run_dir / "predictions.jsonl", ({"id": r["id"], "labels": r["labels"], "step_scores": r["step_scores"]} for r in scored))
+    write_jsonl(run_dir.path / "log.jsonl", trainer.state.log_history)
+    write_jsonl(run_dir.path / "predictions.jsonl", ({"id": r["id"], "labels": r["labels"], "step_scores": r["step_scores"]} for r in scored))
+    run_dir.finish(metrics)
     s = metrics["steps"]
     print(f"\nPRM {name}: {counts['solutions']} solutions, {counts['steps']} labeled steps ({counts['correct_step_share']:.0%} correct)")
     print(f"held-out steps: n={s.get('n_steps')} ({counts['test_correct_steps']} labeled correct) accuracy={s.get('accuracy')} auroc={s.get('auroc')}")
     if s.get("single_class"):
         print(f"warning: every held-out step is labeled '{s['single_class']}': accuracy only counts that class and AUROC is undefined; "
               "examine more questions (--max_questions) or check the mining band (--fail_low/--fail_high)")
-    print(f"data: data/prm_dataset_method{cfg.method}_{cfg.reward}/  adapter: {adapter_dir}/final_checkpoint  results: {run_dir}")
+    print(f"data: data/prm_dataset_method{cfg.method}_{cfg.reward}/  adapter: {adapter_dir}/final_checkpoint  results: {run_dir.path}")
     return metrics
 
 
 def cli(argv: list[str] | None = None) -> dict:
     """Run from the command line: user errors (bad paths, bad data) end in one line, not a traceback."""
-    return run(main, PrmExpConfig, description=__doc__.split("\n")[0], argv=argv, user_errors=(TimeoutError,))
+    return run(main, TYPES, description=__doc__.split("\n")[0], argv=argv, user_errors=(TimeoutError,))
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     cli()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import logging
 import math
 import os
+import re
 import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
@@ -300,7 +302,8 @@ def _atomic_write(path: Path, text: str) -> None:
 
 # --- run directories -------------------------------------------------------------------------
 
-SECRET_HINTS = ("api_key", "apikey", "token", "secret", "password")
+# key names that hold credentials ("hf_token", "anthropic_api_key"; not "max_new_tokens")
+SECRET_KEY = re.compile(r"api_?key|secret|password|passwd|(^|_)(auth_)?token$", re.IGNORECASE)
 
 
 def git_sha() -> str | None:
@@ -328,16 +331,147 @@ def library_versions() -> dict[str, str]:
 def redact(cfg: Any) -> Any:
     """Drop values whose key names a secret, so credentials never reach results."""
     if isinstance(cfg, dict):
-        return {k: ("<redacted>" if any(h in str(k).lower() for h in SECRET_HINTS) and v else redact(v)) for k, v in cfg.items()}
+        return {k: ("<redacted>" if SECRET_KEY.search(str(k)) and v else redact(v)) for k, v in cfg.items()}
     if isinstance(cfg, list):
         return [redact(v) for v in cfg]
     return cfg
 
 
+# Settings that never change a run's results: where it writes, how it is named, logging and
+# checkpoint cadence, resuming, concurrency. Everything else is in the fingerprint.
+NOT_IN_FINGERPRINT = frozenset({
+    "results_dir", "run_name", "experiment", "dry_run", "overwrite", "output_dir", "logging_dir", "output_root",
+    "resume_from_checkpoint", "resume_from", "resume_step", "weights_path", "num_workers", "dataloader_num_workers",
+    "disable_wandb", "project_name", "debug", "logging_steps", "log_every", "report_to", "save_strategy", "save_steps",
+    "save_total_limit", "save_every", "keep_last", "yes", "max_concurrency", "wait_for_gpu", "gpu_min_free_gb",
+    "skip_generation", "dataloader_persistent_workers", "dataloader_prefetch_factor", "eval_batch_size",
+    "per_device_eval_batch_size", "work_dir", "stages", "note", "max_cost_usd",
+})
+
+
+class RunDirError(Exception):
+    """A run directory that this run may not write (another run's, a file, unwritable)."""
+
+
+def fingerprint(settings: Any) -> str:
+    """A short hash of the settings that affect a run's results (`NOT_IN_FINGERPRINT` left out)."""
+    return hashlib.sha256(json.dumps(_fingerprinted(redact(settings)), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _fingerprinted(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _fingerprinted(v) for k, v in x.items() if k not in NOT_IN_FINGERPRINT}
+    if isinstance(x, (list, tuple)):
+        return [_fingerprinted(v) for v in x]
+    return x
+
+
+def _flat(x: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(x, dict):
+        out = {}
+        for k, v in x.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix.rstrip("."): x}
+
+
+def writable(path: Path, flag: str) -> None:
+    """The first existing ancestor of ``path`` is a writable directory."""
+    p = path
+    while not p.exists():
+        p = p.parent
+    if not p.is_dir():
+        raise RunDirError(f"--{flag}: {p} is a file, not a directory; choose another --{flag}")
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise RunDirError(f"--{flag}: {p} is not writable; choose another --{flag}")
+
+
+RESULT_FILES = ("metrics.json", "predictions.jsonl", "log.jsonl", "weights.jsonl", "confusion.png")
+
+
+class RunDir:
+    """``results/<experiment>/<run>/``, owned by the run that wrote it.
+
+    Its config.json holds a fingerprint of the settings that affect results. `claim` (before any
+    work, writes nothing): a directory with another fingerprint, or with files but no fingerprint,
+    is refused unless ``overwrite``. `begin` (after the data and model loaded): removes the previous
+    attempt's results (a failed run never leaves its config beside older metrics) and writes
+    config.json marked incomplete. `finish` writes metrics.json and marks the run complete; only a
+    complete run is `finished`."""
+
+    def __init__(self, path: Path, settings: dict, seed: int | None, overwrite: bool = False) -> None:
+        self.path, self.settings, self.seed, self.overwrite = Path(path), settings, seed, overwrite
+        self.fingerprint = fingerprint(settings)
+
+    @classmethod
+    def claim(cls, path: str | Path, settings: dict, seed: int | None = None, overwrite: bool = False, flag: str = "results_dir") -> RunDir:
+        run = cls(Path(path), settings, seed, overwrite)
+        writable(run.path, flag)
+        old = run.recorded()
+        if run.path.is_dir() and any(run.path.iterdir()) and not overwrite and old.get("fingerprint") != run.fingerprint:
+            if not old.get("fingerprint"):
+                why = "holds files of a run without a settings fingerprint (written by an older version or by hand)"
+            else:
+                a, b = _flat(_fingerprinted(old.get("config", {}))), _flat(_fingerprinted(redact(settings)))
+                diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+                why = f"holds a run with other settings ({', '.join(diff[:6]) or 'fingerprint'}{' ...' if len(diff) > 6 else ''} differ)"
+            raise RunDirError(f"{run.path} {why}; choose another --run_name or --results_dir, or pass --overwrite to replace it")
+        return run
+
+    def recorded(self) -> dict:
+        """The config.json already in the directory ({} when absent or unreadable)."""
+        try:
+            return json.loads((self.path / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+
+    def begin(self) -> Path:
+        if self.overwrite and self.recorded().get("fingerprint") != self.fingerprint and self.path.is_dir():
+            import shutil
+
+            shutil.rmtree(self.path)  # another run's files, checkpoints included
+        self.path.mkdir(parents=True, exist_ok=True)
+        for name in RESULT_FILES:
+            (self.path / name).unlink(missing_ok=True)
+        self._write_config(complete=False)
+        return self.path
+
+    def finish(self, metrics: dict | None = None) -> None:
+        if metrics is not None:
+            write_json(self.path / "metrics.json", metrics)
+        self._write_config(complete=True)
+
+    def finished(self, *needs: str) -> bool:
+        """This run (same fingerprint) completed and the named artifacts exist."""
+        old = self.recorded()
+        return (old.get("fingerprint") == self.fingerprint and old.get("complete", False)
+                and all((self.path / n).exists() for n in ("metrics.json", *needs)))
+
+    def _write_config(self, complete: bool) -> None:
+        write_json(self.path / "config.json", {"config": redact(self.settings), "fingerprint": self.fingerprint, "complete": complete,
+                                               "seed": self.seed, "git_sha": git_sha(), "versions": library_versions()})
+
+
+def own_dir(path: str | Path, fp: str, overwrite: bool = False, flag: str = "output_root") -> None:
+    """Make ``path`` (checkpoints outside the run directory) belong to the run with fingerprint
+    ``fp``: refuse one that holds another run's files, unless ``overwrite`` (then clear it)."""
+    path = Path(path)
+    writable(path, flag)
+    mark = path / "fingerprint.txt"
+    old = mark.read_text().strip() if mark.is_file() else None
+    if path.is_dir() and any(path.iterdir()) and old != fp:
+        if not overwrite:
+            raise RunDirError(f"{path} holds checkpoints of a run with other settings; choose another --{flag} or run name, "
+                              "or pass --overwrite to replace them")
+        import shutil
+
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    mark.write_text(fp + "\n")
+
+
 def start_run(run_dir: str | Path, config: dict, seed: int | None = None) -> Path:
-    """Create ``results/<exp>/<run>/`` and write config.json (resolved config, git SHA, library
-    versions, seed)."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "config.json", {"config": redact(config), "seed": seed, "git_sha": git_sha(), "versions": library_versions()})
-    return run_dir
+    """Claim ``run_dir`` for ``config`` and write its config.json at once (for callers that load
+    nothing first; scripts use `RunDir`)."""
+    run = RunDir.claim(run_dir, config, seed)
+    return run.begin()

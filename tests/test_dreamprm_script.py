@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForTokenClassification, AutoTokenizer, BertConfig
 
-from exp.dreamprm_minif2f import DreamPRMConfig, main
+from exp.dreamprm_minif2f import TYPES, main
 from prm.config import parse
 from prm.data import load
 from prm.data.dreamprm_build import (
@@ -18,7 +18,6 @@ from prm.data.dreamprm_build import (
 )
 from prm.models.backbones import minilm_path
 from prm.plots.dreamprm import compare_figure, weight_figures
-from prm.train.bilevel import BilevelConfig
 
 
 @pytest.fixture(scope="module")
@@ -46,23 +45,26 @@ def write_rows(path, n, seed, domains=("algebra", "geometry")):
 
 
 def configs(tmp_path, tiny_model, *flags):
+    return parse(TYPES, _argv(tmp_path, tiny_model, *flags))
+
+
+def _argv(tmp_path, tiny_model, *flags):
     data = {k: write_rows(tmp_path / f"{k}.jsonl", n, s) for k, n, s in (("train", 16, 0), ("meta", 8, 1), ("heldout", 8, 2))}
-    argv = ["--train_json_file", data["train"], "--meta_json_file", data["meta"], "--heldout_json_file", data["heldout"],
-            "--model_name", tiny_model, "--lora_r", "0", "--max_length", "64", "--split_mode", "headers", "--results_dir", str(tmp_path / "results"),
+    return ["--train_json_file", data["train"], "--meta_json_file", data["meta"], "--heldout_json_file", data["heldout"],
+            "--model", tiny_model, "--no_lora", "--max_length", "64", "--split_mode", "headers", "--results_dir", str(tmp_path / "results"),
             "--total_steps", "4", "--batch_size", "4", "--meta_batch_size", "4", "--lr", "1e-3", "--log_every", "1", "--save_every", "2", *flags]
-    return parse((DreamPRMConfig, BilevelConfig), argv)
 
 
 @pytest.mark.slow
 def test_dry_run_baseline_reweighted_resume_and_figures(tmp_path, tiny_model):
-    dry = main(*configs(tmp_path, tiny_model, "--dry_run", "--experiment_name", "dry"))
+    dry = main(*configs(tmp_path, tiny_model, "--dry_run", "--run_name", "dry"))
     assert dry["dry_run"] and dry["data"]["domains"] == ["algebra", "geometry"]
-    assert not (tmp_path / "results/dreamprm_minif2f/dry/log.jsonl").exists()  # nothing trained
+    assert not (tmp_path / "results").exists()  # a dry run writes nothing under results
 
-    base = main(*configs(tmp_path, tiny_model, "--baseline", "--experiment_name", "base"))
+    base = main(*configs(tmp_path, tiny_model, "--baseline", "--run_name", "base"))
     assert base["baseline"] and base["final_weights"] is None and base["steps"] == 4
 
-    rw = main(*configs(tmp_path, tiny_model, "--experiment_name", "rw"))
+    rw = main(*configs(tmp_path, tiny_model, "--run_name", "rw"))
     run = tmp_path / "results/dreamprm_minif2f/rw"
     for f in ("config.json", "metrics.json", "log.jsonl", "weights.jsonl", "predictions.jsonl"):
         assert (run / f).is_file(), f
@@ -73,7 +75,7 @@ def test_dry_run_baseline_reweighted_resume_and_figures(tmp_path, tiny_model):
 
     # resume at step 2 and run to 4: the same log as the uninterrupted run
     straight = (run / "log.jsonl").read_text().splitlines()
-    again = main(*configs(tmp_path, tiny_model, "--experiment_name", "rw", "--resume_step", "2"))
+    again = main(*configs(tmp_path, tiny_model, "--run_name", "rw", "--resume_step", "2"))
     resumed = (run / "log.jsonl").read_text().splitlines()
     def strip(lines):
         return [{k: v for k, v in json.loads(x).items() if k != "elapsed_s"} for x in lines]
@@ -86,10 +88,16 @@ def test_dry_run_baseline_reweighted_resume_and_figures(tmp_path, tiny_model):
 
 
 def test_bad_options_are_one_line_errors(tmp_path, tiny_model):
-    with pytest.raises(SystemExit, match="fp16 needs a CUDA device"):
-        main(*configs(tmp_path, tiny_model, "--precision", "fp16", "--device", "cpu"))
-    with pytest.raises(ValueError, match="aggregation: unknown value 'avg'"):
-        main(*configs(tmp_path, tiny_model, "--aggregation", "avg"))
+    with pytest.raises(SystemExit, match="error: --precision fp16 needs a CUDA device"):
+        configs(tmp_path, tiny_model, "--precision", "fp16", "--device", "cpu")
+    with pytest.raises(SystemExit, match="error: aggregation: unknown value 'avg'"):
+        configs(tmp_path, tiny_model, "--aggregation", "avg")
+    # every row dropped by truncation: the dry run says so instead of "valid"
+    with pytest.raises(SystemExit, match="error: --max_length 3: every train row is dropped"):
+        cli_args = ["--dry_run", "--max_length", "3", "--max_prompt_length", "1"]
+        from exp.dreamprm_minif2f import cli
+
+        cli(_argv(tmp_path, tiny_model, *cli_args))
 
 
 def test_proof_steps_and_corruption():

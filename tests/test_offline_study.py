@@ -50,13 +50,13 @@ def test_results_table_reads_metrics(tmp_path):
 
 @pytest.mark.slow
 def test_study_smoke_run(tmp_path, monkeypatch, shared_data):
-    from exp.offline_study import StudyConfig, main
+    from exp.offline_study import TYPES, main
     from prm.config import parse
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PRM_DATA_DIR", str(shared_data))
-    cfg = parse(StudyConfig, ["--config", str(REPO_ROOT / "exp/configs/offline_study/tiny.yaml"), "--variants", "balanced"])[0]
-    table = main(cfg)
+    cfg, ra = parse(TYPES, ["--config", str(REPO_ROOT / "exp/configs/offline_study/tiny.yaml"), "--variants", "balanced"])
+    table = main(cfg, ra)
     assert "| balanced |" in table and Path("results/offline_study/README.md").is_file()
     for run in ("balanced", "balanced__sampled", "balanced__champ", "balanced__bon"):
         assert Path("results/offline_study", run, "metrics.json").is_file(), run
@@ -68,3 +68,15 @@ def test_study_smoke_run(tmp_path, monkeypatch, shared_data):
     n = {f: len(read_jsonl(Path("data/offline_study", f + ".jsonl"))) for f in ("balanced", "sampled", "balanced_sampled", "sampled_upweighted")}
     assert n["sampled"] > 0 and n["balanced_sampled"] == n["balanced"] + n["sampled"]
     assert n["sampled_upweighted"] == n["balanced"] + cfg.sampled_repeat * n["sampled"]
+
+    # a rerun reuses every finished run (same settings, artifacts there) and trains nothing
+    stamp = {p: p.stat().st_mtime_ns for p in Path("results/offline_study").rglob("metrics.json")}
+    main(cfg, ra)
+    assert {p: p.stat().st_mtime_ns for p in Path("results/offline_study").rglob("metrics.json")} == stamp
+    # "finished" means the artifacts exist: without its model (a fresh clone) the variant trains again
+    import shutil
+
+    shutil.rmtree("results/offline_study/balanced/model")
+    cfg2, ra2 = parse(TYPES, ["--config", str(REPO_ROOT / "exp/configs/offline_study/tiny.yaml"), "--variants", "balanced", "--stages", "train"])
+    main(cfg2, ra2)
+    assert Path("results/offline_study/balanced/model").is_dir()

@@ -3,7 +3,9 @@ partial results tree is skipped, not an error."""
 
 import json
 
-from exp.make_figures import main
+import pytest
+
+from exp.make_figures import cli as main
 from prm.io import REPO_ROOT
 from prm.plots import load_all
 
@@ -26,5 +28,6 @@ def test_partial_results_tree_and_unknown_names(tmp_path, capsys):
     figs = tmp_path / "results" / "figures"
     assert (figs / "method_reward.png").is_file() and (figs / "label_balance.pdf").is_file()
     assert "prm_exp/method1_SE/metrics.json" in (figs / "README.md").read_text()
-    assert main(["--only", "no_such_figure"]) == 2 and "unknown figure 'no_such_figure'" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="error: --only: unknown figure maker"):
+        main(["--only", "no_such_figure"])
     assert "method_reward" in load_all().names() and (REPO_ROOT / "exp" / "make_figures.py").is_file()

@@ -228,13 +228,12 @@ def test_prm800k_loader_on_local_files(tmp_path, shared_data):
 @pytest.mark.slow
 def test_script_writes_run_directory_and_figure(tiny, tmp_path, shared_data):
     import exp.prm800k_bert as script
-    from prm.bert_prm import BertPRMConfig as C
     from prm.config import parse
     from prm.plots.classify import confusion_figures
 
-    sc, cfg = parse((script.ScriptConfig, C), ["--config", str(Path(__file__).resolve().parents[1] / "exp/configs/prm800k_bert/samples.yaml"), "--model_name_or_path", tiny["bert"],
+    sc, cfg, ra = parse(script.TYPES, ["--config", str(Path(__file__).resolve().parents[1] / "exp/configs/prm800k_bert/samples.yaml"), "--model_name_or_path", tiny["bert"],
                                                "--results_dir", str(tmp_path / "results"), "--num_labels", "3"])
-    metrics = script.main(sc, cfg)
+    metrics = script.main(sc, cfg, ra)
     run = tmp_path / "results" / "prm800k_bert" / "prm800k_samples"
     for f in ("config.json", "metrics.json", "log.jsonl", "predictions.jsonl", "confusion.png", "model/bert_prm.json"):
         assert (run / f).is_file(), f

@@ -17,7 +17,7 @@ def test_bad_paths_are_one_line_errors(tmp_path, monkeypatch):
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     with pytest.raises(SystemExit, match="error: --sft_model no_such_dir: no such directory"):
         cli(["--config", TINY, "--sft_model", "no_such_dir"])
-    with pytest.raises(SystemExit, match="error: no such file: missing.jsonl"):
+    with pytest.raises(SystemExit, match="error: --dataset missing.jsonl: no such file"):
         cli(["--config", TINY, "--dataset", "missing.jsonl"])
     with pytest.raises(SystemExit, match="--method 2 needs ANTHROPIC_API_KEY"):
         cli(["--method", "2"])

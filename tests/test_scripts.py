@@ -13,12 +13,10 @@ CONFIGS = REPO_ROOT / "exp" / "configs"
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, shared_data):
     """A MiniLM PRM from exp/train_prm.py's tiny config (4 optimizer steps)."""
-    from exp.train_prm import TrainPRMConfig, main
-    from prm.train import PRMTrainingArguments
+    from exp.train_prm import TYPES, main
 
     out = tmp_path_factory.mktemp("results")
-    cfg, args = parse((TrainPRMConfig, PRMTrainingArguments), ["--config", str(CONFIGS / "train_prm" / "tiny.yaml"), "--results_dir", str(out)])
-    metrics = main(cfg, args)
+    metrics = main(*parse(TYPES, ["--config", str(CONFIGS / "train_prm" / "tiny.yaml"), "--results_dir", str(out)]))
     run = out / "train_prm" / "tiny"
     return run, metrics
 
@@ -28,7 +26,8 @@ def test_train_prm_writes_run_dir(trained):
     for name in ("config.json", "metrics.json", "log.jsonl", "predictions.jsonl", "model/prm_config.json", "model/model.safetensors"):
         assert (run / name).is_file(), name
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["seed"] == 0 and "torch" in cfg["versions"] and cfg["config"]["script"]["format"] == "gsm8k_errors"
+    assert cfg["seed"] == 0 and "torch" in cfg["versions"] and cfg["config"]["TrainData"]["format"] == "gsm8k_errors"
+    assert cfg["complete"] is True and len(cfg["fingerprint"]) == 16
     assert metrics["steps"]["n_steps"] > 0 and "min" in metrics["solutions"]
 
 
@@ -44,37 +43,31 @@ def test_infer_prm(trained, tmp_path, capsys):
 
 
 def test_evaluate_processbench_on_champ_with_dev_split(trained, tmp_path):
-    from exp.evaluate import EvalConfig, main
+    from exp.evaluate import TYPES, main
 
-    (cfg,) = parse(EvalConfig, ["--model", str(trained[0] / "model"), "--task", "processbench", "--format", "champ_fws", "--dev_fraction", "0.3", "--limit", "60", "--results_dir", str(tmp_path), "--run_name", "champ"])
-    m = main(cfg)
+    m = main(*parse(TYPES, ["--model", str(trained[0] / "model"), "--task", "processbench", "--format", "champ_fws", "--dev_fraction", "0.3", "--limit", "60", "--results_dir", str(tmp_path), "--run_name", "champ"]))
     assert 0.0 <= m["test"]["average_f1"] <= 1.0 and m["dev"]["n"] > 0
     assert (tmp_path / "evaluate" / "champ" / "predictions.jsonl").is_file()
     # the threshold is never chosen on the test data
-    (cfg,) = parse(EvalConfig, ["--model", str(trained[0] / "model"), "--task", "processbench", "--format", "champ_fws", "--limit", "5", "--results_dir", str(tmp_path)])
     with pytest.raises(SystemExit, match="never chosen on the test data"):
-        main(cfg)
+        parse(TYPES, ["--model", str(trained[0] / "model"), "--task", "processbench", "--format", "champ_fws", "--limit", "5", "--results_dir", str(tmp_path)])
 
 
 def test_evaluate_best_of_n_and_steps(trained, tmp_path, fixtures):
-    from exp.evaluate import EvalConfig, main
+    from exp.evaluate import TYPES, main
 
     bon = tmp_path / "bon.jsonl"
     bon.write_text(json.dumps({"problem": "What is 2+3?", "answer": "5", "candidates": [{"steps": ["2+3 = 5.", "The answer is 5."]}, {"steps": ["2+3 = 6.", "The answer is 6."]}]}) + "\n")
-    (cfg,) = parse(EvalConfig, ["--model", str(trained[0] / "model"), "--task", "best_of_n", "--data", str(bon), "--ns", "1,2", "--results_dir", str(tmp_path)])
-    m = main(cfg)
+    m = main(*parse(TYPES, ["--model", str(trained[0] / "model"), "--task", "best_of_n", "--data", str(bon), "--ns", "1", "2", "--results_dir", str(tmp_path), "--run_name", "bon"]))
     assert m["methods"]["oracle"][1]["accuracy"] == 1.0
-    (cfg,) = parse(EvalConfig, ["--model", str(trained[0] / "model"), "--task", "steps", "--data", str(fixtures / "processbench.jsonl"), "--results_dir", str(tmp_path)])
-    assert main(cfg)["steps"]["n_steps"] == 4
+    assert main(*parse(TYPES, ["--model", str(trained[0] / "model"), "--task", "steps", "--data", str(fixtures / "processbench.jsonl"), "--results_dir", str(tmp_path),
+                               "--run_name", "steps"]))["steps"]["n_steps"] == 4
 
 
 def test_math_shepherd_offline(tmp_path, shared_data):
-    from exp.math_shepherd import MathShepherdConfig
-    from exp.train_prm import main
-    from prm.train import PRMTrainingArguments
+    from exp.math_shepherd import TYPES, main
 
-    cfg, args = parse((MathShepherdConfig, PRMTrainingArguments), ["--config", str(CONFIGS / "math_shepherd" / "offline.yaml"), "--results_dir", str(tmp_path), "--num_train_epochs", "1"])
-    m = main(cfg, args)
+    m = main(*parse(TYPES, ["--config", str(CONFIGS / "math_shepherd" / "offline.yaml"), "--results_dir", str(tmp_path), "--num_train_epochs", "1"]))
     assert (tmp_path / "math_shepherd" / "offline_samples" / "metrics.json").is_file() and m["steps"]["n_steps"] > 0
 
 

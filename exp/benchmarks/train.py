@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prm.config import PerName, at_least, per_name, require, split_list
 from prm.io import REPO_ROOT
 
 from .common import gsm8k_rows, spread, write_rows
@@ -68,38 +69,44 @@ def run_child(cmd: list[str], spec: dict, work: Path, name: str, timeout: int = 
 
 @dataclass
 class TrainBench:
-    backbones: str = field(default="minilm,smollm2", metadata={"help": "Comma-separated backbones (embedded names, paths or hub ids)."})
+    backbones: list[str] = field(default_factory=lambda: ["minilm", "smollm2"], metadata={"help": "Backbones (embedded names, paths or hub ids)."})
     n_train: int = field(default=1000, metadata={"help": "Stepwise GSM8K training rows (reference + injected-error copies)."})
-    n_eval: str = field(default="minilm=100,smollm2=40", metadata={"help": "Held-out rows (other problems) for step accuracy, per backbone (name=n, or one number)."})
-    steps: str = field(default="minilm=10,smollm2=4", metadata={"help": "Optimizer steps per backbone (name=steps, or one number for all)."})
-    batch_size: str = field(default="minilm=8,smollm2=4", metadata={"help": "Batch size per backbone (name=n, or one number)."})
+    n_eval: PerName = field(default_factory=lambda: PerName({"minilm": 100, "smollm2": 40}), metadata={"help": "Held-out rows (other problems) for step accuracy, per backbone (a mapping / name=n,..., or one number)."})
+    steps: PerName = field(default_factory=lambda: PerName({"minilm": 10, "smollm2": 4}), metadata={"help": "Optimizer steps per backbone (a mapping / name=steps,..., or one number for all)."})
+    batch_size: PerName = field(default_factory=lambda: PerName({"minilm": 8, "smollm2": 4}), metadata={"help": "Batch size per backbone (a mapping / name=n,..., or one number)."})
     learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate (both systems)."})
     max_length: int = field(default=512, metadata={"help": "Maximum tokens per row (both systems)."})
     pairs: int = field(default=3, metadata={"help": "Alternation rounds (ours, TRL best, TRL defaults) per backbone."})
-    defaults_rounds: str = field(default="minilm=3,smollm2=1", metadata={"help": "Rounds that include TRL at its defaults (fp32 + checkpointing is slow)."})
+    defaults_rounds: PerName = field(default_factory=lambda: PerName({"minilm": 3, "smollm2": 1}), metadata={"help": "Rounds that include TRL at its defaults (fp32 + checkpointing is slow), per backbone."})
     warmup: int = field(default=2, metadata={"help": "Optimizer steps excluded from the throughput (allocator and thread warm-up)."})
     random_init: bool = field(default=False, metadata={"help": "Random weights from the backbone's config (GPU run: a Llama-3.2-1B shape)."})
     tokenizer: str | None = field(default=None, metadata={"help": "Tokenizer path when the backbone folder holds only a config."})
-    profile: str = field(default="minilm", metadata={"help": "Backbones (comma-separated, or 'all', or '') that get one extra profiled run per system (torch.profiler top operators)."})
+    profile: list[str] = field(default_factory=lambda: ["minilm"], metadata={"help": "Backbones (or all) that get one extra profiled run per system (torch.profiler top operators); none: an empty list."})
     trl_python: str | None = field(default=None, metadata={"help": "Python with trl==1.12.0; default: create .bench/trl-venv."})
     attn_implementation: str = field(default="auto", metadata={"help": "This project's attention kernel while training (auto, eager, sdpa; see PRMTrainingArguments). TRL keeps its own."})
     trl: bool = field(default=True, metadata={"help": "Run the TRL side (--smoke turns it off when no TRL environment exists yet)."})
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        self.backbones, self.profile = split_list(self.backbones), split_list(self.profile)
+        for name in ("n_eval", "steps", "batch_size", "defaults_rounds"):
+            value = getattr(self, name)
+            value = value if isinstance(value, (int, float)) else PerName(value)
+            values = list(value.values()) if isinstance(value, dict) else [value]
+            require(all(isinstance(v, int) and v >= 0 for v in values), name, f"must be a count or name=count,... per backbone, got {value!r}")
+            setattr(self, name, value)
+        at_least(self, ("n_train", "pairs"))
+        at_least(self, ("warmup",), 0)
 
-def _per(spec: str, name: str, cast=int) -> Any:
-    if "=" not in spec:
-        return cast(spec)
-    table = {k.strip(): cast(v) for k, v in (kv.split("=", 1) for kv in spec.split(","))}
-    # a backbone the table does not name gets its largest value (e.g. a hub id)
-    return table.get(name, max(table.values()))
+
+_per = per_name
 
 
 def train_benchmark(cfg: TrainBench, data_path: str, work: Path) -> dict:
     from prm.models.backbones import resolve
 
     work.mkdir(parents=True, exist_ok=True)
-    names = [b.strip() for b in cfg.backbones.split(",") if b.strip()]
+    names = list(cfg.backbones)
     n_eval = {Path(n).name: _per(cfg.n_eval, Path(n).name) for n in names}
     train, held = gsm8k_rows(data_path, cfg.n_train, max(n_eval.values()), cfg.seed)
     tf = write_rows(work / "train.jsonl", train)
@@ -146,7 +153,7 @@ def train_benchmark(cfg: TrainBench, data_path: str, work: Path) -> dict:
             }
         ratios["trl_best_vs_trl_defaults"] = {"examples_per_s": spread([runs["trl_best"][i]["examples_per_s"] / runs["trl_defaults"][i]["examples_per_s"] for i in range(len(runs["trl_defaults"]))])}
         res["ratios"] = ratios
-        if trl_cmd is not None and (cfg.profile == "all" or key in cfg.profile.split(",")):
+        if trl_cmd is not None and ("all" in cfg.profile or key in cfg.profile):
             pspec = dict(spec, profile=True, steps=min(spec["steps"], 4), warmup=1)
             res["profile"] = {"ours": run_child(ours_cmd, dict(pspec, mode="bf16"), work, f"{key}_ours_profile")["profile_top"],
                               "trl_best": run_child(trl_cmd, dict(pspec, mode="best"), work, f"{key}_trl_profile")["profile_top"]}

@@ -86,6 +86,9 @@ class BilevelConfig:
     keep_last: int = field(default=2, metadata={"help": "Checkpoints kept (older ones are deleted)."})
     max_failed_batches: int = field(default=10, metadata={"help": "Failed steps tolerated; one more stops the run."})
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
         for name, value, known in (("inner_loss", self.inner_loss, INNER_LOSSES), ("meta_loss", self.meta_loss, META_LOSSES),
                                    ("aggregation", self.aggregation, AGGREGATIONS), ("weighting", self.weighting, WEIGHTINGS)):

@@ -74,6 +74,12 @@ class PRMTrainingArguments(TrainingArguments):
                                                                  "CPU flash kernel here, more memory; results/bench/train*.json), else the backbone's own."})
 
     def __post_init__(self) -> None:
+        from prm.config import at_least, require
+
+        at_least(self, ("max_length", "max_prompt_length", "max_completion_length", "per_device_train_batch_size",
+                        "per_device_eval_batch_size", "gradient_accumulation_steps"))
+        require(self.num_train_epochs > 0 or self.max_steps > 0, "num_train_epochs", f"must be > 0 (or give --max_steps), got {self.num_train_epochs}")
+        require(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}")
         # bf16 on a machine without an accelerator means CPU autocast (about 2x the fp32 matmul
         # rate on CPUs with AVX-512 bf16); TrainingArguments insists on use_cpu for that.
         if self.bf16 and not self.use_cpu and not torch.cuda.is_available() and not (hasattr(torch, "xpu") and torch.xpu.is_available()):
