@@ -138,6 +138,8 @@ def load_backbone(
         kw.update(four_bit_kwargs(torch_dtype))
     if use_pretrained:
         model = AutoModelForTokenClassification.from_pretrained(path, **kw)
+        if load_in_4bit:
+            _own_cpu_tensors(model)
     else:
         config = AutoConfig.from_pretrained(path, num_labels=kw["num_labels"], trust_remote_code=trust_remote_code)
         model = AutoModelForTokenClassification.from_config(config, trust_remote_code=trust_remote_code)
@@ -163,6 +165,16 @@ def four_bit_kwargs(compute_dtype: torch.dtype | None = None) -> dict[str, Any]:
     # (under `accelerate launch` each process has its own GPU, LOCAL_RANK).
     device = int(os.environ.get("LOCAL_RANK", 0)) if cuda else "cpu"
     return {"quantization_config": config, "device_map": {"": device}}
+
+
+def _own_cpu_tensors(model: Any) -> None:
+    """Copy the CPU tensors a 4-bit load kept in full precision (embeddings, norms) out of the
+    memory-mapped checkpoint. They are views of the file, which quantizing read in full, so while
+    they live the whole file stays mapped and resident (SmolLM2: ~300 MB more RSS than the model)."""
+    for module in model.modules():
+        for t in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
+            if t.device.type == "cpu" and type(t).__name__ != "Params4bit":
+                t.data = t.data.clone()
 
 
 def is_quantized(model: Any) -> bool:
