@@ -232,6 +232,8 @@ class PRM:
             if load_in_4bit:
                 kw.update(four_bit_kwargs(torch_dtype))
             model = AutoModelForTokenClassification.from_pretrained(path, trust_remote_code=trust_remote_code, **kw)
+            if load_in_4bit:
+                _own_cpu_tensors(model)
         if spec.adapter and not four_bit:
             spec.extra.pop("load_in_4bit", None)  # what this object holds now
         model.eval()
