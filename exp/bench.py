@@ -11,6 +11,7 @@
     python exp/bench.py serve        # scoring server, 16 concurrent clients: requests/s and p95 vs in-process one at a time (MiniLM)
     python exp/bench.py gpu          # on a CUDA machine: train + score with a random Llama-3.2-1B-shaped model, bf16
     python exp/bench.py qlora        # memory: LoRA on fp32 base weights vs QLoRA on 4-bit NF4 (SmolLM2; CPU or GPU)
+    python exp/bench.py qlora --activation_checkpointing false --name qlora_no_ckpt   # activations kept: they set the peak
     python exp/bench.py <name> --smoke   # seconds, tiny real models (what tests/test_bench.py runs)
 
 The first `train` creates .bench/trl-venv (python -m venv + pinned pip install of trl==1.12.0);

@@ -20,6 +20,8 @@ def test_qlora_smoke(tmp_path, shared_data):
     assert not lora["four_bit"] and qlora["four_bit"]
     # the same LoRA adapters and head train on both bases, for the same steps
     assert lora["trainable_params"] == qlora["trainable_params"] > 0 and lora["steps"] == qlora["steps"] == 3
+    # training moved every adapter and head tensor, with activation checkpointing (the default) on
+    assert lora["activation_checkpointing"] and all(r["trainable_tensors_changed"] == r["trainable_tensors"] for r in (lora, qlora))
     # 4-bit weights are smaller, even where the (unquantized) embedding dominates a tiny model
     assert qlora["weight_mb"] < lora["weight_mb"]
     assert r["ratios_qlora_vs_lora"]["weight_mb"]["median"] < 1

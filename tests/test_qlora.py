@@ -1,6 +1,8 @@
 """QLoRA on a CPU: a tiny Llama-shaped backbone loaded with 4-bit NF4 weights (bitsandbytes), a new
 full-precision token-classification head, LoRA adapters; training, saving and loading."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -55,6 +57,17 @@ def test_4bit_backbone_keeps_the_head_in_full_precision(backbone):
     full = _prm(backbone, four_bit=False, lora=False).score_steps(PROBLEM, STEPS)
     q = prm.score_steps(PROBLEM, STEPS)
     assert len(q) == 3 and max(abs(a - b) for a, b in zip(q, full)) < 0.05
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="reads Linux /proc/self/maps")
+def test_4bit_model_holds_no_view_of_the_checkpoint_file(backbone):
+    # quantizing reads the whole memory-mapped file; a full-precision tensor left as a view of it
+    # would keep every page of the file resident for the model's lifetime
+    prm = _prm(backbone, four_bit=True, lora=False)
+    ckpt = str(Path(backbone, "model.safetensors"))
+    spans = [[int(x, 16) for x in line.split()[0].split("-")] for line in Path("/proc/self/maps").read_text().splitlines() if line.endswith(ckpt)]
+    tensors = [*prm.model.parameters(), *prm.model.buffers()]
+    assert tensors and not [t for t in tensors if any(a <= t.data_ptr() < b for a, b in spans)]
 
 
 def test_qlora_forward_backward_reaches_adapters_and_head_only(backbone):

@@ -12,7 +12,8 @@ Memory per run (Linux ``/proc/self/status``; the kernel's high-water mark is res
   plus their block scales; LoRA adapters and the head included);
 - ``base_rss_mb``: resident memory after importing torch/transformers, before the model;
 - ``rss_after_load_mb`` / ``load_peak_rss_mb``: resident memory after loading, and the peak while loading
-  (the 4-bit load reads full-precision weights and quantizes them);
+  (the 4-bit load reads full-precision weights and quantizes them; the full-precision load maps the
+  checkpoint file and pages weights in only as training touches them);
 - ``train_peak_rss_mb``: the peak during training alone (weights, activations, gradients, optimizer).
 
 The child entry point, one run per process:
@@ -46,12 +47,14 @@ RATIO_METRICS = ("weight_mb", "rss_after_load_mb", "model_rss_mb", "train_peak_r
 class QLoRABench:
     model: str = field(default="smollm2", metadata={"help": "Backbone: embedded name, local folder or hub id (pretrained weights: 4-bit quantizes them)."})
     n_train: int = field(default=64, metadata={"help": "Stepwise GSM8K training rows (reference + injected-error copies)."})
-    n_eval: int = field(default=24, metadata={"help": "Held-out rows (other problems) for the loss after training."})
-    steps: int = field(default=8, metadata={"help": "Optimizer steps per run."})
+    n_eval: int = field(default=16, metadata={"help": "Held-out rows (other problems) for the loss after training."})
+    steps: int = field(default=6, metadata={"help": "Optimizer steps per run."})
     batch_size: int = field(default=4, metadata={"help": "Rows per optimizer step."})
     max_length: int = field(default=256, metadata={"help": "Maximum tokens per row."})
     learning_rate: float = field(default=2e-4, metadata={"help": "AdamW learning rate (LoRA-sized)."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank (alpha = 2 r) on every linear layer of the backbone."})
+    activation_checkpointing: bool = field(default=True, metadata={"help": "Recompute activations in the backward pass (QLoRA's recipe): "
+                                                                      "the weights, not the activations, then set the peak."})
     pairs: int = field(default=3, metadata={"help": "Alternation rounds (lora, qlora)."})
     warmup: int = field(default=2, metadata={"help": "Optimizer steps excluded from steps/s."})
     seed: int = 0
@@ -69,7 +72,8 @@ def _reset_peak() -> None:
 
 
 def child(spec_path: str) -> None:
-    """One measured run: load (4-bit or not), LoRA, train, evaluate; writes the spec's ``out``."""
+    """One measured run: load (4-bit or not), LoRA, train, evaluate; writes the spec's ``out``.
+    ``trainable_tensors_changed`` counts the adapter and head tensors that training moved."""
     spec, rows, held = measure.read_spec(spec_path)
     import torch
     from transformers import set_seed
@@ -87,13 +91,15 @@ def child(spec_path: str) -> None:
     gc.collect()
     weight_mb = prm.model.get_base_model().get_memory_footprint() / 2**20  # LoRA layers live inside the base model
     rss_load, peak_load = _status_mb("VmRSS"), _status_mb("VmHWM")
-    trainable = sum(p.numel() for p in prm.model.parameters() if p.requires_grad)
+    anon_load, file_load = _status_mb("RssAnon"), _status_mb("RssFile")
+    trainable = _checksums(prm.model)  # no copies: they would count in the training peak
 
     _reset_peak()
     args = PRMTrainingArguments(
         output_dir=tempfile.mkdtemp(prefix="prm-bench-"), max_steps=spec["steps"], per_device_train_batch_size=spec["batch_size"],
         per_device_eval_batch_size=spec["batch_size"], learning_rate=spec["learning_rate"], max_length=spec["max_length"], max_prompt_length=None,
         seed=spec["seed"], save_strategy="no", report_to=[], logging_steps=1, dataloader_num_workers=0, disable_tqdm=True,
+        activation_checkpointing=spec["activation_checkpointing"],
     )
     trainer = PRMTrainer(prm=prm, args=args, train_dataset=rows, eval_dataset=held)
     counter = measure.CountingCollator(trainer.data_collator)
@@ -102,20 +108,29 @@ def child(spec_path: str) -> None:
     trainer.add_callback(timer)
     trainer.train()
     train_peak = _status_mb("VmHWM")
+    changed = sum(trainable[n] != c for n, c in _checksums(prm.model).items())
     out = measure.throughput(timer.t, counter, spec["warmup"])
     n = out["steps"] - out["warmup_steps"]
     out["steps_per_s"] = n / out["steady_seconds"] if out["steady_seconds"] > 0 else None
     ev = trainer.evaluate()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     out.update({
-        "four_bit": spec["four_bit"], "load_seconds": load_s, "trainable_params": trainable, "weight_mb": weight_mb,
-        "base_rss_mb": base_rss, "rss_after_load_mb": rss_load, "model_rss_mb": rss_load - base_rss, "load_peak_rss_mb": peak_load,
+        "four_bit": spec["four_bit"], "activation_checkpointing": spec["activation_checkpointing"], "load_seconds": load_s,
+        "trainable_params": sum(p.numel() for p in prm.model.parameters() if p.requires_grad), "trainable_tensors": len(trainable),
+        "trainable_tensors_changed": changed,
+        "weight_mb": weight_mb, "base_rss_mb": base_rss, "rss_after_load_mb": rss_load, "model_rss_mb": rss_load - base_rss, "load_peak_rss_mb": peak_load,
+        # anonymous vs file-backed (memory-mapped checkpoint pages, libraries) resident memory after loading
+        "rss_anon_after_load_mb": anon_load, "rss_file_after_load_mb": file_load,
         "train_peak_rss_mb": train_peak, "train_peak_above_base_mb": train_peak - base_rss,
         "train_losses": losses, "train_loss_mean": sum(losses) / len(losses) if losses else None,
         "eval_loss": ev.get("eval_loss"), "eval_accuracy": ev.get("eval_accuracy"),
         "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None, "threads": torch.get_num_threads(),
     })
     measure.write(spec["out"], out)
+
+
+def _checksums(model: Any) -> dict[str, float]:
+    return {n: p.detach().double().abs().sum().item() for n, p in model.named_parameters() if p.requires_grad}
 
 
 def tiny_checkpoint(out: Path) -> Path:
@@ -142,7 +157,8 @@ def qlora_benchmark(cfg: QLoRABench, data_path: str, work: Path) -> dict:
     train, held = gsm8k_rows(data_path, cfg.n_train, cfg.n_eval, cfg.seed)
     tf, ef = write_rows(work / "train.jsonl", train), write_rows(work / "eval.jsonl", held)
     spec = {"model": resolve(cfg.model), "train_file": str(tf), "eval_file": str(ef), "steps": cfg.steps, "batch_size": cfg.batch_size,
-            "max_length": cfg.max_length, "learning_rate": cfg.learning_rate, "lora_r": cfg.lora_r, "warmup": cfg.warmup, "seed": cfg.seed}
+            "max_length": cfg.max_length, "learning_rate": cfg.learning_rate, "lora_r": cfg.lora_r, "warmup": cfg.warmup, "seed": cfg.seed,
+            "activation_checkpointing": cfg.activation_checkpointing}
     cmd = [sys.executable, "-m", "exp.benchmarks.qlora"]
     runs: dict[str, list[dict]] = {name: [] for name in CONFIGS}
     load_avg = [os.getloadavg()]

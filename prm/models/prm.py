@@ -158,6 +158,8 @@ def load_backbone(
     quantization = four_bit_kwargs(torch_dtype) if load_in_4bit else None
     model = kind.load_model(path, spec, dtype=kw.get("dtype"), trust_remote_code=trust_remote_code, use_pretrained=use_pretrained,
                             num_labels=kw["num_labels"], quantization=quantization)
+    if load_in_4bit and use_pretrained:
+        _own_cpu_tensors(model)
     kind.prepare_tokenizer(tok, model, spec)
     return model, tok
 
@@ -180,6 +182,16 @@ def four_bit_kwargs(compute_dtype: torch.dtype | None = None) -> dict[str, Any]:
     # (under `accelerate launch` each process has its own GPU, LOCAL_RANK).
     device = int(os.environ.get("LOCAL_RANK", 0)) if cuda else "cpu"
     return {"quantization_config": config, "device_map": {"": device}}
+
+
+def _own_cpu_tensors(model: Any) -> None:
+    """Copy the CPU tensors a 4-bit load kept in full precision (embeddings, norms) out of the
+    memory-mapped checkpoint. They are views of the file, which quantizing read in full, so while
+    they live the whole file stays mapped and resident (SmolLM2: ~300 MB more RSS than the model)."""
+    for module in model.modules():
+        for t in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
+            if t.device.type == "cpu" and type(t).__name__ != "Params4bit":
+                t.data = t.data.clone()
 
 
 def is_quantized(model: Any) -> bool:
@@ -244,6 +256,8 @@ def load_prm(
         num = 1 if spec.prm_kind == "value_head" else NUM_LABELS[spec.label_scheme]
         model = kind_cls.load_model(path, spec, dtype=torch_dtype, trust_remote_code=trust_remote_code, num_labels=num,
                                     quantization=four_bit_kwargs(torch_dtype) if load_in_4bit else None)
+        if load_in_4bit:
+            _own_cpu_tensors(model)
     if spec.adapter and not four_bit:
         spec.extra.pop("load_in_4bit", None)  # what this object holds now
     if tok.pad_token_id is None and tok.eos_token is not None:

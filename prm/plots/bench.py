@@ -173,19 +173,18 @@ def efficiency_figure(results_dir: Path, figures_dir: Path) -> list[Made]:
     return [Made(stem, (src,), "Achieved training FLOP/s (6 x params x tokens + attention) against the matmul peak measured in the same run.")]
 
 
-@FIGURES.register("bench_qlora")
-def qlora_figure(results_dir: Path, figures_dir: Path) -> list[Made]:
-    got = _load(results_dir, "qlora")
+def _qlora_figure(results_dir: Path, figures_dir: Path, name: str) -> list[Made]:
+    got = _load(results_dir, name)
     if got is None:
         return []
     r, src = got
     fig, axes = figure(1, 2, figsize=(7, 2.8), gridspec_kw={"width_ratios": [3, 1]})
     mem = (("weight_mb", "weights"), ("model_rss_mb", "RSS after load\n(above imports)"), ("train_peak_above_base_mb", "training peak RSS\n(above imports)"))
-    for k, (name, color) in enumerate((("lora", "tab:gray"), ("qlora", "tab:blue"))):
-        label = {"lora": "LoRA, fp32 base", "qlora": "QLoRA, 4-bit NF4 base"}[name]
+    for k, (cfg, color) in enumerate((("lora", "tab:gray"), ("qlora", "tab:blue"))):
+        label = {"lora": "LoRA, fp32 base", "qlora": "QLoRA, 4-bit NF4 base"}[cfg]
         for i, (m, _) in enumerate(mem):
-            _bar(axes[0], i + (k - 0.5) * 0.27, r["summary"][name][m], color, label if i == 0 else None)
-        _bar(axes[1], (k - 0.5) * 0.27, r["summary"][name]["steps_per_s"], color)
+            _bar(axes[0], i + (k - 0.5) * 0.27, r["summary"][cfg][m], color, label if i == 0 else None)
+        _bar(axes[1], (k - 0.5) * 0.27, r["summary"][cfg]["steps_per_s"], color)
     for i, (m, _) in enumerate(mem):
         ratio = r["ratios_qlora_vs_lora"][m]
         if ratio.get("median"):
@@ -195,9 +194,17 @@ def qlora_figure(results_dir: Path, figures_dir: Path) -> list[Made]:
     axes[0].legend(fontsize=7)
     axes[1].set_xticks([0], ["steps/s"], fontsize=7)
     dev = r["machine"].get("gpu") or r["machine"].get("cpu", "cpu")
-    fig.suptitle(f"QLoRA vs LoRA, {Path(r['model']).name} PRM ({dev}); label: median ratio", fontsize=8)
-    stem = save_figure(fig, Path(figures_dir) / "bench_qlora")
-    return [Made(stem, (src,), "Memory of a LoRA PRM on fp32 base weights vs QLoRA on 4-bit NF4 weights: weights, RSS after loading and the training peak; training steps/s.")]
+    ckpt = "with" if r["spec"].get("activation_checkpointing") else "without"
+    fig.suptitle(f"QLoRA vs LoRA, {Path(r['model']).name} PRM, {ckpt} activation checkpointing ({dev}); label: median ratio", fontsize=8)
+    stem = save_figure(fig, Path(figures_dir) / f"bench_{name}")
+    return [Made(stem, (src,), f"Memory of a LoRA PRM on fp32 base weights vs QLoRA on 4-bit NF4 weights, {ckpt} activation checkpointing: "
+                               "weights, RSS after loading and the training peak; training steps/s.")]
+
+
+@FIGURES.register("bench_qlora")
+def qlora_figures(results_dir: Path, figures_dir: Path) -> list[Made]:
+    # qlora_no_ckpt: the same protocol keeping activations (exp/bench.py qlora --activation_checkpointing false --name qlora_no_ckpt)
+    return [m for name in ("qlora", "qlora_no_ckpt") for m in _qlora_figure(results_dir, figures_dir, name)]
 
 
 @FIGURES.register("bench_serve")
