@@ -3,6 +3,8 @@
     # CHAMP first-wrong-step annotations as a ProcessBench task; threshold chosen on a dev split
     python exp/evaluate.py --model results/train_prm/minilm_gsm8k_errors/model \\
         --task processbench --format champ_fws --dev_fraction 0.3 --run_name champ_minilm
+    # a published PRM on the hub copy of ProcessBench (all four subsets; kind detected, or --kind)
+    python exp/evaluate.py --model Qwen/Qwen2.5-Math-PRM-7B --task processbench --threshold 0.5
     # ProcessBench files with a dev file for the threshold
     python exp/evaluate.py --model M --task processbench --data gsm8k.jsonl --dev_data math.jsonl
     # best-of-N on candidate sets ({"problem", "answer", "candidates": [...]})
@@ -36,7 +38,9 @@ from prm.eval.processbench import (
 )
 from prm.eval.steps import evaluate_steps, score_records
 from prm.io import start_run, write_json, write_jsonl
+from prm.models.kinds import PRMLoadError
 from prm.models.prm import load_prm
+from prm.registry import UnknownName
 
 log = logging.getLogger("evaluate")
 TASKS = ("processbench", "best_of_n", "steps")
@@ -46,6 +50,7 @@ TASKS = ("processbench", "best_of_n", "steps")
 class EvalConfig:
     model: str = field(metadata={"help": "A PRM directory saved by exp/train_prm.py, or a published PRM (hub id or local copy)."})
     kind: str | None = field(default=None, metadata={"help": "PRM kind (token_cls, lm_tokens, qwen_prm, value_head); default: detected."})
+    dtype: str = field(default="auto", metadata={"help": "auto (bf16 on a GPU, fp32 on a CPU), bf16, fp16 or fp32."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run the checkpoint's own modeling code (never needed for the known PRMs)."})
     subsets: str = field(default=",".join(PROCESSBENCH_SUBSETS), metadata={"help": "ProcessBench subsets when --data is omitted (hub copy)."})
     task: str = field(default="processbench", metadata={"help": "processbench, best_of_n or steps."})
@@ -86,8 +91,8 @@ def main(cfg: EvalConfig) -> dict:
         raise SystemExit(f"--task must be one of {', '.join(TASKS)}")
     run_dir = start_run(Path(cfg.results_dir) / cfg.experiment / cfg.run_name, asdict(cfg), seed=cfg.seed)
     try:
-        prm = load_prm(cfg.model, cfg.kind, cfg.trust_remote_code)
-    except (ValueError, KeyError, FileNotFoundError) as e:
+        prm = load_prm(cfg.model, cfg.kind, cfg.trust_remote_code, torch_dtype=cfg.dtype, device="auto")
+    except (PRMLoadError, UnknownName, FileNotFoundError) as e:
         raise SystemExit(f"error: --model {cfg.model}: {e}") from None
     if cfg.max_length:
         prm.spec.max_length = cfg.max_length
