@@ -21,20 +21,18 @@ trained policy in .../model (gitignored).
 from __future__ import annotations
 
 import logging
-import sys
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from dataclasses import dataclass, field
 
 from transformers import AutoTokenizer, set_seed
 
-from prm.config import run
-from prm.data import load, resolve_path
-from prm.io import start_run, write_json, write_jsonl
+from prm.config import RunArgs, at_least, check_model, require, resolve_data, run, settings
+from prm.data import load
+from prm.eval.aggregate import AGGREGATORS
+from prm.io import RunDir, write_jsonl
 from prm.models.backbones import resolve
 from prm.models.prm import PRM
 from prm.rl import grpo_prompts, reward_functions
+from prm.steps import SPLIT_MODES
 
 try:
     from trl import GRPOConfig, GRPOTrainer
@@ -57,40 +55,53 @@ class RLConfig:
     answer_weight: float = field(default=0.0, metadata={"help": "Weight of the answer-correctness reward (0: PRM only)."})
     empty_reward: float = field(default=0.0, metadata={"help": "PRM reward of a completion with no step."})
     prm_batch_size: int = field(default=16, metadata={"help": "Completions per PRM forward pass."})
-    results_dir: str = field(default="results", metadata={"help": "Root of the results tree."})
-    experiment: str = field(default="rl_grpo", metadata={"help": "Results folder: results/<experiment>/<run_name>."})
+
+    def __post_init__(self) -> None:
+        check_model(self.policy, "policy")
+        check_model(self.prm, "prm")
+        at_least(self, ("limit", "prm_batch_size"))
+        require(self.aggregator in AGGREGATORS, "aggregator", f"unknown '{self.aggregator}'; known: {', '.join(AGGREGATORS.names())}")
+        require(self.split_mode in SPLIT_MODES, "split_mode", f"unknown '{self.split_mode}'; known: {', '.join(SPLIT_MODES)}")
+        require(self.prm_weight >= 0 and self.answer_weight >= 0 and self.prm_weight + self.answer_weight > 0, "prm_weight",
+                "--prm_weight and --answer_weight must be >= 0 and not both 0")
 
 
-def main(cfg: RLConfig, args: GRPOConfig) -> dict:
-    # --- setup
-    args.run_name = args.run_name or "default"
-    run_dir = Path(cfg.results_dir) / cfg.experiment / args.run_name
+TYPES = (RunArgs, RLConfig, GRPOConfig)
+
+
+def main(ra: RunArgs, cfg: RLConfig, args: GRPOConfig) -> dict:
+    # --- setup: the run directory belongs to these settings (another run's is refused)
+    run_dir = RunDir.claim(ra.run_dir("rl_grpo", args.run_name or "default"), settings(ra, cfg, args), seed=args.seed, overwrite=ra.overwrite)
     if args.output_dir in (None, "trainer_output"):
-        args.output_dir = str(run_dir / "checkpoints")
-    start_run(run_dir, {"script": asdict(cfg), "training": args.to_dict()}, seed=args.seed)
+        args.output_dir = str(run_dir.path / "checkpoints")
+    paths = {"data": resolve_data(cfg.data, "data"), "prm": resolve_data(cfg.prm, "prm")}
+    if ra.dry_run:
+        log.info("dry run: settings valid, %s; would write %s", paths, run_dir.path)
+        return {"dry_run": True, **paths, "run_dir": str(run_dir.path)}
     set_seed(args.seed)
 
     # --- data: conversational prompts when the policy has a chat template; gold answers ride along
     policy = resolve(cfg.policy)
     tok = AutoTokenizer.from_pretrained(policy, trust_remote_code=args.trust_remote_code)
-    records = load(cfg.format, resolve_path(cfg.data), limit=cfg.limit).to_list()
+    records = load(cfg.format, paths["data"], limit=cfg.limit).to_list()
     from datasets import Dataset
 
     train = Dataset.from_list(grpo_prompts(records, tok))
     log.info("%d problems; %d completions per problem", len(train), args.num_generations)
 
     # --- PRM and rewards
-    prm = PRM.load(resolve_path(cfg.prm), trust_remote_code=args.trust_remote_code)
+    prm = PRM.load(paths["prm"], trust_remote_code=args.trust_remote_code)
     funcs, weights = reward_functions(prm, cfg.aggregator, cfg.split_mode, cfg.prm_batch_size, cfg.empty_reward, cfg.prm_weight, cfg.answer_weight)
     args.reward_weights = weights
 
     # --- train
+    run_dir.begin()
     trainer = GRPOTrainer(model=policy, reward_funcs=funcs, args=args, train_dataset=train, processing_class=tok)
     prm.model.to(trainer.accelerator.device)  # each process scores its own completions
     model = trainer.accelerator.unwrap_model(trainer.model)
     before = {n: p.detach().float().norm().item() for n, p in model.named_parameters()}
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    trainer.save_model(str(run_dir / "model"))
+    trainer.save_model(str(run_dir.path / "model"))
 
     # --- save: reward curves from TRL's log, and how much the policy moved
     history = trainer.state.log_history
@@ -104,15 +115,18 @@ def main(cfg: RLConfig, args: GRPOConfig) -> dict:
         "params_changed": changed,
         "params_total": len(before),
     }
-    write_json(run_dir / "metrics.json", metrics)
-    write_jsonl(run_dir / "log.jsonl", history)
+    write_jsonl(run_dir.path / "log.jsonl", history)
+    run_dir.finish(metrics)
     name = funcs[0].__name__
     log.info("%d steps; %s mean: first %.3f, last %.3f; %d/%d parameter tensors changed -> %s", metrics["steps"], name,
              metrics["first"].get(f"rewards/{name}/mean", float("nan")), metrics["last"].get(f"rewards/{name}/mean", float("nan")),
-             changed, len(before), run_dir)
+             changed, len(before), run_dir.path)
     return metrics
 
 
+def cli(argv: list[str] | None = None) -> dict:
+    return run(main, TYPES, description=__doc__.split("\n")[0], argv=argv)
+
+
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    run(main, (RLConfig, GRPOConfig), description=__doc__.split("\n")[0])
+    cli()

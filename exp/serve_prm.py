@@ -15,16 +15,12 @@ the server waits up to --max_wait_ms for more requests, then runs one batched fo
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import torch
 
-from prm.config import run
-from prm.data import resolve_path
+from prm.config import at_least, require, resolve_data, run
 from prm.eval.aggregate import AGGREGATORS
 from prm.models.prm import PRM
 from prm.serve import ServeSettings, build_app
@@ -50,17 +46,29 @@ class ServeConfig:
     device: str = field(default="auto", metadata={"help": "auto (cuda when available), cpu or cuda[:i]."})
     bf16: bool = field(default=False, metadata={"help": "bf16 weights (GPU)."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow models that ship custom code."})
+    dry_run: bool = field(default=False, metadata={"help": "Validate the settings and the model folder, then exit without serving."})
+
+    def __post_init__(self) -> None:
+        require(1 <= self.port <= 65535, "port", f"must be a TCP port (1-65535), got {self.port}")
+        at_least(self, ("batch_size", "max_batch_items", "max_items_per_request"))
+        require(self.max_wait_ms >= 0, "max_wait_ms", f"must be >= 0, got {self.max_wait_ms}")
+        require(self.aggregator in AGGREGATORS, "aggregator", f"unknown '{self.aggregator}'; known: {', '.join(AGGREGATORS.names())}")
+        require(self.split_mode in SPLIT_MODES, "split_mode", f"unknown '{self.split_mode}'; known: {', '.join(SPLIT_MODES)}")
+
+
+TYPES = (ServeConfig,)
 
 
 def main(cfg: ServeConfig) -> None:
     import uvicorn
 
-    AGGREGATORS.get(cfg.aggregator)
-    if cfg.split_mode not in SPLIT_MODES:
-        raise SystemExit(f"error: --split_mode {cfg.split_mode}: unknown; known: {', '.join(SPLIT_MODES)}")
-    if not Path(resolve_path(cfg.model)).is_dir():
+    model_dir = resolve_data(cfg.model, "model")
+    if not Path(model_dir).is_dir():
         raise FileNotFoundError(f"--model {cfg.model}: no such PRM directory")
-    prm = PRM.load(resolve_path(cfg.model), torch_dtype=torch.bfloat16 if cfg.bf16 else None, trust_remote_code=cfg.trust_remote_code)
+    if cfg.dry_run:
+        log.info("dry run: settings valid, would serve %s on %s:%d", model_dir, cfg.host, cfg.port)
+        return
+    prm = PRM.load(model_dir, torch_dtype=torch.bfloat16 if cfg.bf16 else None, trust_remote_code=cfg.trust_remote_code)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     prm.model.to(device)
     settings = ServeSettings(aggregator=cfg.aggregator, split_mode=cfg.split_mode, batch_size=cfg.batch_size, max_wait_ms=cfg.max_wait_ms,
@@ -71,6 +79,9 @@ def main(cfg: ServeConfig) -> None:
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info")
 
 
+def cli(argv: list[str] | None = None) -> None:
+    run(main, TYPES, description=__doc__.split("\n")[0], argv=argv)
+
+
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    run(main, ServeConfig, description=__doc__.split("\n")[0])
+    cli()

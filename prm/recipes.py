@@ -125,6 +125,8 @@ class EvalConfig:
     model: str = field(metadata={"help": "A PRM directory saved by exp/train_prm.py, or a published PRM (hub id or local copy)."})
     kind: str | None = field(default=None, metadata={"help": "PRM kind (token_cls, lm_tokens, qwen_prm, value_head); default: detected."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run the checkpoint's own modeling code (never needed for the known PRMs)."})
+    dtype: str = field(default="auto", metadata={"help": "auto (bf16 on a GPU, fp32 on a CPU), bf16, fp16 or fp32.",
+                                                 "choices": ["auto", "bf16", "bfloat16", "fp16", "float16", "fp32", "float32"]})
     task: str = field(default="processbench", metadata={"help": "processbench, best_of_n or steps.", "choices": list(TASKS)})
     data: str | None = field(default=None, metadata={"help": "Evaluation data (omit for the hub copy of Qwen/ProcessBench, or packaged CHAMP with --format champ_fws)."})
     subsets: list[str] = field(default_factory=lambda: ["gsm8k", "math", "olympiadbench", "omnimath"],
@@ -200,6 +202,7 @@ def evaluate_prm(cfg: EvalConfig, ra: RunArgs, experiment: str = "evaluate", reu
     from prm.eval.bon import best_of_n, load_candidates
     from prm.eval.processbench import choose_threshold, load_processbench, processbench_metrics
     from prm.eval.steps import evaluate_steps, score_records
+    from prm.models.kinds import PRMLoadError
     from prm.models.prm import load_prm
 
     trained_by = RunDir(Path(cfg.model).parent, {}, None).recorded().get("fingerprint")
@@ -233,8 +236,8 @@ def evaluate_prm(cfg: EvalConfig, ra: RunArgs, experiment: str = "evaluate", reu
 
     # --- model
     try:
-        prm = load_prm(cfg.model, cfg.kind, cfg.trust_remote_code)
-    except (ValueError, KeyError) as e:  # an unknown layout or a kind that contradicts the checkpoint
+        prm = load_prm(cfg.model, cfg.kind, cfg.trust_remote_code, torch_dtype=cfg.dtype, device="auto")
+    except PRMLoadError as e:  # an unknown layout or a kind that contradicts the checkpoint
         raise ConfigError(f"--model {cfg.model}: {first_line(e)}") from None
     if cfg.max_length is not None:
         prm.spec.max_length = cfg.max_length

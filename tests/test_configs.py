@@ -16,7 +16,8 @@ ALL = sorted(p for p in CONFIGS.rglob("*.yaml"))
 # DreamPRM's dry run loads and encodes its data with MiniLM (to count rows lost to truncation): slow
 CASES = [pytest.param(p, marks=pytest.mark.slow) if p.parent.name == "dreamprm_minif2f" else p for p in ALL]
 # configs that need what no offline machine has, with the reason
-NEEDS_MORE = {"dreamprm_minif2f/paper.yaml": "Qwen2.5-Math-PRM-7B from the hub and DreamPRM's own JSONL files (GPU, internet)"}
+NEEDS_MORE = {"dreamprm_minif2f/paper.yaml": "Qwen2.5-Math-PRM-7B from the hub and DreamPRM's own JSONL files (GPU, internet)",
+              "rl_grpo/gpu.yaml": "bf16 GRPO training, which TRL's arguments accept only on a GPU"}
 
 
 def _id(p: Path) -> str:
@@ -47,11 +48,12 @@ def test_config_dry_runs(path, tmp_path, monkeypatch):
     argv = ["--config", str(path), "--dry_run"]
     if any(f.name == "results_dir" for t in script.TYPES for f in fields(t)):
         argv += ["--results_dir", str(results)]
-    model = values.get("model")
-    if isinstance(model, str) and model.startswith("results/") and not (REPO_ROOT / model).exists():
-        # the PRM it names is trained by another config (models are not committed): the embedded
-        # backbone stands in
-        argv += ["--model", "minilm"]
+    for key in ("model", "prm"):
+        model = values.get(key)
+        if isinstance(model, str) and model.startswith("results/") and not (REPO_ROOT / model).exists():
+            # the PRM it names is trained by another config (models are not committed): the embedded
+            # backbone stands in
+            argv += [f"--{key}", "minilm"]
     try:
         script.cli(argv)
     except SystemExit as e:

@@ -298,7 +298,7 @@ def test_evaluate_processbench_every_published_layout(dirs, tmp_path):
     # exp/evaluate.py loads each published PRM (here its look-alike folder) with no --kind and runs
     # ProcessBench from a local file in the hub copy's row format (id, generator, problem, steps,
     # final_answer_correct, label)
-    from exp.evaluate import EvalConfig, main
+    from exp.evaluate import cli
 
     rows = [
         {"id": "gsm8k-0", "generator": "m", "problem": Q1, "steps": S1, "final_answer_correct": True, "label": -1},
@@ -308,8 +308,8 @@ def test_evaluate_processbench_every_published_layout(dirs, tmp_path):
     data = tmp_path / "pb.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     for name in LOOKALIKES:
-        m = main(EvalConfig(model=str(dirs[name]), task="processbench", data=str(data), threshold=0.5, run_name=name,
-                            results_dir=str(tmp_path / "results")))
+        m = cli(["--model", str(dirs[name]), "--task", "processbench", "--data", str(data), "--threshold", "0.5", "--run_name", name,
+                 "--results_dir", str(tmp_path / "results")])
         assert set(m["test"]["subsets"]) == {"gsm8k", "math"}  # subsets from the ids
         preds = [json.loads(x) for x in (tmp_path / "results" / "evaluate" / name / "predictions.jsonl").read_text().splitlines()]
         assert [len(p["step_scores"]) for p in preds] == [3, 2, 2]
@@ -317,4 +317,49 @@ def test_evaluate_processbench_every_published_layout(dirs, tmp_path):
         import shutil
 
         shutil.copytree(dirs["math-shepherd-mistral-7b-prm"], tmp_path / "unknown-name")
-        main(EvalConfig(model=str(tmp_path / "unknown-name"), task="processbench", data=str(data), threshold=0.5, results_dir=str(tmp_path / "r2")))
+        cli(["--model", str(tmp_path / "unknown-name"), "--task", "processbench", "--data", str(data), "--threshold", "0.5",
+             "--results_dir", str(tmp_path / "r2")])
+
+
+@pytest.mark.parametrize(
+    "record, subset",
+    [
+        ({"meta": {"subset": "math"}, "source": "x", "id": "gsm8k-1"}, "math"),  # meta wins
+        ({"meta": {}, "source": "olympiadbench", "id": "7"}, "olympiadbench"),  # the hub split it came from
+        ({"meta": {}, "source": "processbench", "id": "omnimath-12"}, "omnimath"),  # a local file: the id's prefix
+        ({"meta": {}, "source": "processbench", "id": "row-3"}, "processbench"),  # nothing known: one subset
+    ],
+)
+def test_processbench_subset_of(record, subset):
+    from prm.eval.processbench import subset_of
+
+    assert subset_of(record) == subset
+
+
+def test_load_prm_dtype_and_unknown_subset(dirs):
+    from prm.eval.processbench import load_processbench
+
+    # a dtype name casts the weights; an unknown one is one clear error
+    prm = load_prm(str(dirs["Qwen2.5-Math-PRM-7B"]), torch_dtype="bf16")
+    assert next(prm.model.parameters()).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="unknown dtype 'fp8'; known: auto"):
+        load_prm(str(dirs["Qwen2.5-Math-PRM-7B"]), torch_dtype="fp8")
+    with pytest.raises(ValueError, match="unknown ProcessBench subset"):
+        load_processbench(None, subsets=["aime"])
+
+
+A = "Step 1: She eats 3, so 16 - 3 = 13 eggs remain and none are sold yet."
+B = "Step 2: She bakes with 4, so 13 - 4 = 9 eggs are left for the market."
+TREE = [[A, B, "Step 3: The answer is 9."], [A, B, "Step 3: The answer is 10."], [A, "Step 2: 13 - 4 = 8.", "Step 3: The answer is 8."],
+        [A, B, "Step 3: The answer is 9."], ["Step 1: 16 - 7 = 9."], [A, B]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(LOOKALIKES)[:5])
+def test_prefix_tree_scoring_equals_separate_passes(dirs, name):
+    # candidates of one problem share the problem and leading steps (a prefix tree, a duplicate, a
+    # candidate that is a prefix of others): scored once per shared run, same scores as one pass each
+    prm = load_prm(str(dirs[name]))
+    alone = [prm.score_steps(Q1, c) for c in TREE]
+    _close(prm.score_candidates(Q1, TREE, batch_size=4), alone, 1e-5)
+    _close(prm.score_batch([(Q1, c) for c in TREE] + [(Q2, S2)], batch_size=16)[: len(TREE)], alone, 1e-5)

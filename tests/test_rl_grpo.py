@@ -35,20 +35,17 @@ def tiny_models(tmp_path_factory):
 def test_grpo_steps_log_prm_rewards_and_move_the_policy(tiny_models, tmp_path, answer_weight):
     # guards: the PRM reward reaches TRL's logs, the answer reward joins only when weighted, and training changes the policy
     from safetensors.torch import load_file
-    from trl import GRPOConfig
 
-    from exp.rl_grpo import RLConfig, main
-    from prm.config import parse
+    from exp.rl_grpo import cli
 
     policy, prm = tiny_models
-    cfg, args = parse((RLConfig, GRPOConfig), [
+    metrics = cli([
         "--policy", str(policy), "--prm", str(prm), "--data", "data/sample_problems.jsonl", "--limit", "4",
         "--answer_weight", str(answer_weight), "--results_dir", str(tmp_path), "--run_name", "tiny",
         "--max_steps", "2", "--per_device_train_batch_size", "4", "--num_generations", "4", "--max_completion_length", "12",
         "--learning_rate", "1e-2", "--logging_steps", "1", "--use_cpu", "true", "--report_to", "none", "--save_strategy", "no",
         "--gradient_checkpointing", "false", "--seed", "0",
     ])
-    metrics = main(cfg, args)
     run = tmp_path / "rl_grpo" / "tiny"
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     rows = [h for h in log if "rewards/prm_min/mean" in h]

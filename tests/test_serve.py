@@ -164,9 +164,9 @@ def test_serve_script_end_to_end(tiny_prm, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("flags,message", [
-    (["--model", "no/such/dir"], "error: --model no/such/dir: no such PRM directory"),  # missing model directory
-    (["--model", ".", "--aggregator", "median"], "error: unknown aggregator 'median'; known:"),  # unknown aggregator
-    (["--model", ".", "--split_mode", "words"], "error: --split_mode words: unknown; known:"),  # unknown split mode
+    (["--model", "no/such/dir"], "error: --model no/such/dir: no such"),  # missing model directory
+    (["--model", ".", "--aggregator", "median"], "error: --aggregator unknown 'median'; known:"),  # unknown aggregator
+    (["--model", ".", "--split_mode", "words"], "error: --split_mode unknown 'words'; known:"),  # unknown split mode
 ])
 def test_serve_script_bad_flags(flags, message):
     import os

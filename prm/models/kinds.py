@@ -420,6 +420,11 @@ class ValueHeadKind(_HeadKind):
 
 # ----------------------------------------------------------------------------- detection
 
+
+class PRMLoadError(ValueError):
+    """A user-side problem with what was asked to load (unknown layout, contradicting --kind, bad
+    dtype); scripts print it as one line."""
+
 # Published PRMs by hub id: the kind and the spec fields their documentation fixes. A local
 # directory whose name is a repository's name (a snapshot download) is recognised too.
 KNOWN_MODELS: dict[str, dict[str, Any]] = {
@@ -485,5 +490,5 @@ def detect_kind(name_or_path: str, config: dict | None = None) -> dict[str, Any]
             return {"prm_kind": kind, **KIND_DEFAULTS[kind]}
         if a.endswith("ForTokenClassification"):
             return {"prm_kind": "token_cls", **KIND_DEFAULTS["token_cls"]}
-    raise ValueError(f"cannot tell which kind of PRM '{name_or_path}' is (architectures {archs or 'unknown'}, no prm_config.json, "
+    raise PRMLoadError(f"cannot tell which kind of PRM '{name_or_path}' is (architectures {archs or 'unknown'}, no prm_config.json, "
                      f"not a known hub id); pass --kind, one of: {', '.join(KINDS.names())}")

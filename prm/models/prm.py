@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from prm.models.backbones import resolve
 from prm.models.encoding import IGNORE, StepEncoding
-from prm.models.kinds import KIND_DEFAULTS, KINDS, Kind, detect_kind
+from prm.models.kinds import KIND_DEFAULTS, KINDS, Kind, PRMLoadError, detect_kind
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,9 @@ NUM_LABELS = {"binary": 2, "soft": 2, "ternary": 3}
 POSITIVE_CLASS = {"binary": 1, "soft": 1, "ternary": 2}
 SPECIAL_SEPARATORS = ("ки", "<extra_0>")
 HEAD_NAMES = ("score", "classifier")  # the token-classification head: decoders, BERT-style encoders
+# Shared-prefix scoring runs a run of tokens shared by k solutions once when (k - 1) x its length
+# is at least this many tokens (below it, the extra small forward pass costs more than it saves).
+SHARED_MIN_SAVED_TOKENS = 32
 
 
 def set_attention(model: Any, impl: str) -> str | None:
@@ -210,16 +213,31 @@ def load_prm(
     kind: str | None = None,
     trust_remote_code: bool = False,
     *,
-    torch_dtype: torch.dtype | None = None,
+    torch_dtype: torch.dtype | str | None = None,
+    device: str | None = None,
     load_in_4bit: bool | None = None,
     **spec_fields: Any,
 ) -> PRM:
     """The one loader: a PRM saved here (``prm_config.json``), a published PRM by hub id or local
     copy, or any checkpoint whose kind is detected from its config (architectures) or forced with
     ``kind``. ``spec_fields`` override the spec (e.g. ``max_length=2048``). Unknown layouts raise
-    ValueError with one line that lists the kinds. ``load_in_4bit``: None loads an adapter's base as it
-    was trained (4-bit after QLoRA), True/False forces 4-bit/full weights."""
+    `PRMLoadError` (a ValueError) with one line that lists the kinds; an unknown kind name raises
+    `prm.registry.UnknownName`. ``load_in_4bit``: None loads an adapter's base as it was trained
+    (4-bit after QLoRA), True/False forces 4-bit/full weights.
+
+    ``device="auto"`` puts the model on the GPU when there is one; ``torch_dtype="auto"`` is bf16 on
+    a GPU and fp32 on a CPU (the published PRMs are bf16 checkpoints)."""
     from transformers import AutoTokenizer
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else None
+    if torch_dtype == "auto":
+        torch_dtype = torch.bfloat16 if device and device.startswith("cuda") else None
+    elif isinstance(torch_dtype, str):
+        names = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}
+        if torch_dtype not in names:
+            raise PRMLoadError(f"unknown dtype '{torch_dtype}'; known: auto, {', '.join(names)}")
+        torch_dtype = names[torch_dtype]
 
     if kind is not None:
         KINDS.get(kind)  # an unknown name lists the kinds
@@ -227,7 +245,7 @@ def load_prm(
     if Path(path, PRM_CONFIG).is_file():
         spec = PRMSpec.load(path)
         if kind is not None and kind != spec.prm_kind:
-            raise ValueError(f"{name_or_path} was saved as a '{spec.prm_kind}' PRM ({PRM_CONFIG}); --kind {kind} contradicts it")
+            raise PRMLoadError(f"{name_or_path} was saved as a '{spec.prm_kind}' PRM ({PRM_CONFIG}); --kind {kind} contradicts it")
     else:
         found = {"prm_kind": kind, **KIND_DEFAULTS[kind]} if kind else detect_kind(path)
         if kind:  # a forced kind keeps what a known id says about its layout
@@ -239,7 +257,7 @@ def load_prm(
         spec = PRMSpec(backbone=name_or_path, **found)
     for k, v in spec_fields.items():
         if not hasattr(spec, k):
-            raise ValueError(f"unknown PRM spec field '{k}'")
+            raise PRMLoadError(f"unknown PRM spec field '{k}'")
         setattr(spec, k, v)
     kind_cls = KINDS.get(spec.prm_kind)
     four_bit = bool(spec.extra.get("load_in_4bit", False)) if load_in_4bit is None else load_in_4bit
@@ -264,6 +282,8 @@ def load_prm(
         tok.pad_token = tok.eos_token  # scoring pads on the right; padded positions are masked
     base_cfg = (model.get_base_model() if hasattr(model, "get_base_model") else model).config
     spec.kind = "causal" if is_causal(base_cfg) else "encoder"
+    if device and not (four_bit or load_in_4bit):  # a 4-bit model was placed when it loaded and cannot move
+        model.to(device)
     model.eval()
     return PRM(model, tok, spec)
 
@@ -366,38 +386,69 @@ class PRM:
                 out[i] = probs[r, encs[i].score_positions].tolist()
 
     def _score_shared(self, encs: list, group: list[int], batch_size: int, out: list) -> None:
-        """Solutions of one problem: their common leading tokens (up to the first score position)
-        run once; each batch continues from a copy of that cache."""
+        """Solutions of one problem, arranged as a prefix tree: tokens shared by several solutions
+        (the problem, and the leading steps they have in common) run once, their scores read once,
+        and their key/value cache is copied to what follows. Exact for causal attention."""
+        got: dict[int, dict[int, float]] = {i: {} for i in group}
+        self._score_tree(encs, group, None, 0, batch_size, got)
+        for i in group:
+            out[i] = [got[i][p] for p in encs[i].score_positions]
+
+    def _score_tree(self, encs: list, group: list[int], cache: Any, P: int, batch_size: int, got: dict) -> None:
+        """``cache`` holds the first ``P`` tokens, common to every solution of ``group`` (None: P = 0)."""
         from transformers import DynamicCache
 
         seqs = [encs[i].input_ids for i in group]
-        P = min(min(len(s) for s in seqs), min(encs[i].score_positions[0] for i in group))
-        first = seqs[0]
+        Q = min(len(s) for s in seqs)
         for s in seqs[1:]:
-            P = next((j for j in range(P) if s[j] != first[j]), P)
-        if P < 1:
-            self._score_plain(encs, sorted(group, key=lambda i: len(encs[i].input_ids)), batch_size, out)
+            Q = next((j for j in range(P, Q) if s[j] != seqs[0][j]), Q)
+        # a shared run pays for itself when it saves more tokens than one extra (small) pass costs
+        if len(group) == 1 or (len(group) - 1) * (Q - P) < SHARED_MIN_SAVED_TOKENS:
+            self._score_suffixes(encs, group, cache, P, batch_size, got)
             return
+        device = self._device()
+        c = DynamicCache() if cache is None else _copy_cache(cache, 1)
+        probs = self._probs(input_ids=torch.tensor([seqs[0][P:Q]], device=device), attention_mask=torch.ones((1, Q), dtype=torch.long, device=device),
+                            position_ids=torch.arange(P, Q, device=device)[None], past_key_values=c, use_cache=True)[0]  # (Q - P,)
+        for i in group:
+            for p in encs[i].score_positions:
+                if P <= p < Q:
+                    got[i][p] = float(probs[p - P])
+        branches: dict[int, list[int]] = defaultdict(list)
+        for i in group:
+            if len(encs[i].input_ids) > Q:
+                branches[encs[i].input_ids[Q]].append(i)
+        alone = [i for b in branches.values() if len(b) == 1 for i in b]
+        for b in branches.values():
+            if len(b) > 1:
+                self._score_tree(encs, b, c, Q, batch_size, got)
+        if alone:
+            self._score_suffixes(encs, alone, c, Q, batch_size, got)
+
+    def _score_suffixes(self, encs: list, group: list[int], cache: Any, P: int, batch_size: int, got: dict) -> None:
+        """Each solution's tokens after the first ``P`` (held by ``cache``), length-sorted batches,
+        each continuing from a copy of the cache."""
         device, pad = self._device(), self._pad()
-        cache = DynamicCache()
-        # the shared prefix once: (1, P) -> a cache of P positions in every layer
-        self.kind.step_logits(self.model, input_ids=torch.tensor([first[:P]], device=device), past_key_values=cache, use_cache=True)
         order = sorted(group, key=lambda i: len(encs[i].input_ids))
         for b in range(0, len(order), batch_size):
             idx = order[b : b + batch_size]
-            width = max(len(encs[i].input_ids) for i in idx) - P
+            width = max(1, max(len(encs[i].input_ids) for i in idx) - P)
             ids = torch.full((len(idx), width), pad, dtype=torch.long)
             att = torch.zeros((len(idx), P + width), dtype=torch.long)
             att[:, :P] = 1
             for r, i in enumerate(idx):  # right padding after each solution's own tokens
                 n = len(encs[i].input_ids) - P
                 ids[r, :n] = torch.tensor(encs[i].input_ids[P:])
-                att[r, : P + n] = 1
-            pos = torch.arange(P, P + width).expand(len(idx), -1)
-            probs = self._probs(input_ids=ids.to(device), attention_mask=att.to(device), position_ids=pos.to(device),
-                                past_key_values=_copy_cache(cache, len(idx)), use_cache=True)  # (batch, width)
+                att[r, : P + max(n, 1)] = 1
+            kw: dict[str, Any] = {}
+            if cache is not None:
+                kw = {"position_ids": torch.arange(P, P + width).expand(len(idx), -1).to(device),
+                      "past_key_values": _copy_cache(cache, len(idx)), "use_cache": True}
+            probs = self._probs(input_ids=ids.to(device), attention_mask=att.to(device), **kw)  # (batch, width)
             for r, i in enumerate(idx):
-                out[i] = probs[r, [p - P for p in encs[i].score_positions]].tolist()
+                for p in encs[i].score_positions:
+                    if p >= P:
+                        got[i][p] = float(probs[r, p - P])
 
     @torch.no_grad()
     def score_candidates(self, problem: str, candidates: Sequence[Sequence[str]], batch_size: int = 16) -> list[list[float]]:
