@@ -213,15 +213,16 @@ def serve_figure(results_dir: Path, figures_dir: Path) -> list[Made]:
     if got is None:
         return []
     r, src = got
-    names = ("in_process", "server_unbatched", "server_batched")
-    colors = ("tab:gray", "tab:orange", "tab:blue")
-    fig, axes = figure(1, 2, figsize=(7, 2.8))
+    names = [n for n in ("in_process", "server_unbatched", "server_batched", "server_batched_bs4") if n in r["schemes"]]
+    labels = {"in_process": "in-process\n1 at a time", "server_unbatched": "server\nunbatched", "server_batched": "server\nbatched",
+              "server_batched_bs4": "server batched\n(sorted, 4/pass)"}
+    colors = ("tab:gray", "tab:orange", "tab:blue", "tab:green")
+    fig, axes = figure(1, 2, figsize=(8, 2.8))
     for j, (metric, title) in enumerate((("requests_per_s", "requests/s"), ("p95_ms", "p95 latency (ms)"))):
         for i, (n, c) in enumerate(zip(names, colors)):
             _bar(axes[j], i, r["schemes"][n][metric], c)
-        axes[j].set_xticks(range(len(names)), ["in-process\n1 at a time", "server\nunbatched", "server\nbatched"], fontsize=7)
+        axes[j].set_xticks(range(len(names)), [labels[n] for n in names], fontsize=7)
         axes[j].set_title(title, fontsize=9)
-    ratio = r["ratios"]["server_batched_vs_in_process"]["requests_per_s"]["median"]
-    fig.suptitle(f"scoring server, {r['clients']} concurrent clients, {Path(r['model']).name} (batched/in-process: {ratio:.2f}x requests/s)", fontsize=9)
+    fig.suptitle(f"scoring server, {r['clients']} concurrent clients, {Path(r['model']).name}, {r['machine'].get('device', 'cpu')}", fontsize=9)
     stem = save_figure(fig, Path(figures_dir) / "bench_serve")
     return [Made(stem, (src,), "Scoring server under concurrent load vs the scorer in-process one request at a time; bars: medians of rounds, whiskers min-max.")]
