@@ -133,7 +133,7 @@ class SearchBenchConfig(Common):
     max_steps: int = 4
     max_step_tokens: int = 32
     max_tokens: int = 128
-    rounds: int = 2
+    rounds: int = 3
 
 
 def run_train(cfg: TrainConfig) -> Path:

@@ -8,7 +8,7 @@ weights, seed and PRM:
 - ``recompute``: every continuation runs its whole prefix (prompt and steps so far) from scratch,
   as a plain batched ``generate`` call per round would.
 
-Rounds alternate which scheme goes first. Solutions/s counts the N final candidates of every
+After one untimed warm-up search per scheme, rounds alternate which scheme goes first. Solutions/s counts the N final candidates of every
 problem. Outputs are compared token for token (the same seed draws the same random numbers; fp32
 logits of the two layouts agree to rounding, so a rare near-tie could flip a sample: the share of
 problems with identical outputs is reported).
@@ -58,6 +58,8 @@ def search_benchmark(model: Any, tokenizer: Any, prm: Any, problems: list[str], 
     outputs: dict[str, list] = {}
     tokens: dict[str, int] = {}
     ratios = []
+    for scheme in ("reuse", "recompute"):  # untimed warm-up: first-call costs (allocator, kernels) hit neither timed run
+        _search(LocalStepGenerator(model, tokenizer, reuse_prefix=scheme == "reuse", **kw), prm, problems[:1], settings)
     for r in range(rounds):
         order = ("reuse", "recompute") if r % 2 == 0 else ("recompute", "reuse")
         this = {}

@@ -54,19 +54,23 @@ def search_figures(results_dir: Path, figures_dir: Path) -> list[Made]:
 
 @FIGURES.register("bench_search")
 def bench_search_figure(results_dir: Path, figures_dir: Path) -> list[Made]:
-    src = Path(results_dir) / "bench" / "search.json"
-    if not src.is_file():
-        return []
-    r = json.loads(src.read_text())
-    fig, ax = figure(figsize=(4, 2.8))
-    names = ("recompute", "reuse")
-    for i, k in enumerate(names):
-        s = r["solutions_per_s"][k]
-        ax.bar(i, s["median"], color=("tab:gray", "tab:blue")[i], yerr=[[s["median"] - s["min"]], [s["max"] - s["median"]]], capsize=3)
-    ax.set_xticks(range(2), ("recompute every prefix", "prefix KV reuse"))
-    ax.set_ylabel("beam-search solutions/s")
-    sp = r["speedup"]
-    ax.set_title(f"beam N={r['n']}, M={r['beam_width']}: {sp['median']:.2f}x (min {sp['min']:.2f}, max {sp['max']:.2f}); "
-                 f"identical outputs {r['identical_outputs']:.0%}", fontsize=8)
-    stem = save_figure(fig, Path(figures_dir) / "bench_search")
-    return [Made(stem, (src,), "Beam search throughput with the prefix's key/value cache reused vs recomputed (median, min-max over alternated rounds).")]
+    made = []
+    # search: the default run (N=8); search_n16: the same protocol at N=16 (--n 16 --problems 1 --name search_n16)
+    for name in ("search", "search_n16"):
+        src = Path(results_dir) / "bench" / f"{name}.json"
+        if not src.is_file():
+            continue
+        r = json.loads(src.read_text())
+        fig, ax = figure(figsize=(4, 2.8))
+        for i, k in enumerate(("recompute", "reuse")):
+            s = r["solutions_per_s"][k]
+            ax.bar(i, s["median"], color=("tab:gray", "tab:blue")[i], yerr=[[s["median"] - s["min"]], [s["max"] - s["median"]]], capsize=3)
+        ax.set_xticks(range(2), ("recompute every prefix", "prefix KV reuse"))
+        ax.set_ylabel("beam-search solutions/s")
+        sp = r["speedup"]
+        ax.set_title(f"beam N={r['n']}, M={r['beam_width']}: {sp['median']:.2f}x (min {sp['min']:.2f}, max {sp['max']:.2f}); "
+                     f"identical outputs {r['identical_outputs']:.0%}", fontsize=8)
+        stem = save_figure(fig, Path(figures_dir) / f"bench_{name}")
+        made.append(Made(stem, (src,), f"Beam search (N={r['n']}) throughput with the prefix's key/value cache reused vs recomputed "
+                                       "(median, min-max over alternated rounds)."))
+    return made

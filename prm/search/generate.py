@@ -14,7 +14,8 @@ that holds a newline after some non-blank text.
   prefix (prompt and steps so far) for every continuation, which is what a plain batched
   ``generate`` call per continuation does; it exists as the benchmark's baseline and as the
   reference the tests compare against. Both draw the same random numbers, so equal logits give
-  equal tokens.
+  equal tokens, and both compute vocabulary logits only at the last position of a prefill (as
+  ``generate`` does).
 - ``vllm``: vLLM on a GPU (prefix caching does the sharing there); imported only when chosen.
 
 Each generator counts the tokens it generated (``tokens``).
@@ -146,7 +147,7 @@ class LocalStepGenerator:
             ids = self.prompt_ids(problem)
             cache = DynamicCache()
             if self.reuse_prefix:
-                self.model(input_ids=torch.tensor([ids[:-1]], device=self._device()), past_key_values=cache, use_cache=True)
+                self.model(input_ids=torch.tensor([ids[:-1]], device=self._device()), past_key_values=cache, use_cache=True, logits_to_keep=1)
             self._prompt_cache = (problem, ids, cache)
         return self._prompt_cache[1], self._prompt_cache[2]
 
@@ -197,7 +198,8 @@ class LocalStepGenerator:
         if self.reuse_prefix:
             cache = copy.deepcopy(pcache)
             cache.batch_repeat_interleave(len(parents))
-            out = self.model(input_ids=tail_ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), past_key_values=cache, use_cache=True)
+            out = self.model(input_ids=tail_ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), past_key_values=cache, use_cache=True,
+                             logits_to_keep=1)
             cache.batch_select_indices(rows.to(dev))  # each distinct prefix copied into its continuations
             logits = out.logits[:, -1][rows.to(dev)]  # (R, vocab)
             mask = mask[rows]
@@ -210,7 +212,8 @@ class LocalStepGenerator:
             mask = mask[rows]
             full_pos = torch.cat([torch.arange(P).expand(len(parents), -1), pos], 1)[rows]
             cache = DynamicCache()
-            out = self.model(input_ids=full.to(dev), attention_mask=mask.to(dev), position_ids=full_pos.to(dev), past_key_values=cache, use_cache=True)
+            out = self.model(input_ids=full.to(dev), attention_mask=mask.to(dev), position_ids=full_pos.to(dev), past_key_values=cache, use_cache=True,
+                             logits_to_keep=1)
             logits = out.logits[:, -1]
             pos_last = full_pos[:, -1]
 
