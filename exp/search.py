@@ -4,7 +4,7 @@ at several N, side by side on one problem set.
     # offline: SmolLM2 generates, a PRM trained by exp/train_prm.py scores (see the recipe's header)
     python exp/search.py --config exp/configs/search/offline.yaml
     # a quick look: two strategies, 5 problems
-    python exp/search.py --prm results/train_prm/minilm_gsm8k_errors/model --strategies best_of_n,beam --ns 4 --limit 5
+    python exp/search.py --prm results/train_prm/minilm_gsm8k_errors/model --strategies best_of_n beam --ns 4 --limit 5
     # on a GPU machine with vLLM installed
     python exp/search.py --config exp/configs/search/offline.yaml --generator vllm --model meta-llama/Llama-3.2-1B-Instruct
 
@@ -17,20 +17,17 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
 from prm.answers import answers_equal
-from prm.config import run
-from prm.data import load, resolve_path
+from prm.config import ConfigError, RunArgs, at_least, check_model, require, resolve_data, run, settings, split_list
+from prm.data import load
+from prm.eval.aggregate import AGGREGATORS
 from prm.eval.bon import bootstrap_accuracy
-from prm.io import start_run, write_json, write_jsonl
+from prm.io import RunDir, write_jsonl
 from prm.search import GENERATORS, STRATEGIES, SearchSettings, make_generator, run_search
 from prm.search.generate import SharedSamples
 
@@ -48,8 +45,9 @@ class SearchConfig:
     generator: str = field(default="local", metadata={"help": "local (transformers, prefix KV reuse), vllm (GPU) or claude (--model a Claude model id; ANTHROPIC_API_KEY)."})
     model: str = field(default="smollm2", metadata={"help": "Generator model: embedded name, folder or hub id."})
     prm: str | None = field(default=None, metadata={"help": "A PRM folder saved by exp/train_prm.py (needed by every strategy but majority)."})
-    strategies: str = field(default="majority,best_of_n,weighted_majority,beam,dvts", metadata={"help": "Comma-separated strategy names."})
-    ns: str = field(default="4,8,16", metadata={"help": "Comma-separated N values (solutions per problem)."})
+    strategies: list[str] = field(default_factory=lambda: ["majority", "best_of_n", "weighted_majority", "beam", "dvts"],
+                                  metadata={"help": "Strategy names."})
+    ns: list[int] = field(default_factory=lambda: [4, 8, 16], metadata={"help": "N values (solutions per problem)."})
     beam_width: int = field(default=4, metadata={"help": "M: continuations per kept partial (beam) and subtree width (dvts)."})
     max_steps: int = field(default=10, metadata={"help": "Rounds of beam/DVTS; the last round generates to the end."})
     max_step_tokens: int = field(default=64, metadata={"help": "Token limit of one step."})
@@ -59,60 +57,68 @@ class SearchConfig:
     agg: str = field(default="last", metadata={"help": "Aggregator of step scores for the final pick (last, min, prod, mean)."})
     prm_batch_size: int = field(default=16, metadata={"help": "Solutions per PRM forward pass."})
     n_boot: int = field(default=1000, metadata={"help": "Bootstrap resamples for the 95% intervals."})
-    seed: int = field(default=0, metadata={"help": "Sampling seed; the same seed repeats a run."})
-    run_name: str = field(default="default", metadata={"help": "Run folder: results/<experiment>/<run_name>."})
-    experiment: str = field(default="search", metadata={"help": "Results folder: results/<experiment>/<run_name>."})
-    results_dir: str = field(default="results", metadata={"help": "Root of the results tree."})
 
-    def __post_init__(self):
-        self.strategy_list = [s for s in self.strategies.split(",") if s]
-        for s in self.strategy_list:
-            if s not in STRATEGIES:
-                raise SystemExit(f"error: --strategies: unknown strategy '{s}'; known: {', '.join(STRATEGIES.names())}")
+    def __post_init__(self) -> None:
+        self.strategies = split_list(self.strategies)
+        unknown = [x for x in self.strategies if x not in STRATEGIES]
+        require(bool(self.strategies) and not unknown, "strategies", f"unknown {unknown}; known: {', '.join(STRATEGIES.names())}")
         try:
-            self.n_list = [int(n) for n in self.ns.split(",") if n]
+            self.ns = [int(n) for n in split_list(self.ns)]
         except ValueError:
-            raise SystemExit(f"error: --ns {self.ns!r}: expected comma-separated integers") from None
-        if not self.n_list or min(self.n_list) < 1:
-            raise SystemExit(f"error: --ns {self.ns!r}: expected positive integers")
-        if any(s in ("beam", "dvts") for s in self.strategy_list) and any(n % self.beam_width for n in self.n_list):
-            raise SystemExit(f"error: --ns {self.ns}: beam and dvts need every N to be a multiple of --beam_width {self.beam_width}")
-        if self.generator not in GENERATORS:
-            raise SystemExit(f"error: --generator: unknown generator '{self.generator}'; known: {', '.join(GENERATORS.names())}")
-        if self.prm is None and any(s in NEEDS_PRM for s in self.strategy_list):
-            raise SystemExit(f"error: --prm is required by {', '.join(s for s in self.strategy_list if s in NEEDS_PRM)}")
+            raise ConfigError(f"--ns {self.ns!r}: expected integers") from None
+        require(bool(self.ns) and min(self.ns) >= 1, "ns", f"must be N values >= 1, got {self.ns}")
+        at_least(self, ("beam_width", "max_steps", "max_step_tokens", "max_tokens", "prm_batch_size", "n_boot", "limit", "max_reference_steps"))
+        at_least(self, ("skip",), 0)
+        require(self.temperature >= 0, "temperature", f"must be >= 0, got {self.temperature}")
+        require(0 < self.top_p <= 1, "top_p", f"must be in (0, 1], got {self.top_p}")
+        require(self.agg in AGGREGATORS, "agg", f"unknown '{self.agg}'; known: {', '.join(AGGREGATORS.names())}")
+        if any(x in ("beam", "dvts") for x in self.strategies):
+            require(all(n % self.beam_width == 0 for n in self.ns), "ns",
+                    f"{self.ns}: beam and dvts need every N to be a multiple of --beam_width {self.beam_width}")
+        require(self.generator in GENERATORS, "generator", f"unknown '{self.generator}'; known: {', '.join(GENERATORS.names())}")
+        needs = [x for x in self.strategies if x in NEEDS_PRM]
+        require(self.prm is not None or not needs, "prm", f"is required by {', '.join(needs)}")
+        if self.prm is not None:
+            check_model(self.prm, "prm")
 
 
-def main(cfg: SearchConfig) -> dict:
-    # --- setup
-    run_dir = start_run(Path(cfg.results_dir) / cfg.experiment / cfg.run_name,
-                        {k: v for k, v in asdict(cfg).items() if k not in ("strategy_list", "n_list")}, seed=cfg.seed)
+TYPES = (RunArgs, SearchConfig)
+
+
+def main(ra: RunArgs, cfg: SearchConfig) -> dict:
+    # --- setup: the run directory belongs to these settings (another run's is refused)
+    run_dir = RunDir.claim(ra.run_dir("search"), settings(ra, cfg), seed=ra.seed, overwrite=ra.overwrite)
+    paths = {"problems": resolve_data(cfg.problems, "problems"), "prm": resolve_data(cfg.prm, "prm")}
+    if ra.dry_run:
+        log.info("dry run: settings valid, %s; would write %s", paths, run_dir.path)
+        return {"dry_run": True, **paths, "run_dir": str(run_dir.path)}
 
     # --- data
-    recs = load(cfg.format, resolve_path(cfg.problems))
+    recs = load(cfg.format, paths["problems"])
     rows = [r for r in recs if r.get("answer") is not None and (cfg.max_reference_steps is None or len(r["completions"]) <= cfg.max_reference_steps)]
     rows = rows[cfg.skip:][: cfg.limit]
     if not rows:
-        raise SystemExit(f"error: --problems {cfg.problems}: no problems with an answer left after the filters")
+        raise ConfigError(f"--problems {cfg.problems}: no problems with an answer left after the filters")
     log.info("%d problems", len(rows))
 
     # --- models
     from prm.models.prm import PRM
 
-    prm = PRM.load(resolve_path(cfg.prm)) if cfg.prm else None
-    extra = {"cache_path": run_dir / "claude_requests.jsonl"} if cfg.generator == "claude" else {}  # a rerun pays nothing twice
+    prm = PRM.load(paths["prm"]) if cfg.prm else None
+    run_dir.begin()
+    extra = {"cache_path": run_dir.path / "claude_requests.jsonl"} if cfg.generator == "claude" else {}  # a rerun pays nothing twice
     gen = SharedSamples(make_generator(cfg.generator, model=cfg.model, temperature=cfg.temperature, top_p=cfg.top_p,
-                                       max_step_tokens=cfg.max_step_tokens, max_tokens=cfg.max_tokens, seed=cfg.seed, **extra))
+                                       max_step_tokens=cfg.max_step_tokens, max_tokens=cfg.max_tokens, seed=ra.seed, **extra))
 
     # --- search
     table, predictions = [], []
-    for n in cfg.n_list:
-        for name in cfg.strategy_list:
-            settings = SearchSettings(n=n, beam_width=cfg.beam_width, max_steps=cfg.max_steps, agg=cfg.agg, prm_batch_size=cfg.prm_batch_size)
+    for n in cfg.ns:
+        for name in cfg.strategies:
+            search_settings = SearchSettings(n=n, beam_width=cfg.beam_width, max_steps=cfg.max_steps, agg=cfg.agg, prm_batch_size=cfg.prm_batch_size)
             gen.reset()  # every (strategy, N) draws from the same random streams
             hits, tokens, calls, t0 = [], 0, 0, time.perf_counter()
             for r in tqdm(rows, desc=f"{name} N={n}", unit="problem"):
-                res = run_search(name, r["prompt"], gen, prm, settings)
+                res = run_search(name, r["prompt"], gen, prm, search_settings)
                 ok = answers_equal(res.answer, r["answer"])
                 hits.append(ok)
                 tokens += res.tokens
@@ -120,22 +126,25 @@ def main(cfg: SearchConfig) -> dict:
                 predictions.append({"id": r["id"], "strategy": name, "n": n, "gold": r["answer"], "answer": res.answer, "correct": ok,
                                     "tokens": res.tokens, "prm_calls": res.prm_calls, "steps": res.steps,
                                     "candidates": [{"answer": c["answer"], "score": c["score"]} for c in res.candidates]})
-            row = {"strategy": name, "n": n, "n_problems": len(rows), **bootstrap_accuracy(hits, n_boot=cfg.n_boot, seed=cfg.seed),
+            row = {"strategy": name, "n": n, "n_problems": len(rows), **bootstrap_accuracy(hits, n_boot=cfg.n_boot, seed=ra.seed),
                    "generated_tokens": tokens, "prm_calls": calls, "wall_seconds": time.perf_counter() - t0}
             table.append(row)
             log.info("%s N=%d: accuracy %.3f [%.3f, %.3f], %d tokens, %d PRM calls, %.0f s", name, n, row["accuracy"], row["ci_low"],
                      row["ci_high"], tokens, calls, row["wall_seconds"])
 
     # --- save
-    metrics = {"n_problems": len(rows), "strategies": cfg.strategy_list, "ns": cfg.n_list, "rows": table,
+    metrics = {"n_problems": len(rows), "strategies": cfg.strategies, "ns": cfg.ns, "rows": table,
                "note": "majority, best_of_n and weighted_majority at the same N share one set of samples (each is charged its tokens)"}
-    write_json(run_dir / "metrics.json", metrics)
-    write_jsonl(run_dir / "predictions.jsonl", predictions)
-    log.info("wrote %s", run_dir)
+    write_jsonl(run_dir.path / "predictions.jsonl", predictions)
+    run_dir.finish(metrics)
+    log.info("wrote %s", run_dir.path)
     print(json.dumps(table, indent=1)[:3000])
     return metrics
 
 
+def cli(argv: list[str] | None = None) -> dict:
+    return run(main, TYPES, description=__doc__.split("\n")[0], argv=argv)
+
+
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    run(main, SearchConfig, description=__doc__.split("\n")[0])
+    cli()
