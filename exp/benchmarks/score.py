@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from pathlib import Path
 from contextlib import nullcontext
 from typing import Any
 
@@ -203,7 +204,7 @@ def kinds_benchmark(body: str | None, data_path: str, n: int, n_problems: int, r
     items = candidates(data_path, n_problems, n, seed)
     n_sol = sum(len(c) for _, c in items)
     gpu = torch.cuda.is_available()
-    out: dict[str, Any] = {"body": body, "n_candidates": n, "n_problems": n_problems, "solutions": n_sol, "batch_size": batch_size,
+    out: dict[str, Any] = {"body": Path(body).name if body else None, "n_candidates": n, "n_problems": n_problems, "solutions": n_sol, "batch_size": batch_size,
                            "rounds": rounds, "dtype": "bf16" if bf16 else "fp32", "kinds": {}}
     for name in names or list(KIND_REFERENCES):
         usage = KIND_REFERENCES[name]
