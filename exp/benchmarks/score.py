@@ -24,8 +24,8 @@ from __future__ import annotations
 import logging
 import random
 import time
-from pathlib import Path
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 import torch
