@@ -94,6 +94,15 @@ CASES = [
     # an unknown flag
     ("make_figures", ["--colour", "red"], r"unrecognized arguments: --colour red"),
     ("bench", ["train", "--steps", "minilm=x"], r"--steps"),
+    # the scripts that put PRMs to work get the same treatment
+    ("search", ["--strategies", "beam", "mcts", "--prm", "minilm"], r"--strategies unknown \['mcts'\]; known:"),
+    ("search", ["--strategies", "best_of_n"], r"--prm is required by best_of_n"),
+    ("search", ["--problems", "{tmp}/nope.jsonl", "--strategies", "majority"], r"--problems .*nope\.jsonl: no such file"),
+    ("rl_grpo", ["--prm", "./no/such/prm"], r"--prm \./no/such/prm: no such directory"),
+    ("rl_grpo", ["--prm", "minilm", "--aggregator", "median"], r"--aggregator unknown 'median'; known:"),
+    ("rl_grpo", ["--prm", "minilm", "--prm_weight", "0"], r"--prm_weight .*not both 0"),
+    ("serve_prm", ["--model", "{tmp}/nope"], r"--model .*nope: no such"),
+    ("serve_prm", ["--model", "minilm", "--port", "0"], r"--port must be a TCP port"),
 ]
 
 
