@@ -32,10 +32,14 @@ def score_records(prm: Any, records: Iterable[dict], batch_size: int = 16, desc:
     """Records with ``step_scores`` (P(correct) per kept step) added."""
     recs = list(records)
     out = []
-    for b in tqdm(range(0, len(recs), batch_size * 8), desc=desc, unit="chunk"):
-        chunk = recs[b : b + batch_size * 8]
-        scores = prm.score_batch([(r["prompt"], r["completions"]) for r in chunk], batch_size=batch_size)
-        out += [{**r, "step_scores": s} for r, s in zip(chunk, scores)]
+    # one bar for the whole stage, counting solutions; chunks of 8 batches keep the length-sorted
+    # batching inside score_batch effective while the bar still moves
+    with tqdm(total=len(recs), desc=desc, unit="solution") as bar:
+        for b in range(0, len(recs), batch_size * 8):
+            chunk = recs[b : b + batch_size * 8]
+            scores = prm.score_batch([(r["prompt"], r["completions"]) for r in chunk], batch_size=batch_size)
+            out += [{**r, "step_scores": s} for r, s in zip(chunk, scores)]
+            bar.update(len(chunk))
     return out
 
 
