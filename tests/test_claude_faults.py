@@ -11,7 +11,6 @@ import pytest
 
 from prm.label.claude import ClaudeAPIError, request_timeout
 from prm.label.verify.claude import ClaudeVerifier
-from prm.testing.fake_anthropic import FakeAnthropic
 
 pytestmark = pytest.mark.api
 KEY = "sk-ant-test-SECRET-123"
@@ -23,122 +22,115 @@ ITEMS = [
 CLEAN = [[True, True], [False, True], [True, True]]
 
 
-@pytest.fixture
-def server():
-    s = FakeAnthropic()
-    yield s
-    s.close()
-
-
-def make(server, tmp_path, **kw):
-    return ClaudeVerifier("claude-sonnet-4-6", api_key=KEY, base_url=server.url, cache_path=tmp_path / "cache.jsonl", **kw)
+def make(fake_api, tmp_path, **kw):
+    return ClaudeVerifier("claude-sonnet-4-6", api_key=KEY, base_url=fake_api.url, cache_path=tmp_path / "cache.jsonl", **kw)
 
 
 def cache_rows(tmp_path):
     return [json.loads(x) for x in (tmp_path / "cache.jsonl").read_text().splitlines()]
 
 
-def test_timeout_is_sized_from_max_tokens(server, tmp_path):
+def test_timeout_is_sized_from_max_tokens(fake_api, tmp_path):
     # the documented rule: max_tokens at half the SDK's planning speed (~36 tokens/s) plus a margin
     assert request_timeout(2048) >= 60 + 2048 / 36 * 2 - 1
-    v = make(server, tmp_path)
+    v = make(fake_api, tmp_path)
     assert v._client_options()["timeout"] == request_timeout(v.max_tokens)
-    server.delay = 1.0  # a slow but normal reply is waited for, not abandoned and bought again
+    fake_api.delay = 1.0  # a slow but normal reply is waited for, not abandoned and bought again
     assert v.grade(*ITEMS[0]).step_correct == [True, True]
-    assert server.billed == v.usage.requests == 1
+    assert fake_api.billed == v.usage.requests == 1
 
 
-def test_a_too_short_timeout_pays_twice(server, tmp_path):
+def test_a_too_short_timeout_pays_twice(fake_api, tmp_path):
     """What the sizing prevents: a timeout under the reply time abandons replies the API bills."""
-    server.delay = 0.6
-    v = make(server, tmp_path, timeout=0.2, max_retries=1)
+    fake_api.delay = 0.6
+    v = make(fake_api, tmp_path, timeout=0.2, max_retries=1)
     with pytest.raises(ClaudeAPIError, match="APITimeoutError"):
         v.grade(*ITEMS[0])
     time.sleep(0.8)
-    assert server.billed == 2 and v.usage.requests == 0
+    assert fake_api.billed == 2 and v.usage.requests == 0
 
 
-def test_retries_exhausted_keep_the_replies_in_flight(server, tmp_path):
-    server.fail_matching = "What is 4*3?"  # this solution always gets a 500
-    server.delay = 0.4  # the other two are still in flight when its retries run out
-    v = make(server, tmp_path, max_retries=2)
+def test_retries_exhausted_keep_the_replies_in_flight(fake_api, tmp_path):
+    fake_api.fail_matching = "What is 4*3?"  # this solution always gets a 500
+    fake_api.delay = 0.4  # the other two are still in flight when its retries run out
+    v = make(fake_api, tmp_path, max_retries=2)
     with pytest.raises(ClaudeAPIError) as e:
         v.grade_many(ITEMS)
     msg = str(e.value)
     assert "\n" not in msg and "after 2 retries" in msg and "HTTP 500" in msg
     assert "kept in" in msg and "rerun the same command to continue" in msg
     # the two replies in flight were awaited and kept, not cancelled and paid again
-    assert server.billed == 2 and len([r for r in cache_rows(tmp_path) if "value" in r]) == 2
-    server.fail_matching, server.delay = None, 0.0
-    again = make(server, tmp_path)
+    assert fake_api.billed == 2 and len([r for r in cache_rows(tmp_path) if "value" in r]) == 2
+    fake_api.fail_matching, fake_api.delay = None, 0.0
+    again = make(fake_api, tmp_path)
     assert [g.step_correct for g in again.grade_many(ITEMS)] == CLEAN
-    assert server.billed == 3 and again.usage.cached == 2
+    assert fake_api.billed == 3 and again.usage.cached == 2
 
 
-def test_api_failure_is_one_error_line_from_a_script(server, tmp_path):
+def test_api_failure_is_one_error_line_from_a_script(fake_api, tmp_path):
     from prm.config import run
 
     @dataclass
     class Cfg:
         n: int = 1
 
-    server.fail_matching = "What is"
+    fake_api.fail_matching = "What is"
 
     def main(cfg):
-        make(server, tmp_path, max_retries=0).grade_many(ITEMS)
+        make(fake_api, tmp_path, max_retries=0).grade_many(ITEMS)
 
     with pytest.raises(SystemExit) as e:
         run(main, Cfg, argv=[])
     assert str(e.value.code).startswith("error: the Claude API failed") and "\n" not in str(e.value.code)
 
 
-def test_a_reply_is_kept_before_its_reask_is_sent(server, tmp_path):
-    server.script = ["bad_json", "slow"]  # the re-ask takes 1.5 s
-    v = make(server, tmp_path)
+def test_a_reply_is_kept_before_its_reask_is_sent(fake_api, tmp_path):
+    fake_api.script = ["bad_json", "slow"]  # the re-ask takes 1.5 s
+    v = make(fake_api, tmp_path)
     t = threading.Thread(target=v.grade, args=ITEMS[0])
     t.start()
-    while len(server.requests) < 2:
+    while len(fake_api.requests) < 2:
         time.sleep(0.01)
     # a kill now would lose nothing already paid for: the unusable first reply is on disk
     assert [r.get("reply") for r in cache_rows(tmp_path)] == ["Sure! Step 1 looks fine {"]
     t.join()
-    assert make(server, tmp_path).grade(*ITEMS[0]).step_correct == [True, True] and server.billed == 2
+    assert make(fake_api, tmp_path).grade(*ITEMS[0]).step_correct == [True, True] and fake_api.billed == 2
 
 
-def test_rerun_after_a_lost_reask_pays_only_the_reask(server, tmp_path):
-    server.script = ["bad_json", "500", "500"]  # the first reply is unusable, then the API fails
+def test_rerun_after_a_lost_reask_pays_only_the_reask(fake_api, tmp_path):
+    fake_api.script = ["bad_json", "500", "500"]  # the first reply is unusable, then the API fails
     with pytest.raises(ClaudeAPIError):
-        make(server, tmp_path, max_retries=1).grade(*ITEMS[0])
-    assert server.billed == 1
-    again = make(server, tmp_path)
+        make(fake_api, tmp_path, max_retries=1).grade(*ITEMS[0])
+    assert fake_api.billed == 1
+    again = make(fake_api, tmp_path)
     assert again.grade(*ITEMS[0]).step_correct == [True, True]
-    assert server.billed == 2 and again.usage.requests == 1  # the re-ask only
-    assert server.requests[-1]["messages"][1]["content"] == "Sure! Step 1 looks fine {"  # it shows the kept reply
+    assert fake_api.billed == 2 and again.usage.requests == 1  # the re-ask only
+    assert fake_api.requests[-1]["messages"][1]["content"] == "Sure! Step 1 looks fine {"  # it shows the kept reply
 
 
-def test_unlabeled_count_survives_a_rerun(server, tmp_path):
-    server.script = ["bad_json", "bad_json"]
-    v = make(server, tmp_path)
+def test_unlabeled_count_survives_a_rerun(fake_api, tmp_path):
+    fake_api.script = ["bad_json", "bad_json"]
+    v = make(fake_api, tmp_path)
     assert v.grade(*ITEMS[0]).step_correct == [None, None] and v.usage.unlabeled == 1
-    again = make(server, tmp_path)
+    again = make(fake_api, tmp_path)
     assert again.grade(*ITEMS[0]).step_correct == [None, None]
-    assert again.usage.unlabeled == 1 and again.usage.requests == 0 and server.billed == 2
+    assert again.usage.unlabeled == 1 and again.usage.requests == 0 and fake_api.billed == 2
 
 
-def test_torn_cache_line_costs_one_request(server, tmp_path, caplog):
-    make(server, tmp_path).grade_many(ITEMS)
+def test_torn_cache_line_costs_one_request(fake_api, tmp_path, caplog):
+    make(fake_api, tmp_path).grade_many(ITEMS)
     p = tmp_path / "cache.jsonl"
     data = p.read_bytes()
     p.write_bytes(data[: len(data) - 30])  # killed while appending the third verdict
-    again = make(server, tmp_path)
+    again = make(fake_api, tmp_path)
     assert "dropped 1 unreadable line" in caplog.text
     assert [g.step_correct for g in again.grade_many(ITEMS)] == CLEAN
-    assert again.usage.requests == 1 and server.billed == 4
-    assert len(make(server, tmp_path).cache) == 3  # the repaired file reads whole
+    assert again.usage.requests == 1 and fake_api.billed == 4
+    assert len(make(fake_api, tmp_path).cache) == 3  # the repaired file reads whole
 
 
-def test_batch_killed_after_reading_results_is_read_again_not_resent(server, tmp_path, monkeypatch):
-    v = make(server, tmp_path, batch=True, poll_interval=0.01)
+def test_batch_killed_after_reading_results_is_read_again_not_resent(fake_api, tmp_path, monkeypatch):
+    v = make(fake_api, tmp_path, batch=True, poll_interval=0.01)
 
     def killed(*a):
         raise KeyboardInterrupt
@@ -146,6 +138,6 @@ def test_batch_killed_after_reading_results_is_read_again_not_resent(server, tmp
     monkeypatch.setattr(v, "_received", killed)  # a kill right after the results came back
     with pytest.raises(KeyboardInterrupt):
         v.grade_many(ITEMS)
-    grades = make(server, tmp_path, batch=True, poll_interval=0.01).grade_many(ITEMS)
+    grades = make(fake_api, tmp_path, batch=True, poll_interval=0.01).grade_many(ITEMS)
     assert [g.step_correct for g in grades] == CLEAN
-    assert server.batch_creates == 1 and len(server.requests) == 3
+    assert fake_api.batch_creates == 1 and len(fake_api.requests) == 3

@@ -1,21 +1,7 @@
 import pytest
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+from transformers import AutoModelForCausalLM
 
 from prm.label.generate import LocalGenerator
-from prm.models.backbones import minilm_path
-
-
-@pytest.fixture(scope="module")
-def tiny_lm(tmp_path_factory):
-    tok = AutoTokenizer.from_pretrained(minilm_path())
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                      intermediate_size=64, pad_token_id=tok.pad_token_id, eos_token_id=tok.sep_token_id, bos_token_id=tok.cls_token_id)
-    d = tmp_path_factory.mktemp("lm")
-    AutoModelForCausalLM.from_config(cfg).save_pretrained(d)
-    tok.save_pretrained(d)
-    return str(d)
 
 
 def test_generate_shapes_and_seeding(tiny_lm):

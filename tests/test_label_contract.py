@@ -6,8 +6,6 @@ import logging
 
 import numpy as np
 import pytest
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
 import prm.label.progress as progress_mod
 from prm.eval.metrics import step_metrics
@@ -17,33 +15,12 @@ from prm.label.labels import first_error_labels
 from prm.label.pipeline import MiningConfig, grade, mine, rollouts
 from prm.label.prices import PRICES, cost_usd
 from prm.label.verify import VERIFIERS, Grade, VerifierBase, VerifierOptions, make_verifier, resolve_name
-from prm.models.backbones import minilm_path
-from prm.testing.fake_anthropic import FakeAnthropic
 
 ITEMS = [
     ("What is 2+3+4?", ["2 + 3 = 5", "5 + 4 = 9", "The answer is 9."], "9"),
     ("What is 2+3+4?", ["2 + 3 = 6", "6 + 4 = 10", "The answer is 10."], "9"),
     ("What is 6*7?", ["6 * 7 = 42", "The answer is 42."], "42"),
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny_lm(tmp_path_factory):
-    tok = AutoTokenizer.from_pretrained(minilm_path())
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                      intermediate_size=64, pad_token_id=tok.pad_token_id, eos_token_id=tok.sep_token_id, bos_token_id=tok.cls_token_id)
-    d = tmp_path_factory.mktemp("lm")
-    AutoModelForCausalLM.from_config(cfg).save_pretrained(d)
-    tok.save_pretrained(d)
-    return str(d)
-
-
-@pytest.fixture
-def server():
-    s = FakeAnthropic()
-    yield s
-    s.close()
 
 
 class Bars:
@@ -67,9 +44,9 @@ class Bars:
         monkeypatch.setattr(progress_mod, "tqdm", Recording)
 
 
-def _options(name, server, tiny_lm, tmp_path):
+def _options(name, fake_api, tiny_lm, tmp_path):
     if name == "claude":
-        return VerifierOptions(model="claude-sonnet-4-6", cache_path=tmp_path / "cache.jsonl", job={"api_key": "fake", "base_url": server.url, "max_retries": 0})
+        return VerifierOptions(model="claude-sonnet-4-6", cache_path=tmp_path / "cache.jsonl", job={"api_key": "fake", "base_url": fake_api.url, "max_retries": 0})
     if name == "mc":
         return VerifierOptions(completer=LocalGenerator(tiny_lm, max_new_tokens=6, batch_size=8).complete, num_completions=2)
     return VerifierOptions()
@@ -80,9 +57,9 @@ def _options(name, server, tiny_lm, tmp_path):
     ("claude", True),  # loopback fake Messages API: usage and cost reported
     ("mc", False),  # Monte-Carlo rollouts with a real tiny generator
 ])
-def test_every_verifier_keeps_the_contract(name, paid, server, tiny_lm, tmp_path, monkeypatch):
+def test_every_verifier_keeps_the_contract(name, paid, fake_api, tiny_lm, tmp_path, monkeypatch):
     bars = Bars(monkeypatch)
-    v = make_verifier(name, _options(name, server, tiny_lm, tmp_path))
+    v = make_verifier(name, _options(name, fake_api, tiny_lm, tmp_path))
     assert isinstance(v, VerifierBase) and v.name == name
     grades = v.grade_many(ITEMS, desc="grading")
     assert len(grades) == len(ITEMS) and all(isinstance(g, Grade) for g in grades)

@@ -7,7 +7,6 @@ from prm.device import wait_for_gpu
 from prm.label.generate.claude import APPROACHES, ClaudeGenerator
 from prm.label.verify import MCVerifier, make_verifier
 from prm.label.verify.rules import check_step
-from prm.testing.fake_anthropic import FakeAnthropic
 
 KEY = "sk-ant-test-GEN-456"
 
@@ -69,30 +68,23 @@ def test_mc_verifier_with_the_embedded_model():
     assert g.step_correct[2] is True  # the last step is judged by the solution's own answer
 
 
-@pytest.fixture
-def server():
-    s = FakeAnthropic()
-    yield s
-    s.close()
-
-
 @pytest.mark.api
 @pytest.mark.parametrize("batch", [False, True])
-def test_claude_generator_varies_prompts_and_caches(server, tmp_path, batch):
+def test_claude_generator_varies_prompts_and_caches(fake_api, tmp_path, batch):
     def make():
-        return ClaudeGenerator("claude-sonnet-4-6", api_key=KEY, base_url=server.url, cache_path=tmp_path / "gen.jsonl",
+        return ClaudeGenerator("claude-sonnet-4-6", api_key=KEY, base_url=fake_api.url, cache_path=tmp_path / "gen.jsonl",
                                batch=batch, poll_interval=0.01)
 
     gen = make()
     out = gen.generate(["Tom has 3 bags of 4 apples. How many apples?", "Ann has 2 cats and 5 dogs. How many pets?"], n=3)
     assert [len(o) for o in out] == [3, 3]
     assert out[0][0].endswith("The answer is: 12") and out[0][1].endswith("The answer is: 7")  # approach 1 vs 2
-    users = [r["messages"][0]["content"] for r in server.requests]
+    users = [r["messages"][0]["content"] for r in fake_api.requests]
     assert len(set(users)) == 6 and all(any(a in u for a in APPROACHES) for u in users)
-    assert server.requests[0]["system"][0]["cache_control"] == {"type": "ephemeral"} and "temperature" not in server.requests[0]
-    n = len(server.requests)
-    assert make().generate(["Tom has 3 bags of 4 apples. How many apples?"], n=3) == [out[0]] and len(server.requests) == n
-    assert make().generate(["Tom has 3 bags of 4 apples. How many apples?"], n=4)[0][:3] == out[0] and len(server.requests) == n + 1
+    assert fake_api.requests[0]["system"][0]["cache_control"] == {"type": "ephemeral"} and "temperature" not in fake_api.requests[0]
+    n = len(fake_api.requests)
+    assert make().generate(["Tom has 3 bags of 4 apples. How many apples?"], n=3) == [out[0]] and len(fake_api.requests) == n
+    assert make().generate(["Tom has 3 bags of 4 apples. How many apples?"], n=4)[0][:3] == out[0] and len(fake_api.requests) == n + 1
     assert gen.usage.batch is batch and gen.usage.requests == 6
     assert all(KEY not in f.read_text() for f in tmp_path.iterdir())
 

@@ -312,15 +312,6 @@ def test_search_recipes_parse(recipe):
     assert cfg.strategies and cfg.ns and (REPO_ROOT / cfg.problems).is_file()
 
 
-@pytest.fixture
-def fake_api():
-    from prm.testing.fake_anthropic import FakeAnthropic
-
-    s = FakeAnthropic()
-    yield s
-    s.close()
-
-
 @pytest.mark.api
 @pytest.mark.slow
 def test_claude_generator_drives_beam_search(fake_api, tiny, tmp_path):
