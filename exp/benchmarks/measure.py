@@ -153,3 +153,24 @@ def read_spec(spec_path: str) -> tuple[dict, list[dict], list[dict]]:
     with open(spec["eval_file"]) as f:
         held = [json.loads(x) for x in f]
     return spec, rows, held
+
+
+def train_timed(trainer: Any, spec: dict, t0: float) -> dict:
+    """Run ``trainer.train()`` (under the profiler when ``spec["profile"]``) with its batches counted
+    and its steps timed: throughput past ``spec["warmup"]`` steps, epoch equivalents, setup seconds
+    since ``t0``, peak RSS and the profile's top ops. The same protocol for both runners."""
+    counter = CountingCollator(trainer.data_collator)
+    trainer.data_collator = counter
+    timer = step_timer()
+    trainer.add_callback(timer)
+    setup_s = time.perf_counter() - t0
+    top = None
+    if spec.get("profile"):
+        top = profile_top(trainer.train)
+    else:
+        trainer.train()
+    rss = peak_rss_mb()
+    out = throughput(timer.t, counter, spec["warmup"])
+    out.update(epoch_equivalent(out, [len(x) for x in trainer.train_dataset["input_ids"]]))
+    out.update({"setup_seconds": setup_s, "peak_rss_mb": rss, "profile_top": top})
+    return out

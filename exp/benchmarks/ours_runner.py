@@ -37,28 +37,16 @@ def main(spec_path: str) -> None:
         attn_implementation=spec.get("attn_implementation") or "auto",
     )
     trainer = PRMTrainer(prm=prm, args=args, train_dataset=rows)
-    counter = measure.CountingCollator(trainer.data_collator)
-    trainer.data_collator = counter
-    timer = measure.step_timer()
-    trainer.add_callback(timer)
-    setup_s = time.perf_counter() - t0
-    if spec.get("profile"):
-        top = measure.profile_top(trainer.train)
-    else:
-        trainer.train()
-        top = None
-    rss_train = measure.peak_rss_mb()
-    out = measure.throughput(timer.t, counter, spec["warmup"])
-    out.update(measure.epoch_equivalent(out, [len(x) for x in trainer.train_dataset["input_ids"]]))
+    out = measure.train_timed(trainer, spec, t0)
 
     encs = [prm.encode(r["prompt"], r["completions"], [float(v) for v in r["labels"]]) for r in held]
     enc = [{"input_ids": e.input_ids, "labels": e.labels} for e in encs if e is not None]
     out.update(measure.step_accuracy(trainer.model, enc, prm.tokenizer.pad_token_id, spec["eval_batch_size"], autocast=bf16))
     out.update({
         "system": "ours", "mode": spec["mode"], "bf16": bf16, "gradient_checkpointing": bool(args.gradient_checkpointing),
-        "use_cpu": bool(args.use_cpu), "attn_implementation": prm.model.config._attn_implementation, "train_sampling_strategy": args.train_sampling_strategy, "setup_seconds": setup_s,
-        "peak_rss_mb": rss_train, "rss_after_model_mb": rss_model,
-        "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if gpu else None, "profile_top": top,
+        "use_cpu": bool(args.use_cpu), "attn_implementation": prm.model.config._attn_implementation, "train_sampling_strategy": args.train_sampling_strategy, 
+        "rss_after_model_mb": rss_model,
+        "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if gpu else None, 
         "versions": {"transformers": transformers.__version__, "torch": torch.__version__}, "threads": torch.get_num_threads(),
     })
     measure.write(spec["out"], out)

@@ -65,27 +65,15 @@ def main(spec_path: str) -> None:
         raise ValueError(f"unknown TRL mode {spec['mode']!r}")
     args = PRMConfig(**cfg)
     trainer = PRMTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows), processing_class=tok)
-    counter = measure.CountingCollator(trainer.data_collator)
-    trainer.data_collator = counter
-    timer = measure.step_timer()
-    trainer.add_callback(timer)
-    setup_s = time.perf_counter() - t0
-    if spec.get("profile"):
-        top = measure.profile_top(trainer.train)
-    else:
-        trainer.train()
-        top = None
-    rss_train = measure.peak_rss_mb()
-    out = measure.throughput(timer.t, counter, spec["warmup"])
-    out.update(measure.epoch_equivalent(out, [len(x) for x in trainer.train_dataset["input_ids"]]))
+    out = measure.train_timed(trainer, spec, t0)
 
     enc = [PRMTrainer.tokenize_row(r, tok, args.step_separator, args.max_length, args.max_completion_length, False, True) for r in held]
     acc = measure.step_accuracy(trainer.model, enc, tok.pad_token_id, spec["eval_batch_size"], autocast=bool(args.bf16))
     out.update(acc)
     out.update({
         "system": "trl", "mode": spec["mode"], "bf16": bool(args.bf16), "gradient_checkpointing": bool(args.gradient_checkpointing),
-        "use_cpu": bool(args.use_cpu), "setup_seconds": setup_s, "peak_rss_mb": rss_train, "rss_after_model_mb": rss_model,
-        "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if gpu else None, "profile_top": top,
+        "use_cpu": bool(args.use_cpu),  "rss_after_model_mb": rss_model,
+        "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if gpu else None, 
         "versions": {"trl": trl.__version__, "transformers": transformers.__version__, "torch": torch.__version__},
         "threads": torch.get_num_threads(),
     })
