@@ -72,8 +72,8 @@ def main(spec_path: str) -> None:
     out.update(acc)
     out.update({
         "system": "trl", "mode": spec["mode"], "bf16": bool(args.bf16), "gradient_checkpointing": bool(args.gradient_checkpointing),
-        "use_cpu": bool(args.use_cpu),  "rss_after_model_mb": rss_model,
-        "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if gpu else None, 
+        "use_cpu": bool(args.use_cpu), "rss_after_model_mb": rss_model,
+        "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if gpu else None,
         "versions": {"trl": trl.__version__, "transformers": transformers.__version__, "torch": torch.__version__},
         "threads": torch.get_num_threads(),
     })
