@@ -44,7 +44,7 @@ def main(spec_path: str) -> None:
     out.update(measure.step_accuracy(trainer.model, enc, prm.tokenizer.pad_token_id, spec["eval_batch_size"], autocast=bf16))
     out.update({
         "system": "ours", "mode": spec["mode"], "bf16": bf16, "gradient_checkpointing": bool(args.gradient_checkpointing),
-        "use_cpu": bool(args.use_cpu), "attn_implementation": prm.model.config._attn_implementation, "train_sampling_strategy": args.train_sampling_strategy, 
+        "use_cpu": bool(args.use_cpu), "attn_implementation": prm.model.config._attn_implementation, "train_sampling_strategy": args.train_sampling_strategy,
         "rss_after_model_mb": rss_model,
         "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if gpu else None,
         "versions": {"transformers": transformers.__version__, "torch": torch.__version__}, "threads": torch.get_num_threads(),
