@@ -279,6 +279,9 @@ COMMANDS = {"train": (TrainConfig, run_train), "prefix": (PrefixConfig, run_pref
 
 def main(argv: list[str] | None = None):
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["-h"], ["--help"]):
+        print(f"usage: python exp/bench.py {{{','.join(COMMANDS)}}} [--smoke] [flags]\n\n{__doc__}")
+        raise SystemExit(0)
     if not argv or argv[0] not in COMMANDS:
         raise SystemExit(f"error: usage: python exp/bench.py {{{','.join(COMMANDS)}}} [--smoke] [flags]; got {argv[:1] or 'nothing'}")
     cls, fn = COMMANDS[argv[0]]

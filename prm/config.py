@@ -288,6 +288,12 @@ class _Parser(HfArgumentParser):
             return  # shared field: one flag, its value goes to every group that has it
         HfArgumentParser._parse_dataclass_field(parser, field)
 
+    def add_argument(self, *args: Any, **kwargs: Any) -> Any:
+        # argparse %-formats help text: a literal '%' (as in "95% intervals") must reach it doubled
+        if isinstance(kwargs.get("help"), str):
+            kwargs["help"] = kwargs["help"].replace("%", "%%")
+        return super().add_argument(*args, **kwargs)
+
     def error(self, message: str):  # type: ignore[override]
         raise SystemExit(f"error: {message} (see --help)")
 

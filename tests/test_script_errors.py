@@ -142,3 +142,16 @@ def test_program_bug_keeps_its_traceback(monkeypatch, tmp_path, shared_data):
     monkeypatch.setattr(script, "train_prm", broken)
     with pytest.raises(KeyError):
         script.cli(["--config", TINY_TRAIN, "--results_dir", str(tmp_path)])
+
+
+SCRIPTS = sorted(p.stem for p in (REPO_ROOT / "exp").glob("*.py"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_prints_and_exits_zero(script, capsys):
+    # --help is a user's first command: it prints usage and exits 0 (a '%' in a help text used to crash it)
+    mod = importlib.import_module(f"exp.{script}")
+    with pytest.raises(SystemExit) as e:
+        mod.main(["--help"]) if script == "bench" else mod.cli(["--help"])
+    assert e.value.code in (0, None)
+    assert "usage" in capsys.readouterr().out.lower()
