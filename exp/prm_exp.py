@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ from prm.data import load, resolve_path
 from prm.device import wait_for_gpu
 from prm.eval.steps import evaluate_steps
 from prm.io import RunDir, own_dir, writable, write_json, write_jsonl
+from prm.label.claude import confirm_spend
 from prm.label.pipeline import (
     MiningConfig,
     grade,
@@ -138,18 +138,6 @@ def work_dir(cfg: PrmExpConfig) -> Path:
             "fail_high", "max_questions", "max_new_tokens", "temperature", "seed", "verifier", "claude_model", "mc_completions", "mc_label")
     blob = json.dumps({**{k: getattr(cfg, k) for k in keys}, "verifier": resolve_name(cfg.verifier)}, sort_keys=True)
     return Path("data") / "prm_exp" / f"method{cfg.method}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
-
-
-def confirm_spend(est: dict, yes: bool, what: str = "grading") -> bool:
-    """Print the estimate of paid work; go on with --yes or a 'y' typed at the prompt."""
-    usd = "unknown (model not in the price table)" if est["usd"] is None else f"${est['usd']:.2f}"
-    usd += " (Message Batches: half price)" if est.get("batch") else ""
-    print(f"Claude {what}: {est['calls']} calls, ~{est['input_tokens']:,} input and ~{est['output_tokens']:,} output tokens, about {usd}")
-    if yes:
-        return True
-    if not sys.stdin.isatty():
-        raise SystemExit("error: paid API work needs confirmation: pass --yes")
-    return input("Proceed? [y/N] ").strip().lower() in ("y", "yes")
 
 
 def claude_kw(cfg: PrmExpConfig, what: str, budget: float | None) -> dict:

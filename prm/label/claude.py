@@ -28,6 +28,7 @@ import asyncio
 import itertools
 import json
 import logging
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -100,18 +101,40 @@ class ClaudeAPIError(RuntimeError):
     answer received so far is in the cache; a rerun of the same command continues from there."""
 
 
-def estimate_usage(tokens: Sequence[tuple[int, int]], system_tokens: int, model: str, batch: bool = False) -> dict:
+def estimate_usage(tokens: Sequence[tuple[int, int]], system_tokens: int, model: str, batch: bool = False, prompt_cache: bool = True) -> dict:
     """Expected calls, tokens and USD for requests of (input, output) ``tokens`` sharing a system
-    prompt of ``system_tokens``: written to the prompt cache once and read afterwards when it is
-    long enough to be cached (`prm.label.prices.CACHE_MIN_TOKENS`), else paid in full by every request."""
+    prompt of ``system_tokens``: with ``prompt_cache`` (a ``cache_control`` mark on it) written to
+    the prompt cache once and read by every later request when it is long enough to be cached
+    (`prm.label.prices.CACHE_MIN_TOKENS`), else paid in full by every request. In a Message Batch
+    cache hits are best effort, so there the reads are what caching can save at most."""
     inp, out = sum(t[0] for t in tokens), sum(t[1] for t in tokens)
-    if cacheable(model, system_tokens):
-        u = Usage(requests=len(tokens), input_tokens=inp, output_tokens=out, cache_read_tokens=max(0, len(tokens) - 1) * system_tokens,
-                  cache_write_tokens=system_tokens if tokens else 0, batch=batch)
+    cached = prompt_cache and cacheable(model, system_tokens) and bool(tokens)
+    if cached:
+        u = Usage(requests=len(tokens), input_tokens=inp, output_tokens=out, cache_read_tokens=(len(tokens) - 1) * system_tokens,
+                  cache_write_tokens=system_tokens, batch=batch)
     else:
         u = Usage(requests=len(tokens), input_tokens=inp + len(tokens) * system_tokens, output_tokens=out, batch=batch)
     return {"calls": len(tokens), "input_tokens": u.input_tokens + u.cache_read_tokens + u.cache_write_tokens,
-            "output_tokens": u.output_tokens, "usd": u.cost_usd(model), "batch": batch}
+            "output_tokens": u.output_tokens, "cache_read_tokens": u.cache_read_tokens, "cache_write_tokens": u.cache_write_tokens,
+            "system_tokens": system_tokens, "usd": u.cost_usd(model), "batch": batch}
+
+
+def confirm_spend(est: dict, yes: bool, what: str = "grading") -> bool:
+    """Print the estimate of paid work (`estimate_usage`); go on with ``yes`` or a 'y' typed at the
+    prompt. Without a terminal and without ``yes`` it stops with one line asking for --yes."""
+    usd = "unknown (model not in the price table)" if est["usd"] is None else f"${est['usd']:.2f}"
+    usd += " (Message Batches: half price)" if est.get("batch") else ""
+    cache = ""
+    if est.get("cache_read_tokens"):
+        cache = f" (of which ~{est['cache_read_tokens']:,} prompt-cache reads at 0.1x and ~{est['cache_write_tokens']:,} written at 1.25x)"
+    elif est.get("system_tokens"):
+        cache = f" (the ~{est['system_tokens']:,}-token instructions are paid by every call: not cached)"
+    print(f"Claude {what}: {est['calls']} calls, ~{est['input_tokens']:,} input{cache} and ~{est['output_tokens']:,} output tokens, about {usd}")
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        raise SystemExit("error: paid API work needs confirmation: pass --yes")
+    return input("Proceed? [y/N] ").strip().lower() in ("y", "yes")
 
 
 def reply_text(msg: Any) -> str:
@@ -123,6 +146,7 @@ class ClaudeJob:
 
     prompt_version = "v1"
     unit = "request"  # what the progress bar counts: one request per item
+    prompt_cache = True  # its system prompt carries a cache_control mark (`estimate` counts cache reads where it is long enough)
 
     def __init__(
         self,
@@ -195,7 +219,13 @@ class ClaudeJob:
 
     # --- running -----------------------------------------------------------------------------
     def estimate(self, items: Sequence[Any]) -> dict:
-        return estimate_usage([self.estimate_one(it) for it in items], self.system_tokens(), self.model, self.batch)
+        return estimate_usage([self.estimate_one(it) for it in items], self.system_tokens(), self.model, self.batch, self.prompt_cache)
+
+    def warms_cache(self) -> bool:
+        """Whether requests share a cached prefix: then the first is sent alone, because a cache
+        entry exists only once its first response has begun (concurrent first requests would each
+        pay the 1.25x write)."""
+        return self.prompt_cache and cacheable(self.model, self.system_tokens())
 
     def run(self, items: Sequence[Any], desc: str = "claude") -> list[Any]:
         """Results for ``items`` in input order: cached answers first, the rest asked (online or as
@@ -318,7 +348,11 @@ class ClaudeJob:
 
         try:
             with progress(len(todo), desc, self.unit) as bar:
-                await asyncio.gather(*(one(k, it) for k, it in todo.items()))
+                items = list(todo.items())
+                if self.warms_cache() and len(items) > 1:
+                    await one(*items[0])  # writes the prompt cache; the rest read it
+                    items = items[1:]
+                await asyncio.gather(*(one(k, it) for k, it in items))
         finally:
             await client.close()
         if stop:

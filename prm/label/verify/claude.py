@@ -1,9 +1,13 @@
 """Claude as a step verifier: ONE request per solution grades all its steps.
 
-- The grading instructions are a system prompt marked for prompt caching. At about 150 tokens they
-  are below the minimum cacheable prefix (1024-4096 tokens by model, `prm.label.prices.CACHE_MIN_TOKENS`),
-  so today every request pays for them in full and `estimate` counts them so; the mark takes effect
-  once the instructions grow (e.g. with worked grading examples) past that minimum.
+- The grading instructions are a system prompt marked for prompt caching (``cache_control`` on its
+  one block, the end of the prefix every request shares). Anthropic caches only prefixes of at least
+  a model-dependent length (`prm.label.prices.CACHE_MIN_TOKENS`), so the rules come with worked
+  grading examples written for this project (`prm.label.verify.claude_examples`): ~2,400 tokens at
+  `CHARS_PER_TOKEN` (2,900-3,300 with public WordPiece/BPE tokenizers), past Sonnet's 1,024-2,048
+  minimum, so every request after the first reads them at 0.1x the input price. Haiku 4.5 and Opus 4.5 cache only from 4,096 tokens: for them
+  the instructions are paid in full, and `estimate` counts them so. ``prompt_cache=False`` sends the
+  same instructions without the mark (the benchmark's "without caching" row).
 - The verdict is strict JSON (``output_config.format`` with a JSON schema); a reply that does not
   parse or does not have one verdict per step is re-asked once, then the solution is left
   unlabeled and counted (never guessed).
@@ -30,18 +34,54 @@ from prm.label.claude import (
 )
 from prm.label.prices import CHARS_PER_TOKEN
 from prm.label.verify.base import Grade, Item, VerifierBase
+from prm.label.verify.claude_examples import EXAMPLES
 
 __all__ = ["DEFAULT_MODEL", "BudgetExceeded", "ClaudeVerifier", "Usage", "estimate", "load_dotenv_key", "parse_verdict"]
 
-PROMPT_VERSION = "grade-steps-v1"
+PROMPT_VERSION = "grade-steps-v2"  # v2: rules spelled out, worked examples (v1 had ~150 tokens of rules)
 OUT_PER_STEP, OUT_PER_REPLY = 40, 20  # expected output tokens: a step's verdict with its reason; the rest of a reply
-INSTRUCTIONS = """You are a meticulous grader of step-by-step math solutions.
+RULES = """You are a meticulous grader of step-by-step math solutions. Your verdicts become training
+labels for a process reward model, so each verdict must say whether that one step is right.
+
 You receive a problem, its reference final answer, and a candidate solution split into numbered
 steps. Judge every step on its own merits: is it mathematically correct and a valid continuation of
-the steps before it? A step that repeats an earlier mistake, or builds on a wrong earlier result,
-is incorrect. Arithmetic must be exact. Restating the problem or planning is correct when it is
-accurate. Then say whether the solution's final answer equals the reference answer.
-Reply with JSON only, matching the schema: one entry per step, in order."""
+the steps before it?
+
+Conventions:
+1. Arithmetic must be exact. Recompute every number a step states; a step with a wrong result is
+   incorrect even if the slip is small.
+2. A step is incorrect when it uses the wrong operation or the wrong quantity, misreads the problem,
+   or claims something that does not follow, even when its arithmetic is exact.
+3. A step that repeats an earlier mistake, or builds on a wrong earlier result, is incorrect, even
+   when its own computation is right. Once the chain is broken, later steps that depend on it are
+   incorrect; a later step that does not depend on the broken part is judged on its own.
+4. Restating the problem, naming unknowns and planning are correct when they are accurate.
+5. The reference answer tells you the target, not the path: never mark a step wrong only because
+   it takes another route, and never mark a step right only because the final answer matches.
+6. A final-answer step ("The answer is: ...") is correct when the stated answer follows from the
+   correct steps before it and equals the reference answer.
+7. final_answer_correct is true only when the solution states a final answer equal to the
+   reference answer (numerically equal values in any form count as equal); a solution that stops
+   without stating an answer gets false.
+8. Keep each reason to one short sentence that names the error (the right value where there is
+   one) or why the step holds.
+
+Reply with JSON only, matching the schema: one entry per step, in order, with the step number,
+"correct" (true or false) and the reason, then final_answer_correct.
+
+Worked examples (the candidate as you will receive it, then the reply expected from you):"""
+
+
+def render_examples() -> str:
+    """The worked examples, each as the user message of a real request and the JSON reply it expects."""
+    parts = []
+    for i, ex in enumerate(EXAMPLES, 1):
+        reply = {"steps": [{"step": k + 1, "correct": c, "reason": r} for k, (c, r) in enumerate(ex["verdicts"])],
+                 "final_answer_correct": ex["final"]}
+        parts.append(f"### Example {i} ({ex['teaches']})\n\n{user_message(ex['problem'], ex['steps'], ex['gold'])}\n\n"
+                     f"Expected reply:\n{json.dumps(reply, ensure_ascii=False)}")
+    return "\n\n".join(parts)
+
 
 SCHEMA = {
     "type": "object",
@@ -84,6 +124,9 @@ def user_message(problem: str, steps: Sequence[str], gold: str | None) -> str:
     return f"Problem:\n{problem}\n\nReference final answer: {gold if gold is not None else '(not given)'}\n\nCandidate solution:\n{numbered}"
 
 
+INSTRUCTIONS = RULES + "\n\n" + render_examples() + "\n\nNow grade the candidate solution you receive in the same way."
+
+
 def parse_verdict(text: str, n_steps: int) -> tuple[list[bool], bool] | None:
     """Step verdicts and final-answer verdict from a reply, or None if it is not a complete one."""
     data = loads_or_none(text)
@@ -106,9 +149,9 @@ class ClaudeVerifier(ClaudeJob, VerifierBase):
     prompt_version = PROMPT_VERSION
     unit = "solution"  # one request grades one solution
 
-    def __init__(self, model: str = DEFAULT_MODEL, *, max_tokens: int = 2048, **kw: Any):
+    def __init__(self, model: str = DEFAULT_MODEL, *, max_tokens: int = 2048, prompt_cache: bool = True, **kw: Any):
         super().__init__(model, **kw)
-        self.max_tokens = max_tokens
+        self.max_tokens, self.prompt_cache = max_tokens, prompt_cache
 
     def key(self, item: tuple) -> str:
         return request_key(self.model, *item)
@@ -118,7 +161,7 @@ class ClaudeVerifier(ClaudeJob, VerifierBase):
 
     def params(self, messages: list[dict]) -> dict:
         return {"model": self.model, "max_tokens": self.max_tokens, "messages": messages,
-                "system": [{"type": "text", "text": INSTRUCTIONS, "cache_control": {"type": "ephemeral"}}],
+                "system": [{"type": "text", "text": INSTRUCTIONS, **({"cache_control": {"type": "ephemeral"}} if self.prompt_cache else {})}],
                 "output_config": {"format": {"type": "json_schema", "schema": SCHEMA}}}
 
     def parse(self, text: str, item: tuple) -> dict | None:
