@@ -28,6 +28,8 @@ from prm.data import load
 from prm.eval.aggregate import AGGREGATORS
 from prm.eval.bon import bootstrap_accuracy
 from prm.io import RunDir, write_jsonl
+from prm.label.claude import BudgetExceeded
+from prm.models.critic import is_critic
 from prm.search import GENERATORS, STRATEGIES, SearchSettings, make_generator, run_search
 from prm.search.generate import SharedSamples
 
@@ -44,7 +46,8 @@ class SearchConfig:
     limit: int | None = field(default=None, metadata={"help": "Use at most this many problems (after the step filter)."})
     generator: str = field(default="local", metadata={"help": "local (transformers, prefix KV reuse), vllm (GPU) or claude (--model a Claude model id; ANTHROPIC_API_KEY)."})
     model: str = field(default="smollm2", metadata={"help": "Generator model: embedded name, folder or hub id."})
-    prm: str | None = field(default=None, metadata={"help": "A PRM folder saved by exp/train_prm.py (needed by every strategy but majority)."})
+    prm: str | None = field(default=None, metadata={"help": "A PRM folder saved by exp/train_prm.py, or claude:<model id> (an LLM critic; paid) "
+                                                            "(needed by every strategy but majority)."})
     strategies: list[str] = field(default_factory=lambda: ["majority", "best_of_n", "weighted_majority", "beam", "dvts"],
                                   metadata={"help": "Strategy names."})
     ns: list[int] = field(default_factory=lambda: [4, 8, 16], metadata={"help": "N values (solutions per problem)."})
@@ -57,6 +60,8 @@ class SearchConfig:
     agg: str = field(default="last", metadata={"help": "Aggregator of step scores for the final pick (last, min, prod, mean)."})
     prm_batch_size: int = field(default=16, metadata={"help": "Solutions per PRM forward pass."})
     n_boot: int = field(default=1000, metadata={"help": "Bootstrap resamples for the 95% intervals."})
+    yes: bool = field(default=False, metadata={"help": "claude:<id> critic: go ahead with its paid requests after printing the estimate of the first call."})
+    max_cost_usd: float | None = field(default=None, metadata={"help": "claude:<id> critic: stop cleanly once it has spent this much."})
 
     def __post_init__(self) -> None:
         self.strategies = split_list(self.strategies)
@@ -69,6 +74,7 @@ class SearchConfig:
         require(bool(self.ns) and min(self.ns) >= 1, "ns", f"must be N values >= 1, got {self.ns}")
         at_least(self, ("beam_width", "max_steps", "max_step_tokens", "max_tokens", "prm_batch_size", "n_boot", "limit", "max_reference_steps"))
         at_least(self, ("skip",), 0)
+        require(self.max_cost_usd is None or self.max_cost_usd >= 0, "max_cost_usd", f"must be >= 0, got {self.max_cost_usd}")
         require(self.temperature >= 0, "temperature", f"must be >= 0, got {self.temperature}")
         require(0 < self.top_p <= 1, "top_p", f"must be in (0, 1], got {self.top_p}")
         require(self.agg in AGGREGATORS, "agg", f"unknown '{self.agg}'; known: {', '.join(AGGREGATORS.names())}")
@@ -78,7 +84,7 @@ class SearchConfig:
         require(self.generator in GENERATORS, "generator", f"unknown '{self.generator}'; known: {', '.join(GENERATORS.names())}")
         needs = [x for x in self.strategies if x in NEEDS_PRM]
         require(self.prm is not None or not needs, "prm", f"is required by {', '.join(needs)}")
-        if self.prm is not None:
+        if self.prm is not None and not is_critic(self.prm):
             check_model(self.prm, "prm")
 
 
@@ -102,9 +108,16 @@ def main(ra: RunArgs, cfg: SearchConfig) -> dict:
     log.info("%d problems", len(rows))
 
     # --- models
-    from prm.models.prm import PRM
+    from prm.models.kinds import PRMLoadError
+    from prm.models.prm import load_prm
 
-    prm = PRM.load(paths["prm"]) if cfg.prm else None
+    # a claude:<id> critic keeps its replies in the run directory (a rerun pays nothing twice) and
+    # confirms its first paid call; search scores as it goes, so --max_cost_usd caps the rest
+    critic = dict(cache_path=run_dir.path / "claude_critic.jsonl", yes=cfg.yes, max_cost_usd=cfg.max_cost_usd)
+    try:
+        prm = load_prm(paths["prm"], critic=critic) if cfg.prm else None
+    except PRMLoadError as e:
+        raise ConfigError(f"--prm {cfg.prm}: {e}") from None
     run_dir.begin()
     extra = {"cache_path": run_dir.path / "claude_requests.jsonl"} if cfg.generator == "claude" else {}  # a rerun pays nothing twice
     gen = SharedSamples(make_generator(cfg.generator, model=cfg.model, temperature=cfg.temperature, top_p=cfg.top_p,
@@ -118,7 +131,10 @@ def main(ra: RunArgs, cfg: SearchConfig) -> dict:
             gen.reset()  # every (strategy, N) draws from the same random streams
             hits, tokens, calls, t0 = [], 0, 0, time.perf_counter()
             for r in tqdm(rows, desc=f"{name} N={n}", unit="problem"):
-                res = run_search(name, r["prompt"], gen, prm, search_settings)
+                try:
+                    res = run_search(name, r["prompt"], gen, prm, search_settings)
+                except BudgetExceeded as e:
+                    raise SystemExit(f"stopped: {e}") from None
                 ok = answers_equal(res.answer, r["answer"])
                 hits.append(ok)
                 tokens += res.tokens

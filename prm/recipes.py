@@ -122,7 +122,8 @@ TASKS = ("processbench", "best_of_n", "steps")
 
 @dataclass
 class EvalConfig:
-    model: str = field(metadata={"help": "A PRM directory saved by exp/train_prm.py, or a published PRM (hub id or local copy)."})
+    model: str = field(metadata={"help": "A PRM directory saved by exp/train_prm.py, a published PRM (hub id or local copy), "
+                                         "or claude:<model id> (an LLM critic with ProcessBench's critic prompt; paid, confirmed first)."})
     kind: str | None = field(default=None, metadata={"help": "PRM kind (token_cls, lm_tokens, qwen_prm, value_head); default: detected."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run the checkpoint's own modeling code (never needed for the known PRMs)."})
     dtype: str = field(default="auto", metadata={"help": "auto (bf16 on a GPU, fp32 on a CPU), bf16, fp16 or fp32.",
@@ -141,9 +142,24 @@ class EvalConfig:
     max_prompt_length: int | None = field(default=None, metadata={"help": "Prompt tokens at inference (default: the PRM's training value)."})
     limit: int | None = field(default=None, metadata={"help": "Use at most this many records (processbench/steps) or problems (best_of_n)."})
     batch_size: int = field(default=16, metadata={"help": "Solutions per forward pass."})
+    critic_samples: int = field(default=1, metadata={"help": "claude:<id>: replies per solution; >1 makes step scores vote shares."})
+    yes: bool = field(default=False, metadata={"help": "claude:<id>: go ahead with the paid requests after printing their estimate."})
+    max_cost_usd: float | None = field(default=None, metadata={"help": "claude:<id>: stop cleanly once this much was spent (answers so far are kept)."})
 
     def __post_init__(self) -> None:
-        check_model(self.model, "model")
+        from prm.models.critic import is_critic
+
+        at_least(self, ("critic_samples",))
+        require(self.max_cost_usd is None or self.max_cost_usd >= 0, "max_cost_usd", f"must be >= 0, got {self.max_cost_usd}")
+        if is_critic(self.model):
+            require(len(self.model) > len("claude:"), "model", "claude: needs a model id, e.g. claude:claude-sonnet-4-6")
+            require(self.kind is None, "kind", "does not apply to an LLM critic (claude:<id>)")
+            if self.task == "processbench" and self.threshold is None and self.dev_data is None and self.dev_fraction is None:
+                # a critic's scores are its own verdicts (0/1, or vote shares): 0.5 reads them back;
+                # no dev split to pay for
+                self.threshold = 0.5
+        else:
+            check_model(self.model, "model")
         at_least(self, ("max_length", "max_prompt_length", "limit", "batch_size"))
         fraction(self, "dev_fraction")
         require(self.threshold is None or 0 <= self.threshold <= 1, "threshold", f"must be in [0, 1], got {self.threshold}")
@@ -192,6 +208,17 @@ def _slim(r: dict, threshold: float | None = None) -> dict:
     return out
 
 
+def _score_paid(prm: Any, items: list) -> None:
+    """Score every item once up front (the answers are cached, so the scoring passes that follow
+    read them): the estimate is printed and confirmed once, not per chunk."""
+    from prm.label.claude import BudgetExceeded
+
+    try:
+        prm.score_batch(items)
+    except BudgetExceeded as e:
+        raise SystemExit(f"stopped: {e}") from None
+
+
 def evaluate_prm(cfg: EvalConfig, ra: RunArgs, experiment: str = "evaluate", reuse: bool = False) -> dict:
     """Score a saved PRM on a ProcessBench-style first-error task, best-of-N sets or step labels;
     writes ``<results_dir>/<experiment>/<run_name>/{config.json, metrics.json, predictions.jsonl}``.
@@ -234,9 +261,10 @@ def evaluate_prm(cfg: EvalConfig, ra: RunArgs, experiment: str = "evaluate", reu
             if dev is not None and (not len(dev) or not len(test)):
                 raise ConfigError(f"--dev_fraction {cfg.dev_fraction}: {len(dev)} dev and {len(test)} test records; both need at least one (raise --limit)")
 
-    # --- model
+    # --- model (an LLM critic keeps its replies in the run directory: a rerun pays nothing twice)
+    critic = dict(cache_path=run.path / "claude_requests.jsonl", yes=cfg.yes, max_cost_usd=cfg.max_cost_usd, samples=cfg.critic_samples)
     try:
-        prm = load_prm(cfg.model, cfg.kind, cfg.trust_remote_code, torch_dtype=cfg.dtype, device="auto")
+        prm = load_prm(cfg.model, cfg.kind, cfg.trust_remote_code, torch_dtype=cfg.dtype, device="auto", critic=critic)
     except PRMLoadError as e:  # an unknown layout or a kind that contradicts the checkpoint
         raise ConfigError(f"--model {cfg.model}: {first_line(e)}") from None
     if cfg.max_length is not None:
@@ -245,6 +273,9 @@ def evaluate_prm(cfg: EvalConfig, ra: RunArgs, experiment: str = "evaluate", reu
         prm.spec.max_prompt_length = cfg.max_prompt_length
     aggs = cfg.aggregators
     run.begin()
+    if getattr(prm, "paid", False):  # an API critic: one estimate and one confirmation for everything it will score
+        _score_paid(prm, [(p["problem"], c["steps"]) for p in problems for c in p["candidates"]] if cfg.task == "best_of_n"
+                    else [(r["prompt"], r["completions"]) for part in (dev, test) if part is not None for r in part])
 
     # --- score and measure
     if cfg.task == "best_of_n":
@@ -271,8 +302,10 @@ def evaluate_prm(cfg: EvalConfig, ra: RunArgs, experiment: str = "evaluate", reu
         predictions = [_slim(r, threshold) for r in scored]
         log.info("ProcessBench F1 (test, threshold %.2f chosen on dev): %.3f", threshold, metrics["test"]["average_f1"])
 
+    if getattr(prm, "paid", False):
+        metrics["api_usage"] = prm.api_usage()
     if cfg.task != "best_of_n":
-        # solutions whose later steps fell beyond max_length and were not scored
+        # solutions whose later steps fell beyond max_length (or a critic's reply) and were not scored
         metrics["truncated_solutions"] = sum(len(p["step_scores"]) < len(p["labels"]) for p in predictions)
     write_jsonl(run.path / "predictions.jsonl", predictions)
     run.finish(metrics)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from prm.label.verify.claude import ClaudeVerifier, parse_verdict
+from prm.label.verify.claude import INSTRUCTIONS, ClaudeVerifier, parse_verdict
 
 pytestmark = pytest.mark.api
 KEY = "sk-ant-test-SECRET-123"
@@ -28,7 +28,11 @@ def test_happy_path_one_request_per_solution(fake_api, tmp_path):
     assert req["output_config"]["format"]["type"] == "json_schema"
     assert "temperature" not in req
     assert fake_api.headers[0]["Authorization"] == f"Bearer {KEY}" and "anthropic-version" in fake_api.headers[0]
-    assert v.usage.cost_usd("claude-sonnet-4-6") == pytest.approx(3 * (100 * 3 + 300 * 0.3 + 20 * 15) / 1e6)
+    # the first request writes the instructions to the prompt cache, the other two read them
+    sys_t = len(INSTRUCTIONS) // 4
+    u = v.usage
+    assert (u.cache_write_tokens, u.cache_read_tokens, u.output_tokens) == (sys_t, 2 * sys_t, 60) and 0 < u.input_tokens < 100
+    assert u.cost_usd("claude-sonnet-4-6") == pytest.approx((u.input_tokens * 3 + sys_t * 3.75 + 2 * sys_t * 0.3 + 60 * 15) / 1e6)
 
 
 @pytest.mark.parametrize("error", ["429", "500", "529"])
@@ -111,7 +115,9 @@ def test_batch_api_matches_online_at_half_price(fake_api, tmp_path):
     grades = v.grade_many(ITEMS)
     assert [g.step_correct for g in grades] == [g.step_correct for g in online]  # results come back reversed: matched by custom_id
     assert fake_api.batch_creates == 1 and len(fake_api.requests) == n + 3
-    assert v.usage.batch and v.usage.cost_usd("claude-sonnet-4-6") == pytest.approx(0.5 * 3 * (100 * 3 + 300 * 0.3 + 20 * 15) / 1e6)
+    u, sys_t = v.usage, len(INSTRUCTIONS) // 4  # the online run above already wrote the prompt cache
+    assert u.batch and u.cache_read_tokens == 3 * sys_t and u.cache_write_tokens == 0
+    assert u.cost_usd("claude-sonnet-4-6") == pytest.approx(0.5 * (u.input_tokens * 3 + 3 * sys_t * 0.3 + 60 * 15) / 1e6)
     assert (tmp_path / "cache.batches.jsonl").is_file()
     assert make(fake_api, tmp_path, batch=True).grade_many(ITEMS) and fake_api.batch_creates == 1  # all cached now
 

@@ -20,6 +20,7 @@ from prm.steps import answer_step
         ([0.9, 0.8], 0.5, -1),  # none under: predicted all correct
         ([0.4, 0.1], 0.5, 0),
         ([0.5], 0.5, -1),  # equal to the threshold is not below it
+        ([], 0.5, -2),  # no score at all (a critic reply without an index): no prediction, never a label
     ],
 )
 def test_first_error(scores, threshold, expected):

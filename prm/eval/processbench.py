@@ -5,7 +5,9 @@ when none is). Per subset: ``acc_error`` = exact-match accuracy on solutions tha
 ``acc_correct`` = accuracy on solutions without one (predicting -1), ``f1`` = their harmonic mean;
 ``average`` is the mean F1 over subsets (the ProcessBench paper's definitions; its hub copy has
 the subsets gsm8k, math, olympiadbench and omnimath, `load_processbench`). The threshold is fixed by argument or chosen on a dev set
-(`choose_threshold`), never on the test set.
+(`choose_threshold`), never on the test set. A solution with no step score at all (an LLM critic
+whose reply named no index, every step truncated away) has no prediction and counts as wrong, as
+ProcessBench counts a critic reply without an answer.
 """
 
 from __future__ import annotations
@@ -16,8 +18,12 @@ from typing import Any
 
 import numpy as np
 
+NO_PREDICTION = -2  # no step score: never equal to a label (-1 or a step index)
+
 
 def first_error(scores: Sequence[float], threshold: float) -> int:
+    if not len(scores):
+        return NO_PREDICTION
     return next((i for i, s in enumerate(scores) if s < threshold), -1)
 
 

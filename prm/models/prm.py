@@ -216,6 +216,7 @@ def load_prm(
     torch_dtype: torch.dtype | str | None = None,
     device: str | None = None,
     load_in_4bit: bool | None = None,
+    critic: dict[str, Any] | None = None,
     **spec_fields: Any,
 ) -> PRM:
     """The one loader: a PRM saved here (``prm_config.json``), a published PRM by hub id or local
@@ -226,8 +227,18 @@ def load_prm(
     (4-bit after QLoRA), True/False forces 4-bit/full weights.
 
     ``device="auto"`` puts the model on the GPU when there is one; ``torch_dtype="auto"`` is bf16 on
-    a GPU and fp32 on a CPU (the published PRMs are bf16 checkpoints)."""
+    a GPU and fp32 on a CPU (the published PRMs are bf16 checkpoints).
+
+    ``claude:<model id>`` is an LLM critic (`prm.models.critic.ClaudeCritic`, the same scoring
+    interface) built with the ``critic`` settings (cache_path, yes, max_cost_usd, samples, ...)."""
     from transformers import AutoTokenizer
+
+    from prm.models.critic import is_critic, load_critic
+
+    if is_critic(name_or_path):
+        if kind is not None:
+            raise PRMLoadError(f"{name_or_path} is an LLM critic; --kind {kind} does not apply to it")
+        return load_critic(name_or_path, **(critic or {}))  # type: ignore[return-value]  # duck-typed PRM
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else None

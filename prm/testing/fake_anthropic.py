@@ -11,7 +11,8 @@ contains ``fail_matching`` always gets a 500 (a solution the API keeps failing o
 (a solution tagged ``<paragraph_i>`` as in ProcessBench's critic prompt) is answered with the index
 of the first paragraph the rules verifier rejects, or -1, in ``\\boxed{}`` ("bad_json": no index).
 
-Usage and prompt caching are modelled as the API documents them, with ~4 characters a token: the
+Every reply reports 20 output tokens. Input usage and prompt caching are modelled as the API
+documents them, with ~4 characters a token: the
 prefix up to and including the last block marked ``cache_control`` (order: tools, system,
 messages) is cached only when it reaches the model's minimum cacheable length (`CACHE_MIN_TOKENS`,
 kept apart from the project's price table so a wrong entry there shows in tests). The first request
@@ -143,10 +144,10 @@ class FakeAnthropic:
         prefix, n, _ = cached_prefix(body)
         return n >= CACHE_MIN_TOKENS.get(body["model"], DEFAULT_CACHE_MIN) and (body["model"], hash(prefix)) in self.prompt_cache
 
-    def usage(self, body: dict, hit: bool, text: str) -> dict:
+    def usage(self, body: dict, hit: bool) -> dict:
         """The reply's usage (see the module docstring); a cacheable prefix is stored on the way out."""
         prefix, n, total = cached_prefix(body)
-        out = {"input_tokens": total, "output_tokens": len(text) // CHARS_PER_TOKEN + 1, "cache_read_input_tokens": 0,
+        out = {"input_tokens": total, "output_tokens": 20, "cache_read_input_tokens": 0,
                "cache_creation_input_tokens": 0}
         if n >= CACHE_MIN_TOKENS.get(body["model"], DEFAULT_CACHE_MIN):
             out["input_tokens"] = total - n
@@ -165,7 +166,7 @@ class FakeAnthropic:
             text = self.solution(body)
         return {"id": f"msg_{n}", "type": "message", "role": "assistant", "model": body["model"],
                 "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": None,
-                "usage": self.usage(body, hit, text)}
+                "usage": self.usage(body, hit)}
 
     @staticmethod
     def critique(user: str, action: str | None) -> str:
