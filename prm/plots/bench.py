@@ -7,6 +7,7 @@ the repeated runs, whiskers their min-max range.
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -143,12 +144,13 @@ def label_cost_figure(results_dir: Path, figures_dir: Path) -> list[Made]:
     for j, m in enumerate(models):
         vals = [r["schemes"][s]["usd_per_1000_solutions"][m] for s in schemes]
         ax.bar(np.arange(len(schemes)) + (j - (len(models) - 1) / 2) * width, vals, width=width, label=m)
-    ax.set_xticks(range(len(schemes)), [s.replace("_", " ") for s in schemes], fontsize=8)
+    ax.set_xticks(range(len(schemes)), ["\n".join(textwrap.wrap(s.replace("_", " "), 12)) for s in schemes], fontsize=8)
     ax.set_ylabel("USD per 1000 solutions")
     ax.legend(fontsize=7)
     ax.set_title(f"Claude step grading cost ({r['solutions']} GSM8K solutions, {r['steps']} steps)", fontsize=9)
     stem = save_figure(fig, Path(figures_dir) / "bench_label_cost")
-    return [Made(stem, (src,), "Claude grading cost per 1000 solutions: one request per step vs per solution, prompt caching, Message Batches.")]
+    return [Made(stem, (src,), "Claude grading cost per 1000 solutions at list prices: one request per step vs per solution, with and without "
+                 "prompt caching of the grading instructions, Message Batches, and the earlier short rules.")]
 
 
 @FIGURES.register("bench_efficiency")

@@ -2,12 +2,13 @@
 
 - The grading instructions are a system prompt marked for prompt caching (``cache_control`` on its
   one block, the end of the prefix every request shares). Anthropic caches only prefixes of at least
-  a model-dependent length (`prm.label.prices.CACHE_MIN_TOKENS`), so the rules come with worked
-  grading examples written for this project (`prm.label.verify.claude_examples`): ~2,400 tokens at
-  `CHARS_PER_TOKEN` (2,900-3,300 with public WordPiece/BPE tokenizers), past Sonnet's 1,024-2,048
-  minimum, so every request after the first reads them at 0.1x the input price. Haiku 4.5 and Opus 4.5 cache only from 4,096 tokens: for them
-  the instructions are paid in full, and `estimate` counts them so. ``prompt_cache=False`` sends the
-  same instructions without the mark (the benchmark's "without caching" row).
+  a model-dependent length (`prm.label.prices.CACHE_MIN_TOKENS`: 1,024-4,096 tokens), so the rules
+  come with 20 worked grading examples written for this project (`prm.label.verify.claude_examples`):
+  ~4,650 tokens at `CHARS_PER_TOKEN` (5,850 and 6,600 with MiniLM's WordPiece and SmolLM2's BPE
+  tokenizers), past the largest minimum of every priced model, so every request after the first
+  reads them at 0.1x the input price. For a model whose minimum they miss, `estimate` counts them
+  in full for every request. ``prompt_cache=False`` sends the same instructions without the mark
+  (the label_cost benchmark's "without caching" row).
 - The verdict is strict JSON (``output_config.format`` with a JSON schema); a reply that does not
   parse or does not have one verdict per step is re-asked once, then the solution is left
   unlabeled and counted (never guessed).
