@@ -5,6 +5,8 @@
         --task processbench --format champ_fws --dev_fraction 0.3 --run_name champ_minilm
     # a published PRM on the hub copy of ProcessBench (all four subsets; kind detected, or --kind)
     python exp/evaluate.py --model Qwen/Qwen2.5-Math-PRM-7B --task processbench --threshold 0.5
+    # Claude as an LLM critic, measured like ProcessBench's critic baselines (paid: estimate printed, --yes)
+    python exp/evaluate.py --model claude:claude-sonnet-4-6 --task processbench --subsets gsm8k --limit 100 --yes
     # ProcessBench files with a dev file for the threshold
     python exp/evaluate.py --model M --task processbench --data gsm8k.jsonl --dev_data math.jsonl
     # best-of-N on candidate sets ({"problem", "answer", "candidates": [...]})

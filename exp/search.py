@@ -5,6 +5,8 @@ at several N, side by side on one problem set.
     python exp/search.py --config exp/configs/search/offline.yaml
     # a quick look: two strategies, 5 problems
     python exp/search.py --prm results/train_prm/minilm_gsm8k_errors/model --strategies best_of_n beam --ns 4 --limit 5
+    # Claude as the PRM (an LLM critic; paid: the first call's estimate is printed, --yes, --max_cost_usd caps it)
+    python exp/search.py --prm claude:claude-sonnet-4-6 --strategies best_of_n --ns 4 --limit 5 --yes --max_cost_usd 1
     # on a GPU machine with vLLM installed
     python exp/search.py --config exp/configs/search/offline.yaml --generator vllm --model meta-llama/Llama-3.2-1B-Instruct
 

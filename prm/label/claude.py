@@ -15,6 +15,10 @@ for the reply and, optionally, one re-ask when the reply does not parse. The gra
   or `BudgetExceeded` is raised.
 - The client's timeout is sized from ``max_tokens`` (`request_timeout`), so a normal reply is never
   abandoned and paid again.
+- Prompt caching: a job whose system prompt is long enough for the model's prompt cache
+  (`warms_cache`) sends its first request alone, since a cache entry exists only once its first
+  reply has begun; the rest then read it at 0.1x. `estimate_usage` counts those reads and the one
+  write, and `confirm_spend` prints them before paid work.
 - ``batch=True`` sends the uncached requests through the Message Batches API (half price, results
   within 24 hours). Submitted batch ids are written next to the cache before waiting, so a killed
   run, rerun, picks its batches up again instead of paying for them twice. Results are matched to
