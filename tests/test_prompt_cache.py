@@ -32,9 +32,11 @@ def test_instructions_pass_the_cacheable_minimum_with_worked_examples():
     assert any(not c for ex in EXAMPLES for c, _ in ex["verdicts"]) and any(all(c for c, _ in ex["verdicts"]) for ex in EXAMPLES)
 
 
-def _ask(fake_api, model: str, system_text: str, marked: bool = True) -> dict:
-    client = anthropic.Anthropic(api_key=KEY, base_url=fake_api.url, max_retries=0)
+def _ask(fake_api, model: str, system_text: str, marked: bool = True, client=None, barrier=None) -> dict:
+    client = client or anthropic.Anthropic(api_key=KEY, base_url=fake_api.url, max_retries=0)
     block = {"type": "text", "text": system_text, **({"cache_control": {"type": "ephemeral"}} if marked else {})}
+    if barrier is not None:
+        barrier.wait()
     msg = client.messages.create(model=model, max_tokens=64, system=[block], messages=[{"role": "user", "content": "Approach 0.\n\nProblem:\nWhat is 2+2?"}])
     return msg.usage.model_dump()
 
@@ -65,13 +67,16 @@ def test_fake_api_caches_only_long_enough_marked_prefixes(fake_api, model, chars
 
 def test_concurrent_first_requests_each_write_but_the_verifier_warms_the_cache_first(fake_api, tmp_path):
     # the API makes a cache entry only once the first reply is sent: requests racing it write too
-    fake_api.delay = 0.3
+    fake_api.delay = 2.0  # replies take 2 s: the three requests, sent at once, all arrive before the first reply
     text = "x" * (2100 * 4)
-    threads = [threading.Thread(target=_ask, args=(fake_api, SONNET, text)) for _ in range(3)]
+    clients, barrier = [anthropic.Anthropic(api_key=KEY, base_url=fake_api.url, max_retries=0) for _ in range(3)], threading.Barrier(3)
+    threads = [threading.Thread(target=_ask, args=(fake_api, SONNET, text, True, c, barrier)) for c in clients]
     [t.start() for t in threads]
     [t.join() for t in threads]
     assert sum(u["cache_creation_input_tokens"] > 0 for u in fake_api.usages) == 3
     # the verifier sends its first request alone, then the rest concurrently: one write, then reads
+    # (sent all at once, replies taking 0.3 s, each would write)
+    fake_api.delay = 0.3
     v = ClaudeVerifier(SONNET, api_key=KEY, base_url=fake_api.url, cache_path=tmp_path / "c.jsonl", max_concurrency=8)
     v.grade_many(ITEMS)
     sys_t = len(INSTRUCTIONS) // 4
