@@ -24,6 +24,7 @@ from prm.bert_prm import (
 )
 from prm.io import iter_json_rows
 from prm.models.backbones import minilm_path
+from prm.models.prm import load_prm
 from prm.schema import make_record, to_dataset
 
 MODES = [("tokens", "step"), ("tokens", "single_pass"), ("embeddings", "step")]
@@ -82,7 +83,7 @@ def toy(num_labels: int, n: int = 12) -> datasets.Dataset:
 
 def config(tiny, tmp_path, featurizer, mode, **kw) -> BertPRMConfig:
     base = dict(model_name_or_path=tiny["bert"], featurizer_type=featurizer, token_mode=mode, featurizer_model=tiny["st"],
-                output_dir=str(tmp_path / "out"), num_train_epochs=12, per_device_train_batch_size=8, learning_rate=5e-3,
+                output_dir=str(tmp_path / "out"), num_train_epochs=12, per_device_train_batch_size=4, learning_rate=5e-3,
                 logging_steps=100, max_length=64, seed=0)
     return BertPRMConfig(**{**base, **kw})
 
@@ -97,8 +98,8 @@ def test_featurizer_init_labels_matrix(tiny, tmp_path, featurizer, mode, pretrai
     # every featurizer x initialization x label count trains, learns a rule visible in the text,
     # evaluates with per-class figures, and predicts names from the label map
     trainer = PRMTrainer(config(tiny, tmp_path, featurizer, mode, use_pretrained=pretrained, num_labels=num_labels))
-    enc = trainer.model.encoder if featurizer == "embeddings" else trainer.model
-    emb = enc.get_input_embeddings().weight if featurizer == "tokens" else enc.base_model.encoder.layer[0].attention.self.query.weight
+    enc = trainer.model
+    emb = enc.get_input_embeddings().weight if featurizer == "tokens" else enc.model.encoder.layer[0].attention.self.query.weight
     saved = BertForSequenceClassification.from_pretrained(tiny["bert"])
     ref = saved.get_input_embeddings().weight if featurizer == "tokens" else saved.bert.encoder.layer[0].attention.self.query.weight
     # pretrained: the checkpoint's weights; random: the same shapes, other values
@@ -115,7 +116,14 @@ def test_featurizer_init_labels_matrix(tiny, tmp_path, featurizer, mode, pretrai
     sols = trainer.predict([(r["prompt"], r["completions"]) for r in recs])
     assert [[p["label_id"] for p in sol] for sol in sols] == [r["pred"] for r in trainer.last_predictions]
     assert all(p["label"] == names[p["label_id"]] and len(p["probs"]) == num_labels for sol in sols for p in sol)
-    assert (Path(trainer.config.output_dir) / "final_model" / "bert_prm.json").is_file()
+    # saved as any PRM of its kind (prm_config.json), loadable by the one loader
+    saved = Path(trainer.config.output_dir) / "final_model"
+    kind = {"embeddings": "step_embeddings", "step": "step_cls", "single_pass": "token_cls"}[mode if featurizer == "tokens" else featurizer]
+    assert json.loads((saved / "prm_config.json").read_text())["prm_kind"] == kind
+    items = [(r["prompt"], r["completions"]) for r in recs[:3]]
+    again, now = load_prm(str(saved)).score_batch(items), trainer.prm.score_batch(items)
+    assert [len(x) for x in again] == [len(x) for x in now]
+    assert max(abs(a - b) for x, y in zip(again, now) for a, b in zip(x, y)) < 1e-5
 
 
 @pytest.mark.parametrize(
@@ -178,11 +186,12 @@ def test_embedding_cache_skips_the_encoder(tiny, tmp_path, cache_dir):
     assert torch.equal(torch.from_numpy(e2.embed(texts)), torch.from_numpy(v1))
     assert e2.stats["computed"] == 0 and e2.stats["disk"] == 3 and e2._model is None
     # keyed by model: another model name misses
-    assert EmbeddingCache("other-model").get([GOOD]) == {} and len(EmbeddingCache(tiny["st"]).get([GOOD])) == 1
+    good = tuple(e2.tokenize(GOOD))
+    assert EmbeddingCache("other-model").get([good]) == {} and len(EmbeddingCache(tiny["st"]).get([good])) == 1
     # training twice over the same data: the second epoch computes nothing new
     trainer = PRMTrainer(config(tiny, tmp_path, "embeddings", "step", num_labels=2, num_train_epochs=2))
     trainer.train(toy(2, n=8))
-    assert len(trainer.epoch_seconds) == 2 and trainer.embedder.stats["computed"] == 1 + 8  # a size probe and the problems; steps were cached
+    assert len(trainer.epoch_seconds) == 2 and trainer.embedder.stats["computed"] == 8  # the problems; steps were cached
 
 
 @pytest.mark.slow
@@ -231,11 +240,11 @@ def test_script_writes_run_directory_and_figure(tiny, tmp_path, shared_data):
     from prm.config import parse
     from prm.plots.classify import confusion_figures
 
-    sc, cfg, ra = parse(script.TYPES, ["--config", str(Path(__file__).resolve().parents[1] / "exp/configs/prm800k_bert/samples.yaml"), "--model_name_or_path", tiny["bert"],
+    sc, ma, bo, ra = parse(script.TYPES, ["--config", str(Path(__file__).resolve().parents[1] / "exp/configs/prm800k_bert/samples.yaml"), "--model", tiny["bert"],
                                                "--results_dir", str(tmp_path / "results"), "--num_labels", "3"])
-    metrics = script.main(sc, cfg, ra)
+    metrics = script.main(sc, ma, bo, ra)
     run = tmp_path / "results" / "prm800k_bert" / "prm800k_samples"
-    for f in ("config.json", "metrics.json", "log.jsonl", "predictions.jsonl", "confusion.png", "model/bert_prm.json"):
+    for f in ("config.json", "metrics.json", "log.jsonl", "predictions.jsonl", "confusion.png", "model/prm_config.json"):
         assert (run / f).is_file(), f
     assert metrics["label_names"] == ["negative", "neutral", "positive"] and metrics["n_steps"] == 214
     made = confusion_figures(tmp_path / "results", tmp_path / "figures")
