@@ -344,16 +344,24 @@ class PRM:
         more than once run the tokens they share once (a key/value cache copied to each), which
         gives the same scores. Steps removed by truncation get no score (shorter list).
         ``all_classes``: each step's probability of every class (a list) instead of P(correct)."""
+        encs = [self.encode(p, st) for p, st in items]
+        return self.score_encoded(encs, batch_size, [p for p, _ in items], all_classes=all_classes)
+
+    @torch.no_grad()
+    def score_encoded(self, encs: Sequence[Any], batch_size: int = 16, problems: Sequence[str] | None = None,
+                      all_classes: bool = False) -> list[list[Any]]:
+        """`score_batch` for solutions already encoded by `encode` (anything with ``input_ids`` and
+        ``score_positions``; None: nothing to score). ``problems`` (one per solution) lets solutions
+        of one problem share their common tokens."""
         self.model.eval()
         self._all_classes = all_classes
-        encs = [self.encode(p, st) for p, st in items]
-        out: list[list[float]] = [[] for _ in items]
+        out: list[list[Any]] = [[] for _ in encs]
         ok = [i for i, e in enumerate(encs) if e is not None]
         singles = ok
-        if self.shares_prefix:
+        if self.shares_prefix and problems is not None:
             groups: dict[str, list[int]] = defaultdict(list)
             for i in ok:
-                groups[items[i][0]].append(i)
+                groups[problems[i]].append(i)
             singles = [g[0] for g in groups.values() if len(g) == 1]
             for g in groups.values():
                 if len(g) > 1:
