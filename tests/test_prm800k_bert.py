@@ -249,3 +249,47 @@ def test_script_writes_run_directory_and_figure(tiny, tmp_path, shared_data):
     assert metrics["label_names"] == ["negative", "neutral", "positive"] and metrics["n_steps"] == 214
     made = confusion_figures(tmp_path / "results", tmp_path / "figures")
     assert [m.stem.name for m in made] == ["prm800k_bert_prm800k_samples_confusion"]
+
+
+@torch.no_grad()
+def test_models_saved_by_the_old_module_still_load(tiny, tmp_path):
+    # directories as the old bert_prm.save_model wrote them (bert_prm.json, no prm_config.json):
+    # a sequence classifier + tokenizer (step mode), encoder/ + projection.safetensors (embeddings)
+    from dataclasses import asdict
+
+    from safetensors.torch import save_file
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModelForTokenClassification
+
+    items = [("Problem 1: how many apples?", [GOOD, UNSURE, BAD])]
+    tok = AutoTokenizer.from_pretrained(tiny["bert"])
+    torch.manual_seed(5)
+    old = tmp_path / "old_step"
+    seq = BertForSequenceClassification.from_pretrained(tiny["bert"], num_labels=3, ignore_mismatched_sizes=True).eval()
+    seq.save_pretrained(old)
+    tok.save_pretrained(old)
+    cfg = asdict(config(tiny, tmp_path, "tokens", "step", num_labels=3))
+    (old / "bert_prm.json").write_text(json.dumps({"config": cfg, "input_dim": None, "train_majority": 2}))
+    tok.truncation_side = "left"
+    want = []
+    for i, s in enumerate(items[0][1]):
+        ctx = "\n".join([items[0][0], *items[0][1][:i]])
+        want.append(seq(**tok(ctx, s, truncation="longest_first", max_length=64, return_tensors="pt")).logits.softmax(-1)[0].tolist())
+    got = PRMTrainer.from_saved(old).predict(items)[0]
+    assert max(abs(a - b) for g, w in zip(got, want) for a, b in zip(g["probs"], w)) < 1e-5
+
+    old = tmp_path / "old_embeddings"
+    enc = AutoModelForTokenClassification.from_pretrained(tiny["bert"], num_labels=3, is_decoder=True, ignore_mismatched_sizes=True).eval()
+    enc.save_pretrained(old / "encoder")
+    proj = torch.nn.Linear(24, 32)
+    save_file({k: v.contiguous() for k, v in proj.state_dict().items()}, str(old / "projection.safetensors"))
+    cfg = asdict(config(tiny, tmp_path, "embeddings", "step", num_labels=3))
+    (old / "bert_prm.json").write_text(json.dumps({"config": cfg, "input_dim": 24, "train_majority": None}))
+    vec = torch.from_numpy(SentenceTransformer(tiny["st"], device="cpu").encode([items[0][0], *items[0][1]]))
+    want = enc(inputs_embeds=proj(vec)[None]).logits.softmax(-1)[0, 1:].tolist()
+    t = PRMTrainer.from_saved(old)
+    got = t.predict(items)[0]
+    assert max(abs(a - b) for g, w in zip(got, want) for a, b in zip(g["probs"], w)) < 1e-5
+    t.save_model(tmp_path / "converted")  # saved again: the one format
+    assert json.loads((tmp_path / "converted" / "prm_config.json").read_text())["prm_kind"] == "step_embeddings"
+    assert PRMTrainer.from_saved(tmp_path / "converted").predict(items)[0] == got
