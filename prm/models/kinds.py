@@ -482,6 +482,8 @@ KIND_DEFAULTS: dict[str, dict[str, Any]] = {
     "lm_tokens": {"layout": "math_shepherd", "separator": "ки", "good_token": "+", "bad_token": "-"},
     "qwen_prm": {"separator": "<extra_0>", "system_prompt": QWEN_PRM_SYSTEM},
     "value_head": {"separator": "\n"},
+    "step_cls": {"layout": "problem+previous+step"},  # a sequence-classification checkpoint
+    "step_embeddings": {"layout": "problem+previous+step"},  # needs extra.featurizer_model: saved by PRM lab only
 }
 
 ARCHITECTURES = {"Qwen2ForProcessRewardModel": "qwen_prm", "Qwen2ForPrmModel": "value_head",

@@ -371,7 +371,9 @@ class StepEmbeddings(_SegmentKind):
 
 
 def _featurizer(spec: Any) -> str:
+    from prm.models.kinds import PRMLoadError
+
     name = spec.extra.get("featurizer_model")
     if not name:
-        raise ValueError("a step_embeddings PRM needs spec.extra['featurizer_model'] (the sentence-transformers model)")
+        raise PRMLoadError("a step_embeddings PRM needs its sentence-transformers model (spec extra.featurizer_model); load one saved by PRM lab")
     return name
