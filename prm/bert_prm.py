@@ -190,6 +190,7 @@ class PRMTrainer:
         if not labs:
             raise ValueError("train: no labeled step")
         self.train_majority = int(np.bincount(labs, minlength=cfg.num_labels).argmax())
+        self._steps_per_solution = float(np.mean([len(c) for c in train["completions"]]))
         seconds, t0 = self.epoch_seconds, [0.0]
 
         class EpochTimer(TrainerCallback):  # the embedding cache shows as a faster second epoch
@@ -200,8 +201,8 @@ class PRMTrainer:
                 seconds.append(round(time.perf_counter() - t0[0], 2))
 
         args = PRMTrainingArguments(
-            output_dir=cfg.output_dir, num_train_epochs=cfg.num_train_epochs, per_device_train_batch_size=cfg.per_device_train_batch_size,
-            per_device_eval_batch_size=cfg.per_device_eval_batch_size, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
+            output_dir=cfg.output_dir, num_train_epochs=cfg.num_train_epochs, per_device_train_batch_size=self._batch(cfg.per_device_train_batch_size),
+            per_device_eval_batch_size=self._batch(cfg.per_device_eval_batch_size), learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
             warmup_steps=cfg.warmup_steps, logging_steps=cfg.logging_steps, fp16=cfg.fp16, bf16=cfg.bf16,
             gradient_accumulation_steps=cfg.gradient_accumulation_steps, dataloader_num_workers=cfg.dataloader_num_workers, seed=cfg.seed,
             eval_strategy="steps" if eval_ds is not None and cfg.eval_steps else "no", eval_steps=cfg.eval_steps,
@@ -213,10 +214,19 @@ class PRMTrainer:
         self.save_model(Path(cfg.output_dir) / "final_model")
         return dict(self.log_history[-1]) if self.log_history else {}
 
+    def _batch(self, size: int) -> int:
+        """Solutions per batch. step_cls runs one example per step, and the batch sizes count step
+        examples there (as in the old module): a batch holds about that many (bounded memory)."""
+        if self.config.prm_kind != "step_cls":
+            return size
+        return max(1, round(size / max(1.0, getattr(self, "_steps_per_solution", 1.0))))
+
     def _probs(self, ds: datasets.Dataset) -> list[list[list[float] | None]]:
         """Class probabilities of every step of every record (None for a step cut by truncation),
         from the one scoring path."""
-        got = self.prm.score_batch([(r["prompt"], r["completions"]) for r in ds], self.config.per_device_eval_batch_size, all_classes=True)
+        if self.config.prm_kind == "step_cls":
+            self._steps_per_solution = float(np.mean([len(c) for c in ds["completions"]]))
+        got = self.prm.score_batch([(r["prompt"], r["completions"]) for r in ds], self._batch(self.config.per_device_eval_batch_size), all_classes=True)
         return [list(g) + [None] * (len(r) - len(g)) for g, r in zip(got, ds["completions"])]
 
     def evaluate(self, ds: Any) -> dict:

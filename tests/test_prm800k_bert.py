@@ -83,7 +83,7 @@ def toy(num_labels: int, n: int = 12) -> datasets.Dataset:
 
 def config(tiny, tmp_path, featurizer, mode, **kw) -> BertPRMConfig:
     base = dict(model_name_or_path=tiny["bert"], featurizer_type=featurizer, token_mode=mode, featurizer_model=tiny["st"],
-                output_dir=str(tmp_path / "out"), num_train_epochs=12, per_device_train_batch_size=4, learning_rate=5e-3,
+                output_dir=str(tmp_path / "out"), num_train_epochs=12, per_device_train_batch_size=8, learning_rate=5e-3,
                 logging_steps=100, max_length=64, seed=0)
     return BertPRMConfig(**{**base, **kw})
 
