@@ -142,23 +142,16 @@ def encode_records(prm: PRM, records: Any, domains: Sequence[str] | None = None,
 
 
 def collate(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded tensors: input_ids/attention_mask/labels/step_mask (batch, seq), meta_label,
-    domain, index (batch,)."""
-    width = max(len(e.input_ids) for e in examples)
-    n = len(examples)
-    ids = torch.full((n, width), pad_id, dtype=torch.long)
-    att = torch.zeros((n, width), dtype=torch.long)
-    labels = torch.full((n, width), float(IGNORE))
-    steps = torch.zeros((n, width), dtype=torch.bool)
+    """The one padding (`prm.train.data.StepCollator`: input_ids/attention_mask/labels, right padded)
+    plus step_mask (batch, seq), meta_label, domain, index (batch,)."""
+    from prm.train.data import StepCollator
+
+    batch = StepCollator(pad_id)([{"input_ids": e.input_ids, "labels": e.labels} for e in examples])
+    steps = torch.zeros(batch["input_ids"].shape, dtype=torch.bool)
     for r, e in enumerate(examples):
-        k = len(e.input_ids)
-        ids[r, :k] = torch.tensor(e.input_ids)
-        att[r, :k] = 1
-        labels[r, :k] = torch.tensor(e.labels)
         steps[r, e.score_positions] = True
-    return {"input_ids": ids, "attention_mask": att, "labels": labels, "step_mask": steps,
-            "meta_label": torch.tensor([e.meta_label for e in examples]), "domain": torch.tensor([e.domain for e in examples]),
-            "index": torch.tensor([e.index for e in examples])}
+    return {**batch, "step_mask": steps, "meta_label": torch.tensor([e.meta_label for e in examples]),
+            "domain": torch.tensor([e.domain for e in examples]), "index": torch.tensor([e.index for e in examples])}
 
 
 def batch_indices(n: int, batch_size: int, seed: int, step: int, stream: int = 0) -> list[int]:
