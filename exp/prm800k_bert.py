@@ -2,7 +2,7 @@
 sentence-embeddings featurizer, pretrained or random init, 3 or 2 classes; writes a run directory.
 
     # with internet: PRM800K from the hub (phase 1 + 2 train, held-out: phase 1 + 2 test)
-    python exp/prm800k_bert.py --model_name_or_path bert-base-uncased --limit 20000 --run_name bert_tokens
+    python exp/prm800k_bert.py --model bert-base-uncased --limit 20000 --run_name bert_tokens
     python exp/prm800k_bert.py --featurizer_type embeddings --featurizer_model sentence-transformers/all-MiniLM-L6-v2 \\
         --use_pretrained false --num_train_epochs 5 --run_name bert_embeddings
     # offline: the PRM800K sample rows in $PRM_DATA_DIR/samples (exercises the real loader; a smoke run)
@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from prm.bert_prm import BertPRMConfig, LabelError, PRMTrainer
-from prm.config import DataArgs, RunArgs, resolve_data, run, settings
+from prm.bert_prm import BertPRMConfig, BertPRMOptions, LabelError, PRMTrainer
+from prm.config import DataArgs, ModelArgs, RunArgs, require, resolve_data, run, settings
 from prm.data import load, split_by_problem
 from prm.io import RunDir, write_jsonl
 from prm.plots.classify import plot_confusion
@@ -47,7 +47,7 @@ class ScriptConfig(DataArgs):
     streaming: bool = field(default=False, metadata={"help": "Stream the source (reads only --limit / --eval_limit records)."})
 
 
-TYPES = (ScriptConfig, BertPRMConfig, RunArgs)
+TYPES = (ScriptConfig, ModelArgs, BertPRMOptions, RunArgs)
 
 
 def take(ds, n):
@@ -56,9 +56,12 @@ def take(ds, n):
     return ds.take(n) if not hasattr(ds, "select") else ds.select(range(min(n, len(ds))))
 
 
-def main(sc: ScriptConfig, cfg: BertPRMConfig, ra: RunArgs) -> dict:
-    # --- setup: claim the run directory (nothing written before the data and model loaded)
-    run_dir = RunDir.claim(ra.run_dir(EXPERIMENT), settings(sc, cfg, ra), seed=cfg.seed, overwrite=ra.overwrite)
+def main(sc: ScriptConfig, ma: ModelArgs, bo: BertPRMOptions, ra: RunArgs) -> dict:
+    # --- setup: the backbone comes from the shared model group; full weights only (BMUq trains no adapters)
+    require(not ma.lora and not ma.load_in_4bit, "lora", "prm800k_bert trains full weights; use exp/train_prm.py for LoRA/QLoRA")
+    cfg = BertPRMConfig(**asdict(bo), model_name_or_path=ma.model, use_pretrained=ma.use_pretrained)
+    # claim the run directory (nothing written before the data and model loaded)
+    run_dir = RunDir.claim(ra.run_dir(EXPERIMENT), settings(sc, ma, bo, ra), seed=cfg.seed, overwrite=ra.overwrite)
     if cfg.output_dir == "prm_output":
         cfg.output_dir = str(run_dir.path / "checkpoints")
     paths = {"data": resolve_data(sc.data, "data"), "eval_data": resolve_data(sc.eval_data, "eval_data")}

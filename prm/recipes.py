@@ -124,7 +124,7 @@ TASKS = ("processbench", "best_of_n", "steps")
 class EvalConfig:
     model: str = field(metadata={"help": "A PRM directory saved by exp/train_prm.py, a published PRM (hub id or local copy), "
                                          "or claude:<model id> (an LLM critic with ProcessBench's critic prompt; paid, confirmed first)."})
-    kind: str | None = field(default=None, metadata={"help": "PRM kind (token_cls, lm_tokens, qwen_prm, value_head); default: detected."})
+    kind: str | None = field(default=None, metadata={"help": "PRM kind (token_cls, lm_tokens, qwen_prm, value_head, step_cls, step_embeddings); default: detected."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run the checkpoint's own modeling code (never needed for the known PRMs)."})
     dtype: str = field(default="auto", metadata={"help": "auto (bf16 on a GPU, fp32 on a CPU), bf16, fp16 or fp32.",
                                                  "choices": ["auto", "bf16", "bfloat16", "fp16", "float16", "fp32", "float32"]})

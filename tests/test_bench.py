@@ -61,7 +61,7 @@ def test_score_smoke(tmp_path, shared_data):
     # every kind: PRM lab's path scores as its model card's usage does
     r = _bench("score", tmp_path)
     assert set(r["kinds"]) == {"Qwen2-0.5B-Reward-Math-Sheperd", "math-shepherd-mistral-7b-prm", "Llama3.1-8B-PRM-Deepseek-Data",
-                               "Qwen2.5-Math-PRM-7B", "Skywork-o1-Open-PRM-Qwen-2.5-1.5B"}
+                               "Qwen2.5-Math-PRM-7B", "Skywork-o1-Open-PRM-Qwen-2.5-1.5B", "Mistral-7b-PRM-Math-Shepherd"}
     assert all(k["max_abs_score_diff_fp32"] < 1e-4 and k["speedup"]["n"] == 1 for k in r["kinds"].values())
 
 

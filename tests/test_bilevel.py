@@ -252,3 +252,24 @@ def test_train_top_layers_keeps_head_and_top_layer(tok):
     trainable = [n for n, p in prm.model.named_parameters() if p.requires_grad]
     assert trainable and all(".layer.1." in n or n.startswith("classifier") for n in trainable), trainable
     assert any(n.startswith("classifier") for n in trainable)
+
+
+def test_scores_and_metrics_come_from_the_one_path(tok):
+    # the bilevel trainer's scores are PRM.score_batch's, its solution score the aggregate of its
+    # step log-odds, its metrics prm.eval's
+    import numpy as np
+
+    from prm.eval.metrics import step_metrics
+
+    prm = tiny_prm(tok)
+    train, meta = word_task(6, 0, 6)
+    trainer = make_trainer(prm, train, meta, aggregation="mean_logodds")
+    rows = trainer.score(trainer.meta_examples, batch_size=4)
+    want = prm.score_batch([(r["prompt"], r["completions"]) for r in meta])
+    assert max(abs(a - b) for r, w in zip(rows, want) for a, b in zip(r["step_scores"], w)) < 1e-6
+    for r, w in zip(rows, want):
+        z = np.log(w) - np.log1p(-np.asarray(w))
+        assert abs(r["score"] - 1 / (1 + math.exp(-z.mean()))) < 1e-5
+    m, _ = trainer.evaluate(trainer.meta_examples)
+    y = [e.meta_label for e in trainer.meta_examples]
+    assert m["auroc"] == step_metrics(y, np.array([r["score"] for r in rows]), "binary")["auroc"]

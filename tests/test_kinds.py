@@ -66,6 +66,28 @@ def ref_rlhflow(d, question, steps):
     return out
 
 
+@torch.no_grad()
+def ref_openrlhf(d, question, steps):
+    """OpenRLHF's ProcessRewardDataset + PRMLoss (placeholder ки, reward tokens + -): the label and
+    the prediction sit at every placeholder token; reward token 0 is the good one."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer, model = AutoTokenizer.from_pretrained(d), AutoModelForCausalLM.from_pretrained(d).eval()
+
+    def convert_token_to_id(token):
+        ids = tokenizer.encode(token, add_special_tokens=False)
+        assert len(ids) == 1
+        return ids[0]
+
+    placeholder_token_id = convert_token_to_id("ки")
+    reward_token_ids = [convert_token_to_id("+"), convert_token_to_id("-")]
+    text = f"{question} " + "\n".join(f"{s} ки" for s in steps)  # zhuzilin/Math-Shepherd's "input"
+    input_ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    logits = model(input_ids).logits
+    placeholder_mask = input_ids == placeholder_token_id
+    return logits[placeholder_mask][..., reward_token_ids].softmax(-1)[:, 0].tolist()
+
+
 class QwenPRMReference(torch.nn.Module):
     """modeling_qwen2_rm.py's Qwen2ForProcessRewardModel: a Qwen2 body and a two-layer score head."""
 
@@ -165,7 +187,12 @@ CASES = [
     ("Qwen2.5-Math-PRM-7B", "qwen_prm", _per_item(ref_qwen)),  # <extra_0>, two-layer head, no remote code
     ("Skywork-o1-Open-PRM-Qwen-2.5-1.5B", "value_head", ref_skywork),  # sigmoid value at each "\n"
     ("Qwen2-0.5B-Reward-Math-Sheperd", "token_cls", _per_item(ref_trl)),  # TRL layout, no prm_config.json
+    ("Mistral-7b-PRM-Math-Shepherd", "lm_tokens", _per_item(ref_openrlhf)),  # OpenRLHF placeholder, no BOS
 ]
+
+
+# one look-alike per layout (the H4 checkpoint has the TRL layout of Qwen2-0.5B-Reward-Math-Sheperd)
+PER_LAYOUT = [n for n in LOOKALIKES if n != "Qwen2.5-Math-1.5B-Instruct-PRM-0.2"]
 
 
 def _close(a, b, tol=1e-4):
@@ -210,9 +237,10 @@ def test_detection_and_errors(dirs, tmp_path):
     # hub ids are known without a download; architectures decide for an unknown name
     assert detect_kind("Qwen/Qwen2.5-Math-PRM-7B")["prm_kind"] == "qwen_prm"
     assert detect_kind("RLHFlow/Llama3.1-8B-PRM-Deepseek-Data")["layout"] == "chat"
+    assert detect_kind("OpenRLHF/Mistral-7b-PRM-Math-Shepherd")["layout"] == "openrlhf"
     assert detect_kind("x", {"architectures": ["Qwen2ForPrmModel"]})["prm_kind"] == "value_head"
     assert detect_kind("x", {"architectures": ["LlamaForTokenClassification"]}) == {"prm_kind": "token_cls", "layout": "trl", "separator": "\n"}
-    with pytest.raises(ValueError, match="one of: lm_tokens, qwen_prm, token_cls, value_head"):
+    with pytest.raises(ValueError, match="one of: lm_tokens, qwen_prm, step_cls, step_embeddings, token_cls, value_head"):
         detect_kind("some/causal-lm", {"architectures": ["LlamaForCausalLM"]})
     with pytest.raises(KeyError, match="known: lm_tokens"):
         load_prm(str(dirs["Qwen2.5-Math-PRM-7B"]), kind="nope")
@@ -227,7 +255,7 @@ def test_detection_and_errors(dirs, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list(LOOKALIKES)[:5])
+@pytest.mark.parametrize("name", PER_LAYOUT)
 def test_truncation_keeps_labels_aligned(dirs, name):
     # every kind: whole trailing steps go with their labels; kept scores equal the untruncated ones
     prm = load_prm(str(dirs[name]))
@@ -262,6 +290,7 @@ TRAIN_CASES = [
     ("Qwen2-0.5B-Reward-Math-Sheperd", "binary", [[1, 1, 0], [1, 0]]),  # token_cls, TRL layout
     ("math-shepherd-mistral-7b-prm", "soft", [[0.9, 0.7, 0.2], [0.6, 0.1]]),  # lm_tokens with real soft targets
     ("Llama3.1-8B-PRM-Deepseek-Data", "binary", [[1, 1, 0], [1, 0]]),  # lm_tokens, chat layout
+    ("Mistral-7b-PRM-Math-Shepherd", "binary", [[1, 1, 0], [1, 0]]),  # lm_tokens, OpenRLHF placeholder layout
     ("Skywork-o1-Open-PRM-Qwen-2.5-1.5B", "soft", [[0.9, 0.7, 0.2], [0.6, 0.1]]),  # value_head
 ]
 
@@ -289,8 +318,8 @@ def test_train_steps_lower_the_loss(dirs, tmp_path, name, scheme, labels):
 
 
 def test_kinds_registry_lists_all():
-    # the four published kinds are chosen by name
-    assert KINDS.names() == ["lm_tokens", "qwen_prm", "token_cls", "value_head"]
+    # the published kinds and the BMUq featurizers are chosen by name
+    assert KINDS.names() == ["lm_tokens", "qwen_prm", "step_cls", "step_embeddings", "token_cls", "value_head"]
 
 
 @pytest.mark.slow
@@ -355,7 +384,7 @@ TREE = [[A, B, "Step 3: The answer is 9."], [A, B, "Step 3: The answer is 10."],
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list(LOOKALIKES)[:5])
+@pytest.mark.parametrize("name", PER_LAYOUT)
 def test_prefix_tree_scoring_equals_separate_passes(dirs, name):
     # candidates of one problem share the problem and leading steps (a prefix tree, a duplicate, a
     # candidate that is a prefix of others): scored once per shared run, same scores as one pass each
@@ -363,3 +392,11 @@ def test_prefix_tree_scoring_equals_separate_passes(dirs, name):
     alone = [prm.score_steps(Q1, c) for c in TREE]
     _close(prm.score_candidates(Q1, TREE, batch_size=4), alone, 1e-5)
     _close(prm.score_batch([(Q1, c) for c in TREE] + [(Q2, S2)], batch_size=16)[: len(TREE)], alone, 1e-5)
+
+
+def test_openrlhf_placeholder_in_text_is_refused(dirs):
+    # a step that itself holds the placeholder would take the next step's label: one clear error
+    prm = load_prm(str(dirs["Mistral-7b-PRM-Math-Shepherd"]))
+    assert prm.spec.layout == "openrlhf" and prm.encode(Q2, S2).input_ids[0] != prm.tokenizer.bos_token_id  # no BOS
+    with pytest.raises(ValueError, match="contains the placeholder 'ки'"):
+        prm.encode(Q2, ["7 * 6 = 42 ки", "The answer is 42."])

@@ -24,6 +24,7 @@ from prm.bert_prm import (
 )
 from prm.io import iter_json_rows
 from prm.models.backbones import minilm_path
+from prm.models.prm import load_prm
 from prm.schema import make_record, to_dataset
 
 MODES = [("tokens", "step"), ("tokens", "single_pass"), ("embeddings", "step")]
@@ -97,8 +98,8 @@ def test_featurizer_init_labels_matrix(tiny, tmp_path, featurizer, mode, pretrai
     # every featurizer x initialization x label count trains, learns a rule visible in the text,
     # evaluates with per-class figures, and predicts names from the label map
     trainer = PRMTrainer(config(tiny, tmp_path, featurizer, mode, use_pretrained=pretrained, num_labels=num_labels))
-    enc = trainer.model.encoder if featurizer == "embeddings" else trainer.model
-    emb = enc.get_input_embeddings().weight if featurizer == "tokens" else enc.base_model.encoder.layer[0].attention.self.query.weight
+    enc = trainer.model
+    emb = enc.get_input_embeddings().weight if featurizer == "tokens" else enc.model.encoder.layer[0].attention.self.query.weight
     saved = BertForSequenceClassification.from_pretrained(tiny["bert"])
     ref = saved.get_input_embeddings().weight if featurizer == "tokens" else saved.bert.encoder.layer[0].attention.self.query.weight
     # pretrained: the checkpoint's weights; random: the same shapes, other values
@@ -115,7 +116,14 @@ def test_featurizer_init_labels_matrix(tiny, tmp_path, featurizer, mode, pretrai
     sols = trainer.predict([(r["prompt"], r["completions"]) for r in recs])
     assert [[p["label_id"] for p in sol] for sol in sols] == [r["pred"] for r in trainer.last_predictions]
     assert all(p["label"] == names[p["label_id"]] and len(p["probs"]) == num_labels for sol in sols for p in sol)
-    assert (Path(trainer.config.output_dir) / "final_model" / "bert_prm.json").is_file()
+    # saved as any PRM of its kind (prm_config.json), loadable by the one loader
+    saved = Path(trainer.config.output_dir) / "final_model"
+    kind = {"embeddings": "step_embeddings", "step": "step_cls", "single_pass": "token_cls"}[mode if featurizer == "tokens" else featurizer]
+    assert json.loads((saved / "prm_config.json").read_text())["prm_kind"] == kind
+    items = [(r["prompt"], r["completions"]) for r in recs[:3]]
+    again, now = load_prm(str(saved)).score_batch(items), trainer.prm.score_batch(items)
+    assert [len(x) for x in again] == [len(x) for x in now]
+    assert max(abs(a - b) for x, y in zip(again, now) for a, b in zip(x, y)) < 1e-5
 
 
 @pytest.mark.parametrize(
@@ -178,11 +186,12 @@ def test_embedding_cache_skips_the_encoder(tiny, tmp_path, cache_dir):
     assert torch.equal(torch.from_numpy(e2.embed(texts)), torch.from_numpy(v1))
     assert e2.stats["computed"] == 0 and e2.stats["disk"] == 3 and e2._model is None
     # keyed by model: another model name misses
-    assert EmbeddingCache("other-model").get([GOOD]) == {} and len(EmbeddingCache(tiny["st"]).get([GOOD])) == 1
+    good = tuple(e2.tokenize(GOOD))
+    assert EmbeddingCache("other-model").get([good]) == {} and len(EmbeddingCache(tiny["st"]).get([good])) == 1
     # training twice over the same data: the second epoch computes nothing new
     trainer = PRMTrainer(config(tiny, tmp_path, "embeddings", "step", num_labels=2, num_train_epochs=2))
     trainer.train(toy(2, n=8))
-    assert len(trainer.epoch_seconds) == 2 and trainer.embedder.stats["computed"] == 1 + 8  # a size probe and the problems; steps were cached
+    assert len(trainer.epoch_seconds) == 2 and trainer.embedder.stats["computed"] == 8  # the problems; steps were cached
 
 
 @pytest.mark.slow
@@ -231,12 +240,56 @@ def test_script_writes_run_directory_and_figure(tiny, tmp_path, shared_data):
     from prm.config import parse
     from prm.plots.classify import confusion_figures
 
-    sc, cfg, ra = parse(script.TYPES, ["--config", str(Path(__file__).resolve().parents[1] / "exp/configs/prm800k_bert/samples.yaml"), "--model_name_or_path", tiny["bert"],
+    sc, ma, bo, ra = parse(script.TYPES, ["--config", str(Path(__file__).resolve().parents[1] / "exp/configs/prm800k_bert/samples.yaml"), "--model", tiny["bert"],
                                                "--results_dir", str(tmp_path / "results"), "--num_labels", "3"])
-    metrics = script.main(sc, cfg, ra)
+    metrics = script.main(sc, ma, bo, ra)
     run = tmp_path / "results" / "prm800k_bert" / "prm800k_samples"
-    for f in ("config.json", "metrics.json", "log.jsonl", "predictions.jsonl", "confusion.png", "model/bert_prm.json"):
+    for f in ("config.json", "metrics.json", "log.jsonl", "predictions.jsonl", "confusion.png", "model/prm_config.json"):
         assert (run / f).is_file(), f
     assert metrics["label_names"] == ["negative", "neutral", "positive"] and metrics["n_steps"] == 214
     made = confusion_figures(tmp_path / "results", tmp_path / "figures")
     assert [m.stem.name for m in made] == ["prm800k_bert_prm800k_samples_confusion"]
+
+
+@torch.no_grad()
+def test_models_saved_by_the_old_module_still_load(tiny, tmp_path):
+    # directories as the old bert_prm.save_model wrote them (bert_prm.json, no prm_config.json):
+    # a sequence classifier + tokenizer (step mode), encoder/ + projection.safetensors (embeddings)
+    from dataclasses import asdict
+
+    from safetensors.torch import save_file
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModelForTokenClassification
+
+    items = [("Problem 1: how many apples?", [GOOD, UNSURE, BAD])]
+    tok = AutoTokenizer.from_pretrained(tiny["bert"])
+    torch.manual_seed(5)
+    old = tmp_path / "old_step"
+    seq = BertForSequenceClassification.from_pretrained(tiny["bert"], num_labels=3, ignore_mismatched_sizes=True).eval()
+    seq.save_pretrained(old)
+    tok.save_pretrained(old)
+    cfg = asdict(config(tiny, tmp_path, "tokens", "step", num_labels=3))
+    (old / "bert_prm.json").write_text(json.dumps({"config": cfg, "input_dim": None, "train_majority": 2}))
+    tok.truncation_side = "left"
+    want = []
+    for i, s in enumerate(items[0][1]):
+        ctx = "\n".join([items[0][0], *items[0][1][:i]])
+        want.append(seq(**tok(ctx, s, truncation="longest_first", max_length=64, return_tensors="pt")).logits.softmax(-1)[0].tolist())
+    got = PRMTrainer.from_saved(old).predict(items)[0]
+    assert max(abs(a - b) for g, w in zip(got, want) for a, b in zip(g["probs"], w)) < 1e-5
+
+    old = tmp_path / "old_embeddings"
+    enc = AutoModelForTokenClassification.from_pretrained(tiny["bert"], num_labels=3, is_decoder=True, ignore_mismatched_sizes=True).eval()
+    enc.save_pretrained(old / "encoder")
+    proj = torch.nn.Linear(24, 32)
+    save_file({k: v.contiguous() for k, v in proj.state_dict().items()}, str(old / "projection.safetensors"))
+    cfg = asdict(config(tiny, tmp_path, "embeddings", "step", num_labels=3))
+    (old / "bert_prm.json").write_text(json.dumps({"config": cfg, "input_dim": 24, "train_majority": None}))
+    vec = torch.from_numpy(SentenceTransformer(tiny["st"], device="cpu").encode([items[0][0], *items[0][1]]))
+    want = enc(inputs_embeds=proj(vec)[None]).logits.softmax(-1)[0, 1:].tolist()
+    t = PRMTrainer.from_saved(old)
+    got = t.predict(items)[0]
+    assert max(abs(a - b) for g, w in zip(got, want) for a, b in zip(g["probs"], w)) < 1e-5
+    t.save_model(tmp_path / "converted")  # saved again: the one format
+    assert json.loads((tmp_path / "converted" / "prm_config.json").read_text())["prm_kind"] == "step_embeddings"
+    assert PRMTrainer.from_saved(tmp_path / "converted").predict(items)[0] == got

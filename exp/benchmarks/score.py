@@ -156,6 +156,7 @@ KIND_REFERENCES = {
     "Llama3.1-8B-PRM-Deepseek-Data": "step",
     "Qwen2.5-Math-PRM-7B": "solution",
     "Skywork-o1-Open-PRM-Qwen-2.5-1.5B": "solution",
+    "Mistral-7b-PRM-Math-Shepherd": "solution",  # OpenRLHF placeholder layout
 }
 
 

@@ -26,6 +26,8 @@ Labels (``label_scheme``): ``ternary`` keeps all three ratings as class ids (-1 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 from prm.data import FORMATS
@@ -169,3 +171,54 @@ def prm800k(
                 )
             )
     return records
+
+
+# --- the raw release's files -------------------------------------------------------------------
+
+PRM800K_HUB = "tasksource/PRM800K"  # the raw release's four JSONL files (phase{1,2}_{train,test}.jsonl)
+
+
+def load_prm800k(split: str | None = None, streaming: bool = False, source: str | None = None,
+                 phases: Sequence[int] = (1, 2), **options: Any) -> dict[str, Any]:
+    """PRM800K as stepwise records (converter `prm800k`; ``options`` such as ``label_scheme``,
+    ``neutral``, ``paths`` go to it), as ``{split: Dataset}`` for ``split`` in (train, test) or both.
+
+    ``source``: a Hugging Face dataset repo holding the raw release's files
+    ``phase{1,2}_{train,test}.jsonl`` (default `PRM800K_HUB`; openai/prm800k's own Git LFS files have
+    the same names), or a local folder with those files, or one local file (any split name maps to it).
+    """
+    import datasets
+
+    from prm.data import convert_rows, load
+    from prm.schema import FEATURES, to_dataset
+
+    source = source or PRM800K_HUB
+    splits = [split] if split else ["train", "test"]
+    out: dict[str, Any] = {}
+    local = Path(source)
+    for sp in splits:
+        if local.is_file():
+            files = [local]
+        else:
+            names = [f"phase{p}_{sp}.jsonl" for p in phases]
+            files = [local / n for n in names] if local.is_dir() else [f"hf://datasets/{source}/{n}" for n in names]
+        if local.exists():
+            missing = [str(f) for f in files if not Path(f).is_file()]
+            if missing:
+                raise FileNotFoundError(f"PRM800K files not found: {', '.join(missing)}")
+            parts = [load("prm800k", f, streaming=streaming, **options) for f in files]
+            out[sp] = parts[0] if len(parts) == 1 else (datasets.interleave_datasets(parts, stopping_strategy="all_exhausted") if streaming else datasets.concatenate_datasets(parts))
+            continue
+
+        def rows(files: list = files) -> Any:
+            # One file at a time: phase 1 and phase 2 rows differ in fields, so no shared Arrow schema.
+            for f in files:
+                hub = datasets.load_dataset("json", data_files=f, split="train", streaming=True)
+                yield from ((f"{f} row {i}", r) for i, r in enumerate(hub))
+
+        if streaming:
+            out[sp] = datasets.IterableDataset.from_generator(lambda rows=rows: convert_rows("prm800k", rows(), **options), features=FEATURES)
+        else:
+            out[sp] = to_dataset(convert_rows("prm800k", rows(), **options))
+    return out
+

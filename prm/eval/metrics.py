@@ -62,3 +62,10 @@ def step_metrics(labels: Sequence[float], probs: np.ndarray, label_scheme: str, 
     if label_scheme == "soft":
         out["soft_mse"] = float(np.mean((pos - y) ** 2))
     return out
+
+
+def confusion_matrix(labels: Sequence[int], predictions: Sequence[int], num_classes: int) -> list[list[int]]:
+    """Counts of (true class, predicted class): rows true, columns predicted, classes 0..num_classes-1."""
+    out = np.zeros((num_classes, num_classes), dtype=int)
+    np.add.at(out, (np.asarray(labels, dtype=int), np.asarray(predictions, dtype=int)), 1)
+    return out.tolist()

@@ -17,7 +17,12 @@ exactly the tokens it is scored on. Formats were taken from each model's own doc
   `` ки`` and steps joined by newlines, read at each ``ки``) or ``layout="chat"`` (model card of
   RLHFlow/Llama3.1-8B-PRM-Deepseek-Data: one user turn per step, the first being
   ``question + " " + step``, each answered by an assistant turn ``+``, read at the token before
-  that ``+``). Step logits are ordered (bad, good), so class 1 is "correct" as for the heads.
+  that ``+``) or ``layout="openrlhf"`` (OpenRLHF's ProcessRewardDataset/PRMLoss, as trained for
+  OpenRLHF/Mistral-7b-PRM-Math-Shepherd with ``--placeholder_token ки --reward_tokens + -``: the
+  Math-Shepherd text with the placeholder after each step, tokenized without special tokens, read
+  at every placeholder token; reward token 0 (``+``) is the good one; right truncation drops the
+  labels of the placeholders cut off). Step logits are ordered (bad, good), so class 1 is "correct"
+  as for the heads.
 - ``qwen_prm``: Qwen/Qwen2.5-Math-PRM-7B/72B (model card and its modeling_qwen2_rm.py): system
   prompt, user problem, assistant steps each followed by ``<extra_0>``, rendered by the chat
   template; a Qwen2 body (``model.*``) and the head ``score`` = Linear(h, h), ReLU, Linear(h, 2);
@@ -156,6 +161,7 @@ class Kind:
     name = ""
     trainable = True
     causal_only = True  # scores at a position depend only on the tokens before it (prefix sharing is exact)
+    prefix_sharing = True  # solutions of one problem may share the problem's key/value cache (causal backbones)
 
     def __init__(self, spec: Any, tokenizer: Any):
         self.spec, self.tok = spec, tokenizer
@@ -165,6 +171,13 @@ class Kind:
     def load_model(cls, path: str, spec: Any, *, dtype: torch.dtype | None = None, trust_remote_code: bool = False,
                    use_pretrained: bool = True, num_labels: int = 2, quantization: dict[str, Any] | None = None) -> Any:
         raise NotImplementedError
+
+    @classmethod
+    def load_tokenizer(cls, path: str, spec: Any, trust_remote_code: bool = False) -> Any:
+        """The tokenizer a new PRM of this kind on backbone ``path`` uses (the backbone's own)."""
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
 
     @classmethod
     def prepare_tokenizer(cls, tok: Any, model: Any, spec: Any) -> None:
@@ -185,6 +198,9 @@ class Kind:
         return model(**inputs).logits
 
     def positive_class(self) -> int:
+        # a custom class order (the BMUq API's label maps) records where "correct" is
+        if self.spec.extra.get("positive_class") is not None:
+            return int(self.spec.extra["positive_class"])
         return 2 if self.spec.label_scheme == "ternary" else 1
 
     def num_labels(self) -> int:
@@ -245,6 +261,9 @@ def _causal_lm(path: str, *, dtype=None, trust_remote_code=False, use_pretrained
     return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code), trust_remote_code=trust_remote_code)
 
 
+LM_LAYOUTS = ("math_shepherd", "chat", "openrlhf")
+
+
 @KINDS.register("lm_tokens")
 class LMTokens(Kind):
     name = "lm_tokens"
@@ -265,7 +284,7 @@ class LMTokens(Kind):
     def prepare_tokenizer(cls, tok, model, spec):
         super().prepare_tokenizer(tok, model, spec)
         # a step tag the tokenizer cannot write as one piece becomes an added token (never split)
-        if (spec.layout or "math_shepherd") == "math_shepherd" and len(_ids(tok, spec.separator)) != 1:
+        if (spec.layout or "math_shepherd") in ("math_shepherd", "openrlhf") and len(_ids(tok, spec.separator)) != 1:
             tok.add_tokens([spec.separator])
             model.resize_token_embeddings(len(tok))
 
@@ -274,7 +293,24 @@ class LMTokens(Kind):
             return self._encode_tags(prompt, steps, labels, **opts)
         if self.spec.layout == "chat":
             return self._encode_chat(prompt, steps, labels, **opts)
-        raise ValueError(f"unknown lm_tokens layout '{self.spec.layout}'; known: math_shepherd, chat")
+        if self.spec.layout == "openrlhf":
+            return self._encode_placeholder(prompt, steps, labels, **opts)
+        raise ValueError(f"unknown lm_tokens layout '{self.spec.layout}'; known: {', '.join(LM_LAYOUTS)}")
+
+    def _encode_placeholder(self, prompt, steps, labels, **opts):
+        # OpenRLHF's ProcessRewardDataset: the text holds a placeholder token where each step's
+        # reward goes (Math-Shepherd's input: "{question} {step 1} ки\n{step 2} ки ..."), tokenized
+        # WITHOUT special tokens; the label sits at every token equal to the placeholder's one id
+        tag = self.spec.separator
+        tag_ids = _ids(self.tok, tag)
+        if len(tag_ids) != 1:
+            raise ValueError(f"placeholder {tag!r} must be one token of the tokenizer, got {len(tag_ids)}")
+        if any(tag in t for t in (prompt, *steps)):
+            raise ValueError(f"the problem or a step contains the placeholder {tag!r}; it would take another step's label")
+        ids = self.tok(f"{prompt} " + "\n".join(f"{st} {tag}" for st in steps), add_special_tokens=False)["input_ids"]
+        pos = [i for i, t in enumerate(ids) if t == tag_ids[0]]
+        return truncate_at_steps(ids, pos, labels, n_steps=len(steps),
+                                 **{k: v for k, v in opts.items() if k in ("max_length", "train_on_last_step_only", "require_label")})
 
     def _encode_tags(self, prompt, steps, labels, **opts):
         # "{question} {step 1} ки\n{step 2} ки ... {step n} ки", tokenized whole with the
@@ -429,6 +465,7 @@ class PRMLoadError(ValueError):
 # directory whose name is a repository's name (a snapshot download) is recognised too.
 KNOWN_MODELS: dict[str, dict[str, Any]] = {
     "peiyi9979/math-shepherd-mistral-7b-prm": {"prm_kind": "lm_tokens", "layout": "math_shepherd", "separator": "ки", "good_token": "+", "bad_token": "-"},
+    "OpenRLHF/Mistral-7b-PRM-Math-Shepherd": {"prm_kind": "lm_tokens", "layout": "openrlhf", "separator": "ки", "good_token": "+", "bad_token": "-"},
     "RLHFlow/Llama3.1-8B-PRM-Deepseek-Data": {"prm_kind": "lm_tokens", "layout": "chat", "separator": "", "good_token": "+", "bad_token": "-"},
     "RLHFlow/Llama3.1-8B-PRM-Mistral-Data": {"prm_kind": "lm_tokens", "layout": "chat", "separator": "", "good_token": "+", "bad_token": "-"},
     "Qwen/Qwen2.5-Math-PRM-7B": {"prm_kind": "qwen_prm", "separator": "<extra_0>", "system_prompt": QWEN_PRM_SYSTEM},
@@ -445,6 +482,8 @@ KIND_DEFAULTS: dict[str, dict[str, Any]] = {
     "lm_tokens": {"layout": "math_shepherd", "separator": "ки", "good_token": "+", "bad_token": "-"},
     "qwen_prm": {"separator": "<extra_0>", "system_prompt": QWEN_PRM_SYSTEM},
     "value_head": {"separator": "\n"},
+    "step_cls": {"layout": "problem+previous+step"},  # a sequence-classification checkpoint
+    "step_embeddings": {"layout": "problem+previous+step"},  # needs extra.featurizer_model: saved by PRM lab only
 }
 
 ARCHITECTURES = {"Qwen2ForProcessRewardModel": "qwen_prm", "Qwen2ForPrmModel": "value_head",
@@ -492,3 +531,7 @@ def detect_kind(name_or_path: str, config: dict | None = None) -> dict[str, Any]
             return {"prm_kind": "token_cls", **KIND_DEFAULTS["token_cls"]}
     raise PRMLoadError(f"cannot tell which kind of PRM '{name_or_path}' is (architectures {archs or 'unknown'}, no prm_config.json, "
                      f"not a known hub id); pass --kind, one of: {', '.join(KINDS.names())}")
+
+
+# the BMUq featurizers register themselves as kinds too (step_cls, step_embeddings)
+from prm.models import step_kinds  # noqa: E402,F401

@@ -73,7 +73,7 @@ class PRMSpec:
     max_completion_length: int | None = None
     adapter: bool = False  # saved as a PEFT adapter on ``backbone``
     prm_kind: str = "token_cls"  # the PRM family (prm.models.kinds): token_cls, lm_tokens, qwen_prm, value_head
-    layout: str = ""  # the kind's layout variant: token_cls "prm_lab" (default) or "trl"; lm_tokens "math_shepherd" or "chat"
+    layout: str = ""  # the kind's layout variant: token_cls "prm_lab" (default) or "trl"; lm_tokens "math_shepherd", "chat" or "openrlhf"; step_cls/step_embeddings "problem+previous+step" or "step"
     good_token: str = "+"  # lm_tokens: the tokens whose logits are compared
     bad_token: str = "-"
     system_prompt: str | None = None  # qwen_prm: the system turn
@@ -144,14 +144,13 @@ def load_backbone(
     ``ки``; gives decoder tokenizers a pad token (their eos) when they lack one. ``load_in_4bit``
     loads the backbone's linear layers as 4-bit NF4 (`four_bit_kwargs`), for QLoRA with `apply_lora`.
     """
-    from transformers import AutoTokenizer
 
     if label_scheme not in NUM_LABELS:
         raise ValueError(f"unknown label scheme '{label_scheme}' for a PRM; known: {', '.join(NUM_LABELS)}")
     spec = spec or PRMSpec(label_scheme=label_scheme, separator=separator)
     kind = KINDS.get(spec.prm_kind)
     path = resolve(name_or_path)
-    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    tok = kind.load_tokenizer(path, spec, trust_remote_code)
     kw: dict[str, Any] = {"num_labels": NUM_LABELS[label_scheme], "trust_remote_code": trust_remote_code, "ignore_mismatched_sizes": True}
     if torch_dtype is not None:
         kw["dtype"] = torch_dtype
@@ -347,23 +346,33 @@ class PRM:
     def shares_prefix(self) -> bool:
         """Whether a score depends only on the tokens before it (causal attention), so solutions of
         one problem can share the problem's key/value cache."""
-        return self.spec.kind == "causal"
+        return self.spec.kind == "causal" and self.kind.prefix_sharing
 
     @torch.no_grad()
-    def score_batch(self, items: Sequence[tuple[str, Sequence[str]]], batch_size: int = 16) -> list[list[float]]:
+    def score_batch(self, items: Sequence[tuple[str, Sequence[str]]], batch_size: int = 16, all_classes: bool = False) -> list[list[Any]]:
         """P(step correct) for every step of every (problem, steps) item: one forward pass per
         solution, length-sorted batches. For a causal model, solutions of a problem that occurs
         more than once run the tokens they share once (a key/value cache copied to each), which
-        gives the same scores. Steps removed by truncation get no score (shorter list)."""
-        self.model.eval()
+        gives the same scores. Steps removed by truncation get no score (shorter list).
+        ``all_classes``: each step's probability of every class (a list) instead of P(correct)."""
         encs = [self.encode(p, st) for p, st in items]
-        out: list[list[float]] = [[] for _ in items]
+        return self.score_encoded(encs, batch_size, [p for p, _ in items], all_classes=all_classes)
+
+    @torch.no_grad()
+    def score_encoded(self, encs: Sequence[Any], batch_size: int = 16, problems: Sequence[str] | None = None,
+                      all_classes: bool = False) -> list[list[Any]]:
+        """`score_batch` for solutions already encoded by `encode` (anything with ``input_ids`` and
+        ``score_positions``; None: nothing to score). ``problems`` (one per solution) lets solutions
+        of one problem share their common tokens."""
+        self.model.eval()
+        self._all_classes = all_classes
+        out: list[list[Any]] = [[] for _ in encs]
         ok = [i for i, e in enumerate(encs) if e is not None]
         singles = ok
-        if self.shares_prefix:
+        if self.shares_prefix and problems is not None:
             groups: dict[str, list[int]] = defaultdict(list)
             for i in ok:
-                groups[items[i][0]].append(i)
+                groups[problems[i]].append(i)
             singles = [g[0] for g in groups.values() if len(g) == 1]
             for g in groups.values():
                 if len(g) > 1:
@@ -376,7 +385,8 @@ class PRM:
 
     def _probs(self, **inputs: Any) -> torch.Tensor:
         logits = self.kind.step_logits(self.model, **inputs)  # (batch, seq, classes)
-        return logits.float().softmax(-1)[..., self.positive_class].cpu()
+        probs = logits.float().softmax(-1).cpu()
+        return probs if getattr(self, "_all_classes", False) else probs[..., self.positive_class]
 
     def _pad(self) -> int:
         return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
@@ -424,7 +434,7 @@ class PRM:
         for i in group:
             for p in encs[i].score_positions:
                 if P <= p < Q:
-                    got[i][p] = float(probs[p - P])
+                    got[i][p] = probs[p - P].tolist()
         branches: dict[int, list[int]] = defaultdict(list)
         for i in group:
             if len(encs[i].input_ids) > Q:
@@ -459,7 +469,7 @@ class PRM:
             for r, i in enumerate(idx):
                 for p in encs[i].score_positions:
                     if p >= P:
-                        got[i][p] = float(probs[r, p - P])
+                        got[i][p] = probs[r, p - P].tolist()
 
     @torch.no_grad()
     def score_candidates(self, problem: str, candidates: Sequence[Sequence[str]], batch_size: int = 16) -> list[list[float]]:

@@ -38,6 +38,7 @@ LOOKALIKES: dict[str, tuple[str, str, str]] = {
     "Skywork-o1-Open-PRM-Qwen-2.5-1.5B": ("Skywork/Skywork-o1-Open-PRM-Qwen-2.5-1.5B", "qwen2", "value_head"),
     "Qwen2-0.5B-Reward-Math-Sheperd": ("trl-lib/Qwen2-0.5B-Reward-Math-Sheperd", "qwen2", "token_cls"),
     "Qwen2.5-Math-1.5B-Instruct-PRM-0.2": ("HuggingFaceH4/Qwen2.5-Math-1.5B-Instruct-PRM-0.2", "qwen2", "token_cls"),
+    "Mistral-7b-PRM-Math-Shepherd": ("OpenRLHF/Mistral-7b-PRM-Math-Shepherd", "mistral", "causal_lm"),
 }
 
 
@@ -50,6 +51,13 @@ def lookalike_tokenizer(name: str) -> Any:
     tok = AutoTokenizer.from_pretrained(smollm2_path())
     if name == "math-shepherd-mistral-7b-prm":
         tok.add_tokens(["ки"])  # an ordinary vocabulary token in Mistral's tokenizer
+    elif name == "Mistral-7b-PRM-Math-Shepherd":
+        from tokenizers.processors import TemplateProcessing
+
+        tok.add_tokens(["ки"])
+        # Mistral's tokenizer puts BOS first by default; OpenRLHF's layout tokenizes without it
+        bos = (tok.bos_token, tok.bos_token_id)
+        tok.backend_tokenizer.post_processor = TemplateProcessing(single=f"{bos[0]} $A", pair=f"{bos[0]} $A $B", special_tokens=[bos])
     elif name == "Llama3.1-8B-PRM-Deepseek-Data":
         tok.add_special_tokens({"additional_special_tokens": ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]})
         tok.bos_token = "<|begin_of_text|>"

@@ -52,7 +52,7 @@ from torch.func import functional_call
 
 from prm.io import append_jsonl, write_jsonl
 from prm.models.encoding import IGNORE
-from prm.models.prm import POSITIVE_CLASS, PRM, set_attention
+from prm.models.prm import PRM, set_attention
 
 log = logging.getLogger(__name__)
 
@@ -142,23 +142,16 @@ def encode_records(prm: PRM, records: Any, domains: Sequence[str] | None = None,
 
 
 def collate(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded tensors: input_ids/attention_mask/labels/step_mask (batch, seq), meta_label,
-    domain, index (batch,)."""
-    width = max(len(e.input_ids) for e in examples)
-    n = len(examples)
-    ids = torch.full((n, width), pad_id, dtype=torch.long)
-    att = torch.zeros((n, width), dtype=torch.long)
-    labels = torch.full((n, width), float(IGNORE))
-    steps = torch.zeros((n, width), dtype=torch.bool)
+    """The one padding (`prm.train.data.StepCollator`: input_ids/attention_mask/labels, right padded)
+    plus step_mask (batch, seq), meta_label, domain, index (batch,)."""
+    from prm.train.data import StepCollator
+
+    batch = StepCollator(pad_id)([{"input_ids": e.input_ids, "labels": e.labels} for e in examples])
+    steps = torch.zeros(batch["input_ids"].shape, dtype=torch.bool)
     for r, e in enumerate(examples):
-        k = len(e.input_ids)
-        ids[r, :k] = torch.tensor(e.input_ids)
-        att[r, :k] = 1
-        labels[r, :k] = torch.tensor(e.labels)
         steps[r, e.score_positions] = True
-    return {"input_ids": ids, "attention_mask": att, "labels": labels, "step_mask": steps,
-            "meta_label": torch.tensor([e.meta_label for e in examples]), "domain": torch.tensor([e.domain for e in examples]),
-            "index": torch.tensor([e.index for e in examples])}
+    return {**batch, "step_mask": steps, "meta_label": torch.tensor([e.meta_label for e in examples]),
+            "domain": torch.tensor([e.domain for e in examples]), "index": torch.tensor([e.index for e in examples])}
 
 
 def batch_indices(n: int, batch_size: int, seed: int, step: int, stream: int = 0) -> list[int]:
@@ -349,7 +342,8 @@ class BilevelTrainer:
         self.device = torch.device(device)
         self.model = prm.model.to(self.device)
         _eager_attention(self.model)
-        self.positive = POSITIVE_CLASS[prm.spec.label_scheme]
+        self._step_logits = _StepLogits(self.model, prm.kind)
+        self.positive = prm.positive_class
         self.pad_id = prm.tokenizer.pad_token_id or 0
         self.params = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
         self.weights = make_weights(cfg.weighting, max(1, len(self.domain_names)), len(train))
@@ -368,9 +362,13 @@ class BilevelTrainer:
 
     # ----- the math
     def _z(self, batch: dict, params: dict | None = None) -> torch.Tensor:
+        # the kind's step logits (the training and scoring reading of every PRM kind), at ``params``
         kw = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-        out = self.model(**kw) if params is None else functional_call(self.model, params, args=(), kwargs=kw)
-        return step_logodds(out.logits, self.positive)  # (batch, seq)
+        if params is None:
+            logits = self._step_logits(**kw)
+        else:
+            logits = functional_call(self._step_logits, {f"model.{n}": p for n, p in params.items()}, args=(), kwargs=kw)
+        return step_logodds(logits, self.positive)  # (batch, seq)
 
     def batch_weights(self, batch: dict, losses: torch.Tensor) -> torch.Tensor:
         if self.weights is None:
@@ -453,41 +451,33 @@ class BilevelTrainer:
             return {d: float(v) for d, v in zip(self.domain_names, self.weights.table().tolist())}
 
     # ----- evaluation
-    @torch.no_grad()
     def score(self, examples: Sequence[Example], batch_size: int = 16) -> list[dict]:
-        """Step probabilities and solution score of each example (eval mode, batched by length)."""
+        """Step probabilities (the one scoring path, `PRM.score_encoded`) and the solution score of
+        each example (eval mode, length-sorted batches)."""
         was_training = self.model.training
-        self.model.eval()
-        order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
-        out: list[dict] = [{} for _ in examples]
-        for b in range(0, len(order), batch_size):
-            idx = order[b : b + batch_size]
-            batch = self._to(collate([examples[i] for i in idx], self.pad_id))
-            z = self._z(batch)
-            logp, _ = solution_score(z, batch["step_mask"], self.cfg.aggregation)
-            for r, i in enumerate(idx):
-                e = examples[i]
-                out[i] = {"id": e.id, "meta_label": e.meta_label, "score": float(logp[r].exp()),
-                          "step_scores": torch.sigmoid(z[r, e.score_positions]).tolist(), "labels": [e.labels[p] for p in e.score_positions]}
+        probs = self.prm.score_encoded(examples, batch_size)
         self.model.train(was_training)
+        out = []
+        for e, p in zip(examples, probs):
+            pt = torch.tensor(p, dtype=torch.float64).clamp(1e-12, 1 - 1e-12)[None]  # (1, steps)
+            logp, _ = solution_score(pt.log() - torch.log1p(-pt), torch.ones_like(pt, dtype=torch.bool), self.cfg.aggregation)
+            out.append({"id": e.id, "meta_label": e.meta_label, "score": float(logp[0].exp()), "step_scores": list(p),
+                        "labels": [e.labels[q] for q in e.score_positions]})
         return out
 
     def evaluate(self, examples: Sequence[Example], batch_size: int = 16) -> tuple[dict, list[dict]]:
-        """Solution-level metrics (AUROC, accuracy at 0.5, meta loss) and step AUROC."""
-        from sklearn.metrics import roc_auc_score
+        """Solution-level metrics (AUROC, accuracy at 0.5, meta loss) and step AUROC (`prm.eval.metrics`)."""
+        from prm.eval.metrics import step_metrics
 
         rows = self.score(examples, batch_size)
         y = np.array([r["meta_label"] for r in rows])
         s = np.array([r["score"] for r in rows])
-        yb = (y >= 0.5).astype(int)
-        m: dict[str, Any] = {"n": len(rows)}
-        m["auroc"] = float(roc_auc_score(yb, s)) if 0 < yb.sum() < len(yb) else None
-        m["accuracy"] = float(((s >= 0.5) == yb).mean()) if rows else None
-        m["meta_mse"] = float(np.mean((s - y) ** 2)) if rows else None
-        sl = np.array([lab for r in rows for lab in r["labels"] if lab != IGNORE])
-        sp = np.array([p for r in rows for p, lab in zip(r["step_scores"], r["labels"]) if lab != IGNORE])
-        slb = (sl >= 0.5).astype(int)
-        m["step_auroc"] = float(roc_auc_score(slb, sp)) if 0 < slb.sum() < len(slb) else None
+        sol = step_metrics(y >= 0.5, s, "binary") if rows else {}
+        m: dict[str, Any] = {"n": len(rows), "auroc": sol.get("auroc"), "accuracy": sol.get("accuracy"),
+                             "meta_mse": float(np.mean((s - y) ** 2)) if rows else None}
+        sl = [lab >= 0.5 for r in rows for lab in r["labels"] if lab != IGNORE]
+        sp = [p for r in rows for p, lab in zip(r["step_scores"], r["labels"]) if lab != IGNORE]
+        m["step_auroc"] = step_metrics(sl, np.array(sp), "binary").get("auroc") if sl else None
         return m, rows
 
     # ----- checkpoints
@@ -612,6 +602,17 @@ class BilevelTrainer:
             if old is not None:
                 signal.signal(signal.SIGINT, old)
         return {"status": status, "step": self.step, "failed": self.failed, "history": self.history}
+
+
+class _StepLogits(nn.Module):
+    """The PRM kind's step logits as a module, so `functional_call` can run them at other parameters."""
+
+    def __init__(self, model: nn.Module, kind: Any):
+        super().__init__()
+        self.model, self.kind = model, kind
+
+    def forward(self, **inputs: Any) -> torch.Tensor:
+        return self.kind.step_logits(self.model, **inputs)  # (batch, seq, classes)
 
 
 def _eager_attention(model: Any) -> None:
