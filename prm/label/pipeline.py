@@ -104,14 +104,19 @@ def rollouts(kept: Sequence[dict], num_rollouts: int, sample: Callable[[list[str
 
 
 def grade(solutions: Sequence[dict], verifier: Verifier, path: Path, split_mode: str = "auto") -> list[dict]:
-    """Grade every solution's steps with ``verifier`` (rules/claude/mc); one row per solution."""
+    """Grade every solution's steps with ``verifier`` (any of `prm.label.verify.VERIFIERS`); one row per
+    solution, with the labeler that wrote it (``labeler``), a Monte-Carlo grade's cost (``label_stats``)
+    and a consensus grade's verdicts of each labeler (``verdicts``)."""
     done = _done(path)
+    # a row graded by another labeler (another consensus rule, another Monte-Carlo search) is graded
+    # again; the labelers' own caches make that free where the work was done before
+    labeler = getattr(verifier, "labeler_id", verifier.name)
     todo = []
     for q in solutions:
         for j, text in enumerate(q["solutions"]):
             sid = f"{q['id']}#{j}"
             steps = split_steps(text, split_mode)
-            if sid not in done and steps:
+            if (sid not in done or done[sid].get("labeler", labeler) != labeler) and steps:
                 todo.append((sid, q, steps))
     items = [(q["prompt"], steps, q["answer"]) for _, q, steps in todo]
     grades = verifier.grade_many(items, desc=f"grading ({verifier.name})") if items else []
@@ -121,9 +126,13 @@ def grade(solutions: Sequence[dict], verifier: Verifier, path: Path, split_mode:
             failed += 1
             continue
         row = {"id": sid, "question_id": q["id"], "prompt": q["prompt"], "answer": q["answer"], "steps": steps,
-               "step_correct": g.step_correct, "solution_correct": g.solution_correct}
+               "step_correct": g.step_correct, "solution_correct": g.solution_correct, "labeler": labeler}
         if g.estimates:
             row["step_estimates"] = g.estimates
+        if g.stats:
+            row["label_stats"] = g.stats
+        if g.members:
+            row["verdicts"] = g.members
         append_jsonl(path, row)
         done[sid] = row
     if failed:
