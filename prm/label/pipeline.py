@@ -140,6 +140,11 @@ def grade(solutions: Sequence[dict], verifier: Verifier, path: Path, split_mode:
     return [done[f"{q['id']}#{j}"] for q in solutions for j in range(len(q["solutions"])) if f"{q['id']}#{j}" in done]
 
 
+def graded_rows(path: Path) -> list[dict]:
+    """The graded rows of a work file, the latest row of each solution (a regrade appends a newer one)."""
+    return list(_done(path).values())
+
+
 def sampled_graded(problems: Sequence[dict], sample: Callable[[list[str], int], list[list[str]]], n: int, work: Path,
                    verifier: Verifier | None = None) -> list[dict]:
     """``n`` model solutions per problem (resumable under ``work``), each step graded by ``verifier``
