@@ -141,7 +141,8 @@ class SearchBenchConfig(Common):
 class MCSearchConfig(Common):
     data: str = field(default="data/arithmetic_problems.jsonl", metadata={"help": "GSM8K-format problems (the project's arithmetic problems: SmolLM2 solves many)."})
     model: str = field(default="smollm2", metadata={"help": "Generator of the solutions and the rollouts."})
-    problems: int = field(default=24, metadata={"help": "Problems to mine (the first ones of --data)."})
+    problems: int = field(default=24, metadata={"help": "Problems to mine (the first ones of --data with --min_reference_steps)."})
+    min_reference_steps: int = field(default=2, metadata={"help": "Mine problems whose reference solution has at least this many steps (SmolLM2 writes 6+ steps mostly on two-step problems)."})
     mine_samples: int = field(default=4, metadata={"help": "Solutions per problem (they are the labeled solutions)."})
     min_solve: float = field(default=0.25, metadata={"help": "Keep problems the generator solves at least this share of the time."})
     min_steps: int = field(default=6, metadata={"help": "Label solutions with at least this many steps."})
@@ -152,7 +153,7 @@ class MCSearchConfig(Common):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        at_least(self, ("mine_samples", "min_steps", "max_solutions", "n", "max_new_tokens"))
+        at_least(self, ("mine_samples", "min_steps", "max_solutions", "n", "max_new_tokens", "min_reference_steps"))
 
 
 def run_train(cfg: TrainConfig) -> Path:
@@ -303,10 +304,10 @@ def run_mc_search(cfg: MCSearchConfig) -> Path:
         model = str(tiny_checkpoint(work / "tiny-llama-lm"))
         cfg.problems, cfg.mine_samples, cfg.min_solve, cfg.min_steps, cfg.n, cfg.max_new_tokens = 3, 2, 0.0, 3, 2, 8
     gen = LocalGenerator(model, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, examples=LONG_EXAMPLES)
-    problems = load("gsm8k", resolve_data(cfg.data, "data")).select(range(cfg.problems)).to_list()
+    problems = [p for p in load("gsm8k", resolve_data(cfg.data, "data")) if len(p["completions"]) >= cfg.min_reference_steps][: cfg.problems]
     res = mc_search_benchmark(gen, problems, work, cfg.n, cfg.mine_samples, cfg.min_solve, cfg.min_steps, cfg.max_solutions,
                               step_words=2 if cfg.smoke else None)
-    res.update(model=cfg.model if not cfg.smoke else "tiny-llama", max_new_tokens=cfg.max_new_tokens)
+    res.update(model=cfg.model if not cfg.smoke else "tiny-llama", max_new_tokens=cfg.max_new_tokens, min_reference_steps=cfg.min_reference_steps)
     return save(cfg.results_dir, cfg.name or "mc_search", res, cfg.note)
 
 

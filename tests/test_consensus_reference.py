@@ -105,7 +105,7 @@ def test_consensus_with_claude_and_rules_through_the_pipeline(fake_api, tmp_path
     assert s["solutions"] == 2 and s["kept"] == 1 and s["agreement_rate"] == 0.5 and s["dropped_by_reason"] == {"error vs no error": 1}
     assert s["pairwise_first_error_agreement"] == {"claude~rules": 0.5, "claude~reference": 0.5, "rules~reference": 0.5}
     assert s["dropped_solutions"][0]["first_errors"] == {"claude": None, "rules": 3, "reference": 1}  # 1-based steps
-    assert v.api_usage()["claude"]["requests"] == 2
+    assert v.api_usage()["requests"] == 2 and v.api_usage()["labeler"] == "claude"
     n = len(fake_api.requests)
     # another rule (rules + claude only): every row is graded again, Claude answers come from its cache
     v2 = make_verifier("consensus", VerifierOptions(**{**opts.__dict__, "consensus": ["rules", "claude"]}))

@@ -80,7 +80,12 @@ class ConsensusVerifier(VerifierBase):
                      members=members)
 
     def api_usage(self) -> dict | None:
+        """The paid labeler's usage (the shape every verifier reports, with its ``labeler``); by
+        labeler when several are paid; None when none is."""
         used = {n: u for n, v in self.members.items() if (u := v.api_usage()) is not None}
+        if len(used) == 1:
+            n, u = next(iter(used.items()))
+            return {**u, "labeler": n}
         return used or None
 
 
