@@ -142,7 +142,7 @@ class MCSearchConfig(Common):
     data: str = field(default="data/arithmetic_problems.jsonl", metadata={"help": "GSM8K-format problems (the project's arithmetic problems: SmolLM2 solves many)."})
     model: str = field(default="smollm2", metadata={"help": "Generator of the solutions and the rollouts."})
     problems: int = field(default=24, metadata={"help": "Problems to mine (the first ones of --data with --min_reference_steps)."})
-    min_reference_steps: int = field(default=2, metadata={"help": "Mine problems whose reference solution has at least this many steps (SmolLM2 writes 6+ steps mostly on two-step problems)."})
+    min_reference_steps: int = field(default=1, metadata={"help": "Mine problems whose reference solution has at least this many steps (2: the two-step problems, which SmolLM2 rarely solves)."})
     mine_samples: int = field(default=4, metadata={"help": "Solutions per problem (they are the labeled solutions)."})
     min_solve: float = field(default=0.25, metadata={"help": "Keep problems the generator solves at least this share of the time."})
     min_steps: int = field(default=6, metadata={"help": "Label solutions with at least this many steps."})

@@ -36,14 +36,14 @@ from prm.steps import split_steps
 from .common import machine
 
 # Project-written worked examples, one fact or computation per line: SmolLM2 imitates the layout and
-# writes 6-10 step solutions to the one- and two-step arithmetic problems.
+# writes 6-10 step solutions to the one-step arithmetic problems (it rarely solves the two-step ones).
 LONG_EXAMPLES = (
     ("Mia has 7 boxes with 3 pens in each box. How many pens does Mia have?",
-     "Mia has 7 boxes.\nEach box has 3 pens.\nWe multiply the boxes by the pens in each box.\nSo Mia has 7 * 3 pens.\n7 * 3 = 21.\n"
-     "Mia has 21 pens.\nThe answer is: 21"),
-    ("Tom has 4 bags with 6 apples in each bag. He eats 5 apples. How many apples are left?",
-     "Tom has 4 bags.\nEach bag has 6 apples.\nSo Tom has 4 * 6 apples.\n4 * 6 = 24.\nTom has 24 apples.\nHe eats 5 apples.\n24 - 5 = 19.\n"
-     "The answer is: 19"),
+     "Mia has 7 boxes.\nEach box has 3 pens.\nWe need the total number of pens.\nWe multiply the number of boxes by the pens in each box.\n"
+     "So Mia has 7 * 3 pens.\n7 * 3 = 21.\nMia has 21 pens.\nThe answer is: 21"),
+    ("Leo has 12 marbles. He finds 9 more marbles. How many marbles does Leo have now?",
+     "Leo has 12 marbles.\nHe finds 9 more marbles.\nWe need the number of marbles now.\nWe add the marbles he finds to the marbles he had.\n"
+     "So Leo has 12 + 9 marbles.\n12 + 9 = 21.\nLeo has 21 marbles now.\nThe answer is: 21"),
 )
 
 
