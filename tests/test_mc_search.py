@@ -122,3 +122,21 @@ def test_tiny_generator_binary_search_records_its_cost(tiny_lm, tmp_path):
 def test_bad_search_name():
     with pytest.raises(ValueError, match="linear, binary"):
         make_verifier("mc", VerifierOptions(completer=Scripted(), mc_search="ternary"))
+
+
+def test_pipeline_regrades_rows_of_the_other_search_from_the_cache(tmp_path):
+    from prm.label.pipeline import grade, graded_rows
+
+    gen = Scripted()
+    cache = RolloutCache()
+    sols = [{"id": "p", "prompt": "q", "answer": "42", "solutions": ["\n".join(solution(8, 5))]}]
+    path = tmp_path / "graded.jsonl"
+    lin = grade(sols, MCVerifier(gen, 2, cache=cache), path)
+    assert lin[0]["labeler"] == "mc" and lin[0]["label_stats"]["first_error"] == 4 and len(gen.calls) == 1
+    b = grade(sols, MCVerifier(gen, 2, search="binary", cache=cache), path)  # another search: graded again, rollouts from the cache
+    assert b[0]["labeler"] == "mc-binary" and b[0]["label_stats"]["sampled"] == 0 and len(gen.calls) == 1
+    assert graded_rows(path) == b and len(path.read_text().splitlines()) == 2  # the newer row supersedes
+    # a row written before labelers were recorded counts as the plain-named (linear) labeler's
+    path.write_text(path.read_text().splitlines()[0].replace(', "labeler": "mc"', "") + "\n")
+    assert '"labeler"' not in path.read_text()
+    assert grade(sols, MCVerifier(gen, 2, cache=cache), path)[0]["label_stats"]["first_error"] == 4 and len(path.read_text().splitlines()) == 1

@@ -116,7 +116,7 @@ def grade(solutions: Sequence[dict], verifier: Verifier, path: Path, split_mode:
         for j, text in enumerate(q["solutions"]):
             sid = f"{q['id']}#{j}"
             steps = split_steps(text, split_mode)
-            if (sid not in done or done[sid].get("labeler", labeler) != labeler) and steps:
+            if (sid not in done or done[sid].get("labeler", verifier.name) != labeler) and steps:  # no labeler: written by the plain-named one
                 todo.append((sid, q, steps))
     items = [(q["prompt"], steps, q["answer"]) for _, q, steps in todo]
     grades = verifier.grade_many(items, desc=f"grading ({verifier.name})") if items else []

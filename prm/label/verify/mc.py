@@ -118,7 +118,9 @@ class MCVerifier(VerifierBase):
             raise ValueError("num_completions must be at least 1")
         self.complete, self.n, self.label, self.chunk, self.search = completer, num_completions, label, chunk, search
         self.cache = cache if cache is not None else RolloutCache()
-        self.labeler_id = f"mc({search},{label},{num_completions})"  # what graded rows record as their labeler
+        # what graded rows record as their labeler (rollouts and label rule are part of prm_exp's work dir already);
+        # the linear scan keeps the plain name that rows written before the binary search carry implicitly
+        self.labeler_id = "mc" if search == "linear" else f"mc-{search}"
 
     def grade_many(self, items: Sequence[Item], desc: str = "MC rollouts") -> list[Grade | None]:
         """Grade (problem, steps, gold) items, ``chunk`` solutions at a time: the prefixes a chunk
