@@ -12,6 +12,7 @@
     python exp/bench.py gpu          # on a CUDA machine: train + score with a random Llama-3.2-1B-shaped model, bf16
     python exp/bench.py qlora        # memory: LoRA on fp32 base weights vs QLoRA on 4-bit NF4 (SmolLM2; CPU or GPU)
     python exp/bench.py qlora --activation_checkpointing false --name qlora_no_ckpt   # activations kept: they set the peak
+    python exp/bench.py mc_search    # Monte-Carlo labels: binary (OmegaPRM) vs linear first-error search, rollouts per solution (SmolLM2)
     python exp/bench.py <name> --smoke   # seconds, tiny real models (what tests/test_bench.py runs)
 
 The first `train` creates .bench/trl-venv (python -m venv + pinned pip install of trl==1.12.0);
@@ -134,6 +135,25 @@ class SearchBenchConfig(Common):
     max_step_tokens: int = 32
     max_tokens: int = 128
     rounds: int = 3
+
+
+@dataclass
+class MCSearchConfig(Common):
+    data: str = field(default="data/arithmetic_problems.jsonl", metadata={"help": "GSM8K-format problems (the project's arithmetic problems: SmolLM2 solves many)."})
+    model: str = field(default="smollm2", metadata={"help": "Generator of the solutions and the rollouts."})
+    problems: int = field(default=24, metadata={"help": "Problems to mine (the first ones of --data with --min_reference_steps)."})
+    min_reference_steps: int = field(default=1, metadata={"help": "Mine problems whose reference solution has at least this many steps (2: the two-step problems, which SmolLM2 rarely solves)."})
+    mine_samples: int = field(default=4, metadata={"help": "Solutions per problem (they are the labeled solutions)."})
+    min_solve: float = field(default=0.25, metadata={"help": "Keep problems the generator solves at least this share of the time."})
+    min_steps: int = field(default=6, metadata={"help": "Label solutions with at least this many steps."})
+    max_solutions: int | None = field(default=None, metadata={"help": "Label at most this many solutions."})
+    n: int = field(default=4, metadata={"help": "Rollouts per prefix."})
+    max_new_tokens: int = field(default=64, metadata={"help": "Tokens per solution and per rollout."})
+    batch_size: int = field(default=16, metadata={"help": "Prompts per generation batch."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        at_least(self, ("mine_samples", "min_steps", "max_solutions", "n", "max_new_tokens", "min_reference_steps"))
 
 
 def run_train(cfg: TrainConfig) -> Path:
@@ -271,10 +291,30 @@ def run_search(cfg: SearchBenchConfig) -> Path:
     return save(cfg.results_dir, cfg.name or "search", res, cfg.note)
 
 
+def run_mc_search(cfg: MCSearchConfig) -> Path:
+    from benchmarks.mc_search import LONG_EXAMPLES, mc_search_benchmark
+    from benchmarks.qlora import tiny_checkpoint
+
+    from prm.data import load
+    from prm.label.generate import LocalGenerator
+
+    work = REPO_ROOT / cfg.work_dir / "mc_search"
+    model = cfg.model
+    if cfg.smoke:  # a tiny random Llama: it solves nothing, so every problem and every solution is kept
+        model = str(tiny_checkpoint(work / "tiny-llama-lm"))
+        cfg.problems, cfg.mine_samples, cfg.min_solve, cfg.min_steps, cfg.n, cfg.max_new_tokens = 3, 2, 0.0, 3, 2, 8
+    gen = LocalGenerator(model, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, examples=LONG_EXAMPLES)
+    problems = [p for p in load("gsm8k", resolve_data(cfg.data, "data")) if len(p["completions"]) >= cfg.min_reference_steps][: cfg.problems]
+    res = mc_search_benchmark(gen, problems, work, cfg.n, cfg.mine_samples, cfg.min_solve, cfg.min_steps, cfg.max_solutions,
+                              step_words=2 if cfg.smoke else None)
+    res.update(model=cfg.model if not cfg.smoke else "tiny-llama", max_new_tokens=cfg.max_new_tokens, min_reference_steps=cfg.min_reference_steps)
+    return save(cfg.results_dir, cfg.name or "mc_search", res, cfg.note)
+
+
 COMMANDS = {"train": (TrainConfig, run_train), "prefix": (PrefixConfig, run_prefix), "score": (ScoreConfig, run_score),
             "label_cost": (LabelCostConfig, run_label_cost), "efficiency": (EfficiencyConfig, run_efficiency), "gpu": (GpuConfig, run_gpu),
             "qlora": (QLoRAConfig, run_qlora), "search": (SearchBenchConfig, run_search),
-            "serve": (ServeBenchConfig, run_serve)}
+            "serve": (ServeBenchConfig, run_serve), "mc_search": (MCSearchConfig, run_mc_search)}
 
 
 def main(argv: list[str] | None = None):

@@ -8,6 +8,12 @@ step rewards, and a LoRA PRM is trained on them and evaluated on held-out questi
     python exp/prm_exp.py --method 1 --reward SE --skip_generation      # reuses HE's graded data
     # offline Monte-Carlo labels (Math-Shepherd): 4 continuations from every step prefix
     python exp/prm_exp.py --method 1 --reward HE --verifier mc --mc_completions 4
+    # ... or OmegaPRM's binary search for the first error (fewer rollouts; rollouts are cached in the work dir)
+    python exp/prm_exp.py --method 1 --reward HE --verifier mc --mc_search binary
+    # offline: steps checked against the reference solution's quantities (GSM8K annotations)
+    python exp/prm_exp.py --method 1 --reward HE --verifier reference
+    # consensus filtering: keep a solution only where the labelers agree on its first error
+    python exp/prm_exp.py --method 1 --reward HE --verifier consensus --consensus mc,rules
     # with a key in ANTHROPIC_API_KEY (or .env): Claude grades (asks before spending; --yes skips)
     python exp/prm_exp.py --method 1 --reward HE --verifier claude --max_cost_usd 5
     # Method 2: Claude writes the rollouts and grades them, through the Message Batches API (half price)
@@ -35,7 +41,7 @@ from pathlib import Path
 
 from transformers import set_seed
 
-from prm.config import RunArgs, at_least, fraction, require, resolve_data, run, settings
+from prm.config import RunArgs, at_least, fraction, require, resolve_data, run, settings, split_list
 from prm.data import load, resolve_path
 from prm.device import wait_for_gpu
 from prm.eval.steps import evaluate_steps
@@ -44,13 +50,14 @@ from prm.label.claude import confirm_spend
 from prm.label.pipeline import (
     MiningConfig,
     grade,
+    graded_rows,
     mine,
     rollouts,
     save_dataset,
     split_questions,
     to_records,
 )
-from prm.label.verify import VerifierOptions, make_verifier, resolve_name
+from prm.label.verify import VerifierOptions, consensus_summary, make_verifier, resolve_name
 from prm.label.verify.claude import DEFAULT_MODEL, BudgetExceeded, load_dotenv_key
 from prm.models.prm import PRM, PRMSpec, apply_lora
 from prm.schema import to_dataset
@@ -67,10 +74,12 @@ class PrmExpConfig:
     num_rollouts: int = field(default=5, metadata={"help": "Solutions per kept question."})
     num_samples: int = field(default=1000, metadata={"help": "Questions to keep after mistake mining."})
     skip_generation: bool = field(default=False, metadata={"help": "Use the graded data already in the work directory; generate and grade nothing."})
-    verifier: str = field(default="auto", metadata={"help": "auto (claude if ANTHROPIC_API_KEY is set, else rules), claude, rules, or mc (Math-Shepherd rollouts from each step prefix with the SFT model).", "choices": ["auto", "claude", "rules", "mc"]})
+    verifier: str = field(default="auto", metadata={"help": "auto (claude if ANTHROPIC_API_KEY is set, else rules), claude, rules, reference (the reference solution's quantities), mc (rollouts from step prefixes with the SFT model), or consensus (--consensus labelers agreeing on the first error).", "choices": ["auto", "claude", "rules", "reference", "mc", "consensus"]})
+    consensus: list[str] = field(default_factory=lambda: ["mc", "rules"], metadata={"help": "--verifier consensus: two or more labelers (claude, rules, reference, mc) that must agree on a solution's first error."})
     claude_model: str = field(default=DEFAULT_MODEL, metadata={"help": "Claude model id for grading (and for generating, Method 2)."})
     mc_completions: int = field(default=4, metadata={"help": "--verifier mc: continuations sampled from each step prefix."})
     mc_label: str = field(default="hard", metadata={"help": "--verifier mc: a step is correct if any (hard) or at least half (soft) of its continuations reach the answer.", "choices": ["hard", "soft"]})
+    mc_search: str = field(default="linear", metadata={"help": "--verifier mc: linear (roll out every prefix) or binary (OmegaPRM's binary search for the first error).", "choices": ["linear", "binary"]})
     batch_api: bool = field(default=False, metadata={"help": "Send Claude requests through the Message Batches API: half price, results within 24 h (the run waits; a killed run picks its batches up again)."})
     dataset: str = field(default="auto", metadata={"help": "Problems: auto (data/arithmetic_problems.jsonl with the embedded SmolLM2, else $PRM_DATA_DIR/gsm8k/train.jsonl), gsm8k ($PRM_DATA_DIR), openmathinstruct (hub), or a file."})
     dataset_format: str = field(default="gsm8k", metadata={"help": "Format of a --dataset file (python -m prm.data --list)."})
@@ -100,6 +109,12 @@ class PrmExpConfig:
     gpu_min_free_gb: float = field(default=10, metadata={"help": "Free GPU memory (GiB) that --wait_for_gpu waits for."})
 
     def __post_init__(self) -> None:
+        self.consensus = split_list(self.consensus)
+        if self.verifier == "consensus":
+            known = ("claude", "rules", "reference", "mc")
+            bad = [n for n in self.consensus if n not in known]
+            require(not bad, "consensus", f"unknown labeler {', '.join(bad)}; known: {', '.join(known)}")
+            require(len(set(self.consensus)) >= 2, "consensus", f"needs two or more different labelers, got {','.join(self.consensus)}")
         at_least(self, ("num_rollouts", "num_samples", "mc_completions", "max_concurrency", "mine_samples", "max_questions",
                         "max_new_tokens", "gen_batch_size", "lora_r", "lora_alpha", "batch_size", "max_length"))
         require(self.epochs > 0, "epochs", f"must be > 0 (0 would report an untrained adapter), got {self.epochs}")
@@ -146,6 +161,26 @@ def claude_kw(cfg: PrmExpConfig, what: str, budget: float | None) -> dict:
                 confirm=lambda est: confirm_spend(est, cfg.yes, what))
 
 
+def references_of(problems) -> dict[str, list[str]]:
+    """Problem text -> its reference solution's steps (what the reference verifier checks against)."""
+    return {p["prompt"]: p["completions"] for p in problems if p["completions"]}
+
+
+def label_summary(graded: list[dict]) -> dict:
+    """What labelling cost and kept: Monte-Carlo rollouts/tokens per solution, consensus agreement."""
+    out: dict = {}
+    mc = [g["label_stats"] for g in graded if "rollouts" in (g.get("label_stats") or {})]
+    mc += [m["stats"] for g in graded for m in (g.get("verdicts") or {}).values() if "rollouts" in (m.get("stats") or {})]
+    if mc:
+        out["mc_cost"] = {"solutions": len(mc), "search": sorted({s["search"] for s in mc}),
+                          "rollouts_per_solution": sum(s["rollouts"] for s in mc) / len(mc),
+                          "tokens_per_solution": None if any(s["tokens"] is None for s in mc) else sum(s["tokens"] for s in mc) / len(mc),
+                          "sampled": sum(s["sampled"] for s in mc)}
+    if any(g.get("verdicts") for g in graded):
+        out["consensus"] = consensus_summary(graded)
+    return out
+
+
 EMBEDDED_PROFILE = {"max_questions": 40, "fail_high": 0.8, "max_new_tokens": 96}
 FULL_PROFILE = {"max_questions": None, "fail_high": 0.8, "max_new_tokens": 256}
 
@@ -184,9 +219,7 @@ def main(cfg: PrmExpConfig, ra: RunArgs) -> dict:
         if not graded_path.is_file():
             raise SystemExit(f"error: --skip_generation but no graded data at {graded_path}; run once without it")
         verifier_name = "(cached)"
-        from prm.io import read_jsonl
-
-        graded = read_jsonl(graded_path)
+        graded = graded_rows(graded_path)
     else:
         work.mkdir(parents=True, exist_ok=True)
         write_json(work / "args.json", {k: v for k, v in asdict(cfg).items() if k not in ("reward", "skip_generation")})
@@ -208,7 +241,9 @@ def main(cfg: PrmExpConfig, ra: RunArgs) -> dict:
             budget = None if cfg.max_cost_usd is None else cfg.max_cost_usd - spent
             verifier = make_verifier(cfg.verifier, VerifierOptions(
                 model=cfg.claude_model, cache_path=work / "claude_cache.jsonl", job=claude_kw(cfg, "grading", budget),
-                completer=gen.complete, num_completions=cfg.mc_completions, mc_label=cfg.mc_label))
+                completer=gen.complete, num_completions=cfg.mc_completions, mc_label=cfg.mc_label, mc_search=cfg.mc_search,
+                rollout_cache_path=work / "rollouts.jsonl", consensus=cfg.consensus,
+                references=references_of(problems) if "reference" in (cfg.verifier, *cfg.consensus) else None))
             verifier_name = verifier.name
             log.info("verifier: %s", verifier_name)
             graded = grade(sols, verifier, graded_path)
@@ -256,6 +291,7 @@ def main(cfg: PrmExpConfig, ra: RunArgs) -> dict:
     # --- evaluate on held-out questions
     metrics, scored = evaluate_steps(prm, test) if test else ({"steps": {"n_steps": 0}}, [])
     metrics.update(data=counts, wall_time_s=round(time.time() - t0, 1), verifier=verifier_name)
+    metrics.update(label_summary(graded))
     if api_usage:
         metrics["api_usage"] = api_usage
 

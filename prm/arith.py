@@ -16,15 +16,24 @@ _TIMES = re.compile(r"(?<=[\d)%])\s*x\s*(?=[\d($])")
 _DIV_FRACTION = re.compile(r"/\s+(\d+(?:\.\d+)?)/(\d+(?:\.\d+)?)")
 
 
+def normalize(expr: str) -> str | None:
+    """The Python arithmetic an expression means (what `evaluate` evaluates), or None when it is
+    not one."""
+    text = _TIMES.sub("*", expr.replace(",", "").replace("$", ""))
+    text = _DIV_FRACTION.sub(r"/ (\1/\2)", text)
+    text = re.sub(r"(\d+(?:\.\d+)?)\s*%", r"(\1/100)", text).translate(_SYMBOLS).strip()
+    if not text or not re.fullmatch(r"[\d\s.+\-*/()]+", text) or not re.search(r"\d", text):
+        return None
+    return text
+
+
 def evaluate(expr: str) -> Fraction | None:
     """Exact value of an expression of numbers, + - * / (also x × ÷), parentheses and unary minus;
     ``N%`` is N/100, ``a / b/c`` (spaced) is a divided by the fraction b/c; thousands separators and
     ``$`` are ignored. None when it is anything else (an ``x`` that is not between two operands is
     a variable)."""
-    text = _TIMES.sub("*", expr.replace(",", "").replace("$", ""))
-    text = _DIV_FRACTION.sub(r"/ (\1/\2)", text)
-    text = re.sub(r"(\d+(?:\.\d+)?)\s*%", r"(\1/100)", text).translate(_SYMBOLS).strip()
-    if not text or not re.fullmatch(r"[\d\s.+\-*/()]+", text) or not re.search(r"\d", text):
+    text = normalize(expr)
+    if text is None:
         return None
 
     def ev(node: ast.AST) -> Fraction:

@@ -265,13 +265,16 @@ def check_model(value: str, flag: str) -> None:
 class VerifierArgs:
     """Who grades the steps (`prm.label.verify`)."""
 
-    verifier: str = field(default="auto", metadata={"help": "auto (claude if ANTHROPIC_API_KEY is set, else rules), claude, rules, or mc."})
+    verifier: str = field(default="auto", metadata={"help": "auto (claude if ANTHROPIC_API_KEY is set, else rules), claude, rules, reference, mc, or consensus."})
     claude_model: str = field(default="claude-sonnet-4-6", metadata={"help": "Claude model id for grading."})
     mc_completions: int = field(default=4, metadata={"help": "mc: continuations sampled from each step prefix."})
+    mc_search: str = field(default="linear", metadata={"help": "mc: linear (every prefix) or binary (OmegaPRM's search for the first error).", "choices": ["linear", "binary"]})
+    consensus: list[str] = field(default_factory=lambda: ["mc", "rules"], metadata={"help": "consensus: two or more labelers that must agree on the first error."})
     max_concurrency: int = field(default=8, metadata={"help": "Parallel Claude requests."})
     max_cost_usd: float | None = field(default=None, metadata={"help": "Stop Claude work cleanly once this much was spent."})
 
     def __post_init__(self) -> None:
+        self.consensus = split_list(self.consensus)
         at_least(self, ("mc_completions", "max_concurrency"))
         require(self.max_cost_usd is None or self.max_cost_usd >= 0, "max_cost_usd", f"must be >= 0, got {self.max_cost_usd}")
 

@@ -139,3 +139,15 @@ def test_serve_smoke(tmp_path, shared_data):
     assert r["max_abs_score_diff"] < 1e-4
     assert all(s["requests_done"] == [16] for s in r["schemes"].values())
     assert r["items_per_score_call"]["server_unbatched"] == 1.0 and r["ratios"]["server_batched_vs_in_process"]["requests_per_s"]["median"] > 0
+
+
+def test_mc_search_smoke(tmp_path):
+    # binary vs linear first-error search on the same solutions and rollouts (tiny random Llama generator)
+    r = _bench("mc_search", tmp_path)
+    assert r["solutions"] == len(r["per_solution"]) > 0
+    for s in ("linear", "binary"):
+        assert r["all"][s]["rollouts"]["n"] == r["solutions"]
+    # the binary search never rolls out more prefixes than the linear scan, and reads them all from the cache
+    assert all(x["binary"]["rollouts"] <= max(x["linear"]["rollouts"], 2 * 3) for x in r["per_solution"])
+    assert r["sampled"]["binary_new"] == 0 and r["sampled"]["linear"] > 0
+    assert 0.0 <= r["all"]["disagreement_rate"] <= 1.0 and r["load_average_1min"]["before"] >= 0

@@ -49,6 +49,8 @@ def _options(name, fake_api, tiny_lm, tmp_path):
         return VerifierOptions(model="claude-sonnet-4-6", cache_path=tmp_path / "cache.jsonl", job={"api_key": "fake", "base_url": fake_api.url, "max_retries": 0})
     if name == "mc":
         return VerifierOptions(completer=LocalGenerator(tiny_lm, max_new_tokens=6, batch_size=8).complete, num_completions=2)
+    if name == "consensus":
+        return VerifierOptions(consensus=["rules", "reference"], references={"What is 2+3+4?": ["2 + 3 = <<2+3=5>>5", "5 + 4 = <<5+4=9>>9"]})
     return VerifierOptions()
 
 
@@ -56,6 +58,8 @@ def _options(name, fake_api, tiny_lm, tmp_path):
     ("rules", False),  # offline arithmetic: no API usage
     ("claude", True),  # loopback fake Messages API: usage and cost reported
     ("mc", False),  # Monte-Carlo rollouts with a real tiny generator
+    ("reference", False),  # offline reference chain (no reference given: arithmetic and answer only)
+    ("consensus", False),  # rules + reference must agree on the first error
 ])
 def test_every_verifier_keeps_the_contract(name, paid, fake_api, tiny_lm, tmp_path, monkeypatch):
     bars = Bars(monkeypatch)
@@ -68,8 +72,9 @@ def test_every_verifier_keeps_the_contract(name, paid, fake_api, tiny_lm, tmp_pa
     # the final answer is checked against the gold answer by every verifier except the fake judge, which says "correct"
     if name != "claude":
         assert [g.solution_correct for g in grades] == [True, False, True]
-    # one bar for the call, counting solutions
-    assert [(b["total"], b["unit"], b["n"]) for b in bars.made] == [(3, "solution", 3)]
+    # one bar for the call, counting solutions (a consensus counts each labeler's)
+    k = 2 if name == "consensus" else 1
+    assert [(b["total"], b["unit"], b["n"]) for b in bars.made] == [(3 * k, "solution", 3 * k)]
     one = v.grade(*ITEMS[2])
     assert isinstance(one, Grade) and len(one.step_correct) == 2
     usage = v.api_usage()
@@ -79,9 +84,9 @@ def test_every_verifier_keeps_the_contract(name, paid, fake_api, tiny_lm, tmp_pa
 
 
 def test_unknown_verifier_lists_the_known_ones():
-    with pytest.raises(KeyError, match="unknown verifier 'judge'; known: claude, mc, rules"):
+    with pytest.raises(KeyError, match="unknown verifier 'judge'; known: claude, consensus, mc, reference, rules"):
         make_verifier("judge")
-    assert VERIFIERS.names() == ["claude", "mc", "rules"]
+    assert VERIFIERS.names() == ["claude", "consensus", "mc", "reference", "rules"]
 
 
 @pytest.mark.parametrize("options, error", [

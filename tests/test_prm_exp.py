@@ -114,3 +114,33 @@ def test_mc_verifier_run(tmp_path, monkeypatch):
     m = cli(["--config", TINY, "--verifier", "mc", "--mc_completions", "2", "--max_questions", "2", "--fail_low", "0"])
     graded = [json.loads(line) for line in next(Path("data/prm_exp").glob("method1-*")).joinpath("graded.jsonl").read_text().splitlines()]
     assert m["verifier"] == "mc" and graded and all(len(g["step_estimates"]["mc_soft"]) == len(g["steps"]) for g in graded)
+
+
+def test_consensus_flags_are_checked(tmp_path, monkeypatch):
+    from exp.prm_exp import cli
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="--consensus unknown labeler judge; known: claude, rules, reference, mc"):
+        cli(["--config", TINY, "--verifier", "consensus", "--consensus", "mc,judge"])
+    with pytest.raises(SystemExit, match="--consensus needs two or more different labelers"):
+        cli(["--config", TINY, "--verifier", "consensus", "--consensus", "rules,rules"])
+
+
+@pytest.mark.slow
+def test_consensus_run_reports_agreement_and_reuses_rollouts(tmp_path, monkeypatch):
+    from exp.prm_exp import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    args = ["--config", TINY, "--verifier", "consensus", "--mc_search", "binary", "--mc_completions", "2", "--max_questions", "2"]
+    m = cli([*args, "--consensus", "mc,reference"])
+    c = m["consensus"]
+    assert c["labelers"] == ["mc", "reference"] and c["solutions"] == c["kept"] + c["dropped"] > 0
+    assert c["agreement_rate"] == c["kept"] / c["solutions"] and sum(c["dropped_by_reason"].values()) == c["dropped"]
+    assert m["mc_cost"]["search"] == ["binary"] and m["mc_cost"]["rollouts_per_solution"] >= 0
+    work = next(Path("data/prm_exp").glob("method1-*"))
+    rollouts = (work / "rollouts.jsonl").read_text() if (work / "rollouts.jsonl").is_file() else ""
+    # another rule: graded again from the stored rollouts, nothing sampled
+    m2 = cli([*args, "--consensus", "mc,rules", "--run_name", "rules_rule"])
+    assert m2["consensus"]["labelers"] == ["mc", "rules"] and m2["mc_cost"]["sampled"] == 0
+    assert ((work / "rollouts.jsonl").read_text() if rollouts else "") == rollouts

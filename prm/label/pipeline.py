@@ -104,14 +104,19 @@ def rollouts(kept: Sequence[dict], num_rollouts: int, sample: Callable[[list[str
 
 
 def grade(solutions: Sequence[dict], verifier: Verifier, path: Path, split_mode: str = "auto") -> list[dict]:
-    """Grade every solution's steps with ``verifier`` (rules/claude/mc); one row per solution."""
+    """Grade every solution's steps with ``verifier`` (any of `prm.label.verify.VERIFIERS`); one row per
+    solution, with the labeler that wrote it (``labeler``), a Monte-Carlo grade's cost (``label_stats``)
+    and a consensus grade's verdicts of each labeler (``verdicts``)."""
     done = _done(path)
+    # a row graded by another labeler (another consensus rule, another Monte-Carlo search) is graded
+    # again; the labelers' own caches make that free where the work was done before
+    labeler = getattr(verifier, "labeler_id", verifier.name)
     todo = []
     for q in solutions:
         for j, text in enumerate(q["solutions"]):
             sid = f"{q['id']}#{j}"
             steps = split_steps(text, split_mode)
-            if sid not in done and steps:
+            if (sid not in done or done[sid].get("labeler", verifier.name) != labeler) and steps:  # no labeler: written by the plain-named one
                 todo.append((sid, q, steps))
     items = [(q["prompt"], steps, q["answer"]) for _, q, steps in todo]
     grades = verifier.grade_many(items, desc=f"grading ({verifier.name})") if items else []
@@ -121,14 +126,23 @@ def grade(solutions: Sequence[dict], verifier: Verifier, path: Path, split_mode:
             failed += 1
             continue
         row = {"id": sid, "question_id": q["id"], "prompt": q["prompt"], "answer": q["answer"], "steps": steps,
-               "step_correct": g.step_correct, "solution_correct": g.solution_correct}
+               "step_correct": g.step_correct, "solution_correct": g.solution_correct, "labeler": labeler}
         if g.estimates:
             row["step_estimates"] = g.estimates
+        if g.stats:
+            row["label_stats"] = g.stats
+        if g.members:
+            row["verdicts"] = g.members
         append_jsonl(path, row)
         done[sid] = row
     if failed:
         log.warning("%d solutions could not be graded this time (see above); rerun to grade them", failed)
     return [done[f"{q['id']}#{j}"] for q in solutions for j in range(len(q["solutions"])) if f"{q['id']}#{j}" in done]
+
+
+def graded_rows(path: Path) -> list[dict]:
+    """The graded rows of a work file, the latest row of each solution (a regrade appends a newer one)."""
+    return list(_done(path).values())
 
 
 def sampled_graded(problems: Sequence[dict], sample: Callable[[list[str], int], list[list[str]]], n: int, work: Path,

@@ -228,3 +228,30 @@ def serve_figure(results_dir: Path, figures_dir: Path) -> list[Made]:
     fig.suptitle(f"scoring server, {r['clients']} concurrent clients, {Path(r['model']).name}, {r['machine'].get('device', 'cpu')}", fontsize=9)
     stem = save_figure(fig, Path(figures_dir) / "bench_serve")
     return [Made(stem, (src,), "Scoring server under concurrent load vs the scorer in-process one request at a time; bars: medians of rounds, whiskers min-max.")]
+
+
+@FIGURES.register("bench_mc_search")
+def mc_search_figure(results_dir: Path, figures_dir: Path) -> list[Made]:
+    got = _load(results_dir, "mc_search")
+    if got is None:
+        return []
+    r, src = got
+    groups = (("all", "all solutions"), ("wrong_answer", "wrong final answer"))
+    fig, axes = figure(1, 2, figsize=(7, 2.8))
+    for ax, metric, title in ((axes[0], "rollouts", "rollouts per labeled solution"), (axes[1], "tokens", "generated tokens per labeled solution")):
+        for i, (g, _) in enumerate(groups):
+            for k, (s, c) in enumerate((("linear", "tab:gray"), ("binary", "tab:blue"))):
+                st = r[g][s][metric]
+                if st.get("mean") is not None:
+                    ax.bar(i + (k - 0.5) * 0.35, st["mean"], width=0.33, color=c, label=s if i == 0 else None)
+            ratio = r[g][f"{'rollout' if metric == 'rollouts' else 'token'}_ratio_linear_over_binary"]
+            if ratio and r[g]["linear"][metric]["mean"] is not None:
+                ax.annotate(f"{ratio:.2f}x", (i, r[g]["linear"][metric]["mean"]), ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(range(len(groups)), [f"{t}\n(n={r[g]['solutions']}, disagree {100 * (r[g]['disagreement_rate'] or 0):.0f}%)" for g, t in groups], fontsize=7)
+        ax.set_title(title, fontsize=9)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"Monte-Carlo first-error search, {Path(str(r['model'])).name}, {r['n_rollouts_per_prefix']} rollouts a prefix, "
+                 f">= {r['min_steps']} steps; label: linear / binary", fontsize=8)
+    stem = save_figure(fig, Path(figures_dir) / "bench_mc_search")
+    return [Made(stem, (src,), "Rollouts and generated tokens per labeled solution: OmegaPRM's binary search for the first error vs the "
+                               "linear scan of every prefix, on the same solutions and rollouts; disagreement: share with another first error.")]

@@ -107,6 +107,15 @@ class LocalGenerator:
         (the text after the prefix; Math-Shepherd rollouts)."""
         return self._sample([self.prompt(p) + pre.rstrip() + "\n" for p, pre in zip(problems, prefixes)], n, desc, "continuation")
 
+    def count_tokens(self, text: str) -> int:
+        """Tokens of a generated text (re-tokenized: the cost record of Monte-Carlo rollouts)."""
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def settings(self) -> dict:
+        """What decides the sampled texts besides the prompt (the key of cached rollouts)."""
+        return {"model": str(getattr(self.model, "name_or_path", "")), "max_new_tokens": self.max_new_tokens, "temperature": self.temperature,
+                "top_p": self.top_p, "seed": self.seed, "system_prompt": self.system_prompt, "examples": self.examples}
+
     def _sample(self, texts_in: Sequence[str], n: int, desc: str, unit: str = "solution") -> list[list[str]]:
         prompts = [t for t in texts_in for _ in range(n)]
         texts: list[str] = []

@@ -50,12 +50,22 @@ class VLLMGenerator:
             lora_kw = {"enable_lora": True, "max_lora_rank": max(16, int(conf.get("r", 16)))}
         self.llm = LLM(model=resolve(base), seed=seed, **lora_kw)
         self.tokenizer = self.llm.get_tokenizer()
+        self.model_name = model
         self.max_new_tokens, self.temperature, self.top_p, self.seed = max_new_tokens, temperature, top_p, seed
         self.system_prompt, self.examples = system_prompt, list(examples)
         self.chunk = 256  # prompts per vLLM call: large enough to keep the GPU busy, small enough for a moving bar
 
     def prompt(self, problem: str) -> str:
         return chat_prompt(self.tokenizer, problem, self.system_prompt, self.examples)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of a generated text (re-tokenized: the cost record of Monte-Carlo rollouts)."""
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def settings(self) -> dict:
+        """What decides the sampled texts besides the prompt (the key of cached rollouts)."""
+        return {"model": self.model_name, "engine": "vllm", "max_new_tokens": self.max_new_tokens,
+                "temperature": self.temperature, "top_p": self.top_p, "seed": self.seed, "system_prompt": self.system_prompt, "examples": self.examples}
 
     def _sample(self, prompts: list[str], n: int, desc: str, unit: str) -> list[list[str]]:
         from vllm import SamplingParams

@@ -17,7 +17,9 @@ class Grade:
     step_correct: list[bool | None]
     solution_correct: bool | None  # final answer vs gold; None when no answer is stated
     details: list[list[str]] = field(default_factory=list)
-    estimates: dict[str, list[float]] | None = None  # per-step numbers behind the verdicts (e.g. Monte-Carlo estimates)
+    estimates: dict[str, list[float | None]] | None = None  # per-step numbers behind the verdicts (e.g. Monte-Carlo estimates)
+    stats: dict | None = None  # what this grade cost and decided (Monte-Carlo: search, rollouts, tokens, first_error)
+    members: dict[str, dict] | None = None  # consensus: each labeler's own verdicts (step_correct, solution_correct, ...)
 
 
 class Verifier(Protocol):

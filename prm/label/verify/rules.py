@@ -42,13 +42,14 @@ class StepCheck:
     checks: list[str] = field(default_factory=list)  # "48/2=24 ok", "3*4=13 wrong"
 
 
-def check_step(step: str) -> StepCheck:
-    """Verdict of one step's arithmetic (see the module docstring)."""
-    results: list[tuple[str, bool]] = []
+def computations(step: str) -> list[tuple[str, str, bool]]:
+    """Every computation a step writes (see the module docstring) as (expression, written result,
+    whether the result is right), in order."""
+    results: list[tuple[str, str, bool]] = []
     for m in _ANNOT.finditer(step):
         v = evaluate(m.group(1))
         if v is not None and m.group(2).strip():
-            results.append((f"{m.group(1)}={m.group(2)}", matches(v, m.group(2).strip())))
+            results.append((m.group(1), m.group(2).strip(), matches(v, m.group(2).strip())))
     plain = _ANNOT.sub("", step)
     for m in _EQUATION.finditer(plain):
         before, after = plain[: m.start()].rstrip(), plain[m.start() + len(m.group(1).rstrip()) :]
@@ -67,7 +68,13 @@ def check_step(step: str) -> StepCheck:
                 ok = matches(a, shown) or matches(a, shown.rstrip("% "))
             else:
                 ok = matches(a, shown) if re.fullmatch(r"[\d.]+", shown) else a == b
-            results.append((f"{lhs}={rhs}", ok))
+            results.append((lhs, rhs, ok))
+    return results
+
+
+def check_step(step: str) -> StepCheck:
+    """Verdict of one step's arithmetic (see the module docstring)."""
+    results = [(f"{lhs}={rhs}", ok) for lhs, rhs, ok in computations(step)]
     if not results:
         return StepCheck(None)
     return StepCheck(all(ok for _, ok in results), [f"{c} {'ok' if ok else 'wrong'}" for c, ok in results])
