@@ -181,8 +181,9 @@ FULL_PROFILE = {"max_questions": None, "max_new_tokens": 256, "gen_batch_size": 
 def main(cfg: PrmExpConfig, ra: RunArgs, model: PrmExpModel, ver: VerifierArgs, args: PrmExpTraining) -> dict:
     # --- setup
     t0 = time.time()
-    # Unset limits: small with the embedded SmolLM2 (the whole run fits ~10 min on 2 CPU cores; its
-    # solutions of the arithmetic problems take under 60 tokens)
+    # Unset limits: small with the embedded SmolLM2 (its solutions of the arithmetic problems take
+    # under 60 tokens; sampling ~500 of them is nearly all of the run's time). It solves 13% of the
+    # examined questions 30-80% of the time, so 120 examined keep ~16 and 30% of those are held out.
     profile = EMBEDDED_PROFILE if cfg.sft_model == "smollm2" else FULL_PROFILE
     for k, v in profile.items():
         if getattr(cfg, k) is None:
