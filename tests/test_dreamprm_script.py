@@ -169,3 +169,17 @@ def test_fitted_build_scores_every_row_and_keeps_the_error_visible(shared_data, 
             assert [c for i, c in enumerate(r["completions"]) if i != k] == [c for i, c in enumerate(twin["completions"]) if i != k]
             checked += 1
     assert checked > 20
+
+
+def test_scoring_with_a_bar_keeps_every_row_in_place(tmp_path, tiny_model):
+    # the script's ScoringTrainer scores in chunks under one bar; each row must stay with its example
+    from exp.dreamprm_minif2f import ScoringTrainer
+    from prm.models.prm import PRM, PRMSpec
+    from prm.train.bilevel import BilevelConfig, BilevelTrainer, encode_records
+
+    prm = PRM.from_backbone(tiny_model, PRMSpec(label_scheme="soft", separator="\n", max_length=64))
+    ex, domains, _ = encode_records(prm, load("dreamprm", write_rows(tmp_path / "x.jsonl", 40, 3), split_mode="headers"))
+    ours = ScoringTrainer(prm, BilevelConfig(weighting="none"), ex, ex, domains).score(ex, batch_size=2)  # 3 chunks of 16
+    plain = BilevelTrainer(prm, BilevelConfig(weighting="none"), ex, ex, domains).score(ex, batch_size=2)
+    assert [r["id"] for r in ours] == [e.id for e in ex] == [r["id"] for r in plain]
+    assert all(abs(a["score"] - b["score"]) < 1e-5 for a, b in zip(ours, plain))
