@@ -23,6 +23,11 @@ triple is built into the folder of ``--train_json_file`` by `prm.data.dreamprm_b
   steps, ``meta_label`` 1) plus a copy of each proof with one number changed (``meta_label`` 0);
 - held-out: miniF2F ``test``, built the same way.
 
+Meta and held-out rows are judged whole, so the build shortens the steps of a proof that would not
+fit ``--eval_max_length`` (middle words of its longest steps become ``...``; every step keeps its
+place and label, the error is injected after shortening): every miniF2F row is scored. The folder's
+``counts.json`` records the build settings; a folder built with other settings is rebuilt.
+
 Outputs: results/dreamprm_minif2f/<run_name>/{config.json, metrics.json, log.jsonl (losses
 and weights every log_every steps), weights.jsonl (the weight trajectory), predictions.jsonl
 (held-out scores)}, checkpoints in --weights_path (default: the run's checkpoints/, gitignored),
@@ -31,17 +36,20 @@ the final PRM in the run's model/ (gitignored). Figure: python exp/make_figures.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 from transformers import set_seed
 
 from prm.config import ConfigError, ModelArgs, RunArgs, at_least, require, resolve_data, run, settings, split_list
 from prm.data import load, resolve_path
-from prm.data.dreamprm_build import build_minif2f_pair
+from prm.data.dreamprm_build import ProofBudget, build_minif2f_pair, is_current, recipe
 from prm.io import RunDir, own_dir, write_jsonl
 from prm.models.prm import PRMSpec
 from prm.recipes import build_prm
@@ -89,16 +97,30 @@ class DreamPRMConfig:
 
 
 @dataclass
-class DreamRunArgs(RunArgs):
-    seed: int = field(default=42, metadata={"help": "Seeds batch order and every RNG."})
-
-
-@dataclass
 class DreamModelArgs(ModelArgs):
     lora: bool = field(default=True, metadata={"help": "Train LoRA adapters (off: every trainable weight, see --train_top_layers)."})
 
 
-TYPES = (DreamPRMConfig, BilevelConfig, DreamRunArgs, DreamModelArgs)
+class ScoringTrainer(BilevelTrainer):
+    """`BilevelTrainer` whose scoring (meta and held-out evaluation) shows one bar for the whole
+    set, counting solutions; its own loop has none."""
+
+    eval_desc = "scoring"
+
+    def score(self, examples, batch_size: int = 16) -> list[dict]:
+        order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))  # length-sorted batches, as inside
+        out: list[dict] = [{} for _ in examples]
+        with tqdm(total=len(examples), desc=self.eval_desc, unit="solution") as bar:
+            for b in range(0, len(order), batch_size * 8):
+                idx = order[b : b + batch_size * 8]
+                for i, row in zip(idx, super().score([examples[i] for i in idx], batch_size)):
+                    out[i] = row
+                bar.update(len(idx))
+        return out
+
+
+# BilevelConfig before RunArgs: their shared --seed takes BilevelConfig's default (42, DreamPRM's)
+TYPES = (DreamPRMConfig, BilevelConfig, RunArgs, DreamModelArgs)
 
 
 def wandb_callback(cfg: DreamPRMConfig, name: str, config: dict):
@@ -113,7 +135,22 @@ def wandb_callback(cfg: DreamPRMConfig, name: str, config: dict):
     return lambda step, row: wb.log({k: v for k, v in row.items() if isinstance(v, (int, float))} | {f"w/{d}": w for d, w in (row.get("weights") or {}).items()}, step=step)
 
 
-def main(cfg: DreamPRMConfig, bl: BilevelConfig, ra: DreamRunArgs, model: DreamModelArgs) -> dict:
+def proof_budget(prm, cfg: DreamPRMConfig) -> ProofBudget:
+    """Step tokens a meta/held-out proof may use so that it fits --eval_max_length whole, whatever
+    its prompt: the length minus [CLS]/BOS, the longest kept prompt and the separator after it."""
+    from prm.models.encoding import prefix_ids, separator_ids
+
+    tok = prm.tokenizer
+    length = cfg.eval_max_length or cfg.max_length
+    sep = len(separator_ids(tok, cfg.separator))
+    prompt = cfg.max_prompt_length if cfg.max_prompt_length is not None else length // 2
+    # the tokenizer is named by its vocabulary, so two PRMs on one backbone share the built data
+    vocab = hashlib.sha256(json.dumps(sorted(tok.get_vocab().items())).encode()).hexdigest()[:10]
+    return ProofBudget(length - len(prefix_ids(tok)) - prompt - sep, lambda s: len(tok(s, add_special_tokens=False)["input_ids"]) + sep,
+                       tokenizer=f"{type(tok).__name__}-{vocab}")
+
+
+def main(cfg: DreamPRMConfig, bl: BilevelConfig, ra: RunArgs, model: DreamModelArgs) -> dict:
     # --- setup: nothing is written before the data and the model loaded
     if cfg.baseline:
         bl.weighting = "none"
@@ -128,22 +165,34 @@ def main(cfg: DreamPRMConfig, bl: BilevelConfig, ra: DreamRunArgs, model: DreamM
     resume = cfg.resume_from or (str(ckpt_dir / f"checkpoint_step_{cfg.resume_step}.pt") if cfg.resume_step is not None else None)
     set_seed(bl.seed)  # before the model exists: the new head's initialization depends on it
 
-    # --- data
+    # --- data files (built below once the tokenizer that sizes them is loaded)
     paths = {k: resolve_path(getattr(cfg, f"{k}_json_file")) for k in ("train", "meta", "heldout")}
-    if cfg.build_data and not all(Path(p).is_file() for p in paths.values() if p):
-        if ra.dry_run:
-            log.info("dry run: settings valid; the data would be built from $PRM_DATA_DIR into %s", Path(paths["train"]).parent)
-            return {"dry_run": True, "would_build": str(Path(paths["train"]).parent), "run_dir": str(run_dir.path)}
-        counts = build_minif2f_pair(Path(paths["train"]).parent, seed=0, noisy_domains=cfg.noisy_domains)
-        log.info("built the offline miniF2F data in %s: %s", Path(paths["train"]).parent, counts)
-    paths = {k: resolve_data(p, f"{k}_json_file") for k, p in paths.items()}
-    records = {k: load("dreamprm", p, split_mode=cfg.split_mode) for k, p in paths.items() if p}
-    if cfg.train_limit:
-        records["train"] = records["train"].shuffle(seed=bl.seed).select(range(min(cfg.train_limit, len(records["train"]))))
+    out_dir = Path(paths["train"]).parent
+    build = cfg.build_data and not all(Path(p).is_file() for p in paths.values() if p)
+    if build and ra.dry_run:
+        log.info("dry run: settings valid; the data would be built from $PRM_DATA_DIR into %s", out_dir)
+        return {"dry_run": True, "would_build": str(out_dir), "run_dir": str(run_dir.path)}
+    if not cfg.build_data:  # a missing file shows before the model loads
+        paths = {k: resolve_data(p, f"{k}_json_file") for k, p in paths.items()}
 
     # --- model
     spec = PRMSpec(label_scheme="soft", separator=cfg.separator, max_length=cfg.max_length, max_prompt_length=cfg.max_prompt_length)
     prm = build_prm(model, spec, torch_dtype=DTYPES[cfg.precision])
+
+    # --- data: a folder built with other settings (another budget, other noisy domains) is rebuilt
+    if cfg.build_data:
+        fit = proof_budget(prm, cfg)
+        wanted = recipe(0, cfg.noisy_domains, fit)
+        if not is_current(out_dir, wanted):
+            if ra.dry_run:
+                log.info("dry run: settings valid; the data in %s would be rebuilt (built with other settings)", out_dir)
+                return {"dry_run": True, "would_build": str(out_dir), "run_dir": str(run_dir.path)}
+            counts = build_minif2f_pair(out_dir, seed=0, noisy_domains=cfg.noisy_domains, fit=fit)
+            log.info("built the offline miniF2F data in %s: %s", out_dir, counts)
+    paths = {k: resolve_data(p, f"{k}_json_file") for k, p in paths.items()}
+    records = {k: load("dreamprm", p, split_mode=cfg.split_mode) for k, p in paths.items() if p}
+    if cfg.train_limit:
+        records["train"] = records["train"].shuffle(seed=bl.seed).select(range(min(cfg.train_limit, len(records["train"]))))
     if cfg.train_top_layers:
         train_top_layers(prm.model, cfg.train_top_layers)
     train, domains, n_train = encode_records(prm, records["train"])
@@ -168,14 +217,16 @@ def main(cfg: DreamPRMConfig, bl: BilevelConfig, ra: DreamRunArgs, model: DreamM
 
     # --- train
     cb = wandb_callback(cfg, name, config)
-    trainer = BilevelTrainer(prm, bl, train, meta, domains, run_dir=run_dir.path, checkpoint_dir=ckpt_dir, device=device,
+    trainer = ScoringTrainer(prm, bl, train, meta, domains, run_dir=run_dir.path, checkpoint_dir=ckpt_dir, device=device,
                              num_workers=cfg.num_workers, callbacks=[cb] if cb else [])
     t0 = time.time()
     out = trainer.train(resume_from=resume)
     wall = time.time() - t0
 
     # --- evaluate: solution-level AUROC / accuracy / MSE against meta_label, step AUROC
+    trainer.eval_desc = "scoring meta"
     meta_metrics, _ = trainer.evaluate(meta, cfg.eval_batch_size)
+    trainer.eval_desc = "scoring held-out"
     held_metrics, held_rows = trainer.evaluate(heldout, cfg.eval_batch_size) if heldout else ({}, [])
 
     # --- save

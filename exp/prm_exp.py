@@ -20,7 +20,7 @@ step rewards, and a LoRA PRM is trained on them and evaluated on held-out questi
     python exp/prm_exp.py --method 2 --reward HE --batch_api --max_cost_usd 10
     # the original setup on a GPU box
     python exp/prm_exp.py --method 1 --reward HE --dataset openmathinstruct \\
-        --sft_model math_tutor_model/math_sft_adapter/v2/final_checkpoint --prm_model meta-llama/Llama-3.2-1B --bf16
+        --sft_model math_tutor_model/math_sft_adapter/v2/final_checkpoint --model meta-llama/Llama-3.2-1B
 
 Outputs:
     data/prm_exp/method{X}-<hash of the generation arguments>/{args.json, mining, solutions, graded}.jsonl
@@ -41,9 +41,10 @@ from pathlib import Path
 
 from transformers import set_seed
 
-from prm.config import RunArgs, at_least, fraction, require, resolve_data, run, settings, split_list
+from prm.config import ModelArgs, RunArgs, VerifierArgs, at_least, fraction, require, resolve_data, run, settings
 from prm.data import load, resolve_path
 from prm.device import wait_for_gpu
+from prm.eval.metrics import bootstrap_auroc
 from prm.eval.steps import evaluate_steps
 from prm.io import RunDir, own_dir, writable, write_json, write_jsonl
 from prm.label.claude import confirm_spend
@@ -58,8 +59,9 @@ from prm.label.pipeline import (
     to_records,
 )
 from prm.label.verify import VerifierOptions, consensus_summary, make_verifier, resolve_name
-from prm.label.verify.claude import DEFAULT_MODEL, BudgetExceeded, load_dotenv_key
-from prm.models.prm import PRM, PRMSpec, apply_lora
+from prm.label.verify.claude import BudgetExceeded, load_dotenv_key
+from prm.models.prm import PRMSpec
+from prm.recipes import build_prm
 from prm.schema import to_dataset
 from prm.train import PRMTrainer, PRMTrainingArguments
 
@@ -68,66 +70,71 @@ log = logging.getLogger("prm_exp")
 
 @dataclass
 class PrmExpConfig:
+    """What the main job generates and how it labels it. The PRM backbone and LoRA (`PrmExpModel`),
+    the verifier (`VerifierArgs`), the training (`PrmExpTraining`) and the run (`RunArgs`) are the
+    shared groups of `prm.config`, with the same flags as exp/train_prm.py."""
+
     method: int = field(default=1, metadata={"help": "1: the SFT model generates, a verifier grades. 2: Claude generates and grades.", "choices": [1, 2]})
     reward: str = field(default="HE", metadata={"help": "HE: +1 only if the step AND the whole solution are right. SE: +-(0.5 + 0.5 k/n) by step position.", "choices": ["HE", "SE"]})
     sft_model: str = field(default="smollm2", metadata={"help": "Generator for Method 1: hub id, local path, PEFT adapter dir, or the embedded 'smollm2'."})
     num_rollouts: int = field(default=5, metadata={"help": "Solutions per kept question."})
     num_samples: int = field(default=1000, metadata={"help": "Questions to keep after mistake mining."})
     skip_generation: bool = field(default=False, metadata={"help": "Use the graded data already in the work directory; generate and grade nothing."})
-    verifier: str = field(default="auto", metadata={"help": "auto (claude if ANTHROPIC_API_KEY is set, else rules), claude, rules, reference (the reference solution's quantities), mc (rollouts from step prefixes with the SFT model), or consensus (--consensus labelers agreeing on the first error).", "choices": ["auto", "claude", "rules", "reference", "mc", "consensus"]})
-    consensus: list[str] = field(default_factory=lambda: ["mc", "rules"], metadata={"help": "--verifier consensus: two or more labelers (claude, rules, reference, mc) that must agree on a solution's first error."})
-    claude_model: str = field(default=DEFAULT_MODEL, metadata={"help": "Claude model id for grading (and for generating, Method 2)."})
-    mc_completions: int = field(default=4, metadata={"help": "--verifier mc: continuations sampled from each step prefix."})
     mc_label: str = field(default="hard", metadata={"help": "--verifier mc: a step is correct if any (hard) or at least half (soft) of its continuations reach the answer.", "choices": ["hard", "soft"]})
-    mc_search: str = field(default="linear", metadata={"help": "--verifier mc: linear (roll out every prefix) or binary (OmegaPRM's binary search for the first error).", "choices": ["linear", "binary"]})
     batch_api: bool = field(default=False, metadata={"help": "Send Claude requests through the Message Batches API: half price, results within 24 h (the run waits; a killed run picks its batches up again)."})
     dataset: str = field(default="auto", metadata={"help": "Problems: auto (data/arithmetic_problems.jsonl with the embedded SmolLM2, else $PRM_DATA_DIR/gsm8k/train.jsonl), gsm8k ($PRM_DATA_DIR), openmathinstruct (hub), or a file."})
     dataset_format: str = field(default="gsm8k", metadata={"help": "Format of a --dataset file (python -m prm.data --list)."})
-    output_root: str = field(default=".", metadata={"help": "Where math_prm_adapter/ goes."})
-    max_concurrency: int = field(default=8, metadata={"help": "Parallel Claude requests."})
-    max_cost_usd: float | None = field(default=None, metadata={"help": "Stop Claude work cleanly once this much was spent in this run, generation and grading together (everything so far is kept)."})
+    output_root: str = field(default=".", metadata={"help": "Where math_prm_adapter/ goes (the adapter's checkpoints: --output_dir is set from it)."})
     yes: bool = field(default=False, metadata={"help": "Do not ask before paid API work."})
-    seed: int = field(default=0, metadata={"help": "Seed for sampling, splits and training."})
-    mine_samples: int = field(default=4, metadata={"help": "SFT samples per question for mistake mining."})
-    fail_low: float = field(default=0.3, metadata={"help": "Keep questions whose fail rate is at least this..."})
-    fail_high: float | None = field(default=None, metadata={"help": "...and at most this (default 0.8)."})
-    max_questions: int | None = field(default=None, metadata={"help": "Examine at most this many questions while mining (default: all; 40 with the embedded SmolLM2)."})
+    mine_samples: int = field(default=4, metadata={"help": "SFT samples per question for mistake mining (its solve rate is the share of them that reach the answer)."})
+    solve_low: float = field(default=0.3, metadata={"help": "Keep questions the SFT model solves at least this often..."})
+    solve_high: float = field(default=0.8, metadata={"help": "...and at most this often: questions with both right and wrong solutions."})
+    max_questions: int | None = field(default=None, metadata={"help": "Examine at most this many questions while mining (default: all; 120 with the embedded SmolLM2)."})
     max_new_tokens: int | None = field(default=None, metadata={"help": "Tokens per generated solution (default 256; 96 with the embedded SmolLM2)."})
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature of the SFT model."})
-    gen_batch_size: int = field(default=8, metadata={"help": "Prompts per generation batch."})
+    gen_batch_size: int | None = field(default=None, metadata={"help": "Sequences per generation batch (default 8; 32 with the embedded SmolLM2, in bf16 on a CPU)."})
     vllm: str = field(default="auto", metadata={"help": "Generate with vLLM: auto (when installed and a GPU is present), yes, no.", "choices": ["auto", "yes", "no"]})
-    prm_model: str = field(default="smollm2", metadata={"help": "PRM backbone (Llama-architecture by default)."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
-    epochs: float = field(default=2, metadata={"help": "PRM training epochs."})
-    learning_rate: float = field(default=2e-4, metadata={"help": "PRM learning rate."})
-    batch_size: int = field(default=8, metadata={"help": "PRM training batch size."})
-    max_length: int = field(default=512, metadata={"help": "PRM tokens per solution."})
-    bf16: bool = field(default=True, metadata={"help": "bf16 autocast for PRM training (CPU autocast without a GPU)."})
-    test_fraction: float = field(default=0.2, metadata={"help": "Share of questions held out for evaluation."})
+    test_fraction: float | None = field(default=None, metadata={"help": "Share of questions held out for evaluation (default 0.2; 0.3 with the embedded SmolLM2, whose run keeps few questions)."})
     wait_for_gpu: float = field(default=0, metadata={"help": "Minutes to wait, before training, for a GPU with --gpu_min_free_gb free (0: do not wait; no effect without a GPU)."})
     gpu_min_free_gb: float = field(default=10, metadata={"help": "Free GPU memory (GiB) that --wait_for_gpu waits for."})
 
     def __post_init__(self) -> None:
-        self.consensus = split_list(self.consensus)
-        if self.verifier == "consensus":
-            known = ("claude", "rules", "reference", "mc")
-            bad = [n for n in self.consensus if n not in known]
-            require(not bad, "consensus", f"unknown labeler {', '.join(bad)}; known: {', '.join(known)}")
-            require(len(set(self.consensus)) >= 2, "consensus", f"needs two or more different labelers, got {','.join(self.consensus)}")
-        at_least(self, ("num_rollouts", "num_samples", "mc_completions", "max_concurrency", "mine_samples", "max_questions",
-                        "max_new_tokens", "gen_batch_size", "lora_r", "lora_alpha", "batch_size", "max_length"))
-        require(self.epochs > 0, "epochs", f"must be > 0 (0 would report an untrained adapter), got {self.epochs}")
-        require(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}")
+        at_least(self, ("num_rollouts", "num_samples", "mine_samples", "max_questions", "max_new_tokens", "gen_batch_size"))
         require(self.temperature >= 0, "temperature", f"must be >= 0, got {self.temperature}")
         fraction(self, "test_fraction")
-        require(0 <= self.fail_low <= 1, "fail_low", f"must be in [0, 1], got {self.fail_low}")
-        require(self.fail_high is None or self.fail_low <= self.fail_high <= 1, "fail_high", f"must be in [--fail_low, 1], got {self.fail_high}")
-        require(self.max_cost_usd is None or self.max_cost_usd >= 0, "max_cost_usd", f"must be >= 0, got {self.max_cost_usd}")
+        require(0 <= self.solve_low <= 1, "solve_low", f"must be in [0, 1], got {self.solve_low}")
+        require(self.solve_low <= self.solve_high <= 1, "solve_high", f"must be in [--solve_low, 1], got {self.solve_high}")
         require(self.wait_for_gpu >= 0, "wait_for_gpu", f"must be >= 0 minutes, got {self.wait_for_gpu}")
 
 
-TYPES = (PrmExpConfig, RunArgs)
+@dataclass
+class PrmExpModel(ModelArgs):
+    """The PRM: a SmolLM2 (Llama-architecture) backbone with LoRA adapters by default."""
+
+    model: str = field(default="smollm2", metadata={"help": "PRM backbone: hub id, local path, or embedded 'smollm2' / 'minilm'."})
+    lora: bool = field(default=True, metadata={"help": "Train LoRA adapters (--no_lora: every weight)."})
+
+
+@dataclass
+class PrmExpTraining(PRMTrainingArguments):
+    """PRM training. Defaults that differ from PRMTrainingArguments: ``num_train_epochs=2``,
+    ``learning_rate=2e-4``, ``per_device_train_batch_size=8``, ``max_length=512``,
+    ``max_prompt_length=256``, ``bf16=True`` (CPU autocast without a GPU), ``logging_steps=5``,
+    ``save_strategy="epoch"``, ``save_total_limit=2``."""
+
+    num_train_epochs: float = field(default=2, metadata={"help": "PRM training epochs."})
+    learning_rate: float = field(default=2e-4, metadata={"help": "PRM learning rate (AdamW)."})
+    per_device_train_batch_size: int = field(default=8, metadata={"help": "PRM training batch size."})
+    max_length: int | None = field(default=512, metadata={"help": "PRM tokens per solution; whole trailing steps are removed beyond it."})
+    max_prompt_length: int | None = field(default=256, metadata={"help": "PRM tokens kept of the question."})
+    bf16: bool = field(default=True, metadata={"help": "bf16 autocast for PRM training (CPU autocast without a GPU)."})
+    logging_steps: float = field(default=5, metadata={"help": "Log every N steps."})
+    save_strategy: str = field(default="epoch", metadata={"help": "Checkpoint every epoch (a killed run resumes from the newest)."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept."})
+
+
+# RunArgs first: its --seed default (0) is the one flag's default, shared with the training group
+TYPES = (PrmExpConfig, RunArgs, PrmExpModel, VerifierArgs, PrmExpTraining)
 
 
 ARITHMETIC_PROBLEMS = Path(__file__).resolve().parent.parent / "data" / "arithmetic_problems.jsonl"
@@ -146,18 +153,19 @@ def problems_for(cfg: PrmExpConfig):
     return load(cfg.dataset_format, resolve_path(cfg.dataset))
 
 
-def work_dir(cfg: PrmExpConfig) -> Path:
+def work_dir(cfg: PrmExpConfig, ver: VerifierArgs, seed: int) -> Path:
     """Generation/grading files depend on these arguments only (not on the reward): same
     arguments, same folder, so reruns resume and --skip_generation finds the data."""
-    keys = ("method", "sft_model", "dataset", "dataset_format", "num_rollouts", "num_samples", "mine_samples", "fail_low",
-            "fail_high", "max_questions", "max_new_tokens", "temperature", "seed", "verifier", "claude_model", "mc_completions", "mc_label")
-    blob = json.dumps({**{k: getattr(cfg, k) for k in keys}, "verifier": resolve_name(cfg.verifier)}, sort_keys=True)
+    keys = ("method", "sft_model", "dataset", "dataset_format", "num_rollouts", "num_samples", "mine_samples", "solve_low",
+            "solve_high", "max_questions", "max_new_tokens", "temperature", "mc_label")
+    blob = json.dumps({**{k: getattr(cfg, k) for k in keys}, "seed": seed, "verifier": resolve_name(ver.verifier), "claude_model": ver.claude_model,
+                       "mc_completions": ver.mc_completions}, sort_keys=True)
     return Path("data") / "prm_exp" / f"method{cfg.method}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
 
-def claude_kw(cfg: PrmExpConfig, what: str, budget: float | None) -> dict:
+def claude_kw(cfg: PrmExpConfig, ver: VerifierArgs, what: str, budget: float | None) -> dict:
     """Settings shared by the Claude generator and verifier."""
-    return dict(max_concurrency=cfg.max_concurrency, max_cost_usd=budget, batch=cfg.batch_api,
+    return dict(max_concurrency=ver.max_concurrency, max_cost_usd=budget, batch=cfg.batch_api,
                 confirm=lambda est: confirm_spend(est, cfg.yes, what))
 
 
@@ -181,36 +189,39 @@ def label_summary(graded: list[dict]) -> dict:
     return out
 
 
-EMBEDDED_PROFILE = {"max_questions": 40, "fail_high": 0.8, "max_new_tokens": 96}
-FULL_PROFILE = {"max_questions": None, "fail_high": 0.8, "max_new_tokens": 256}
+EMBEDDED_PROFILE = {"max_questions": 120, "max_new_tokens": 96, "gen_batch_size": 32, "test_fraction": 0.3}
+FULL_PROFILE = {"max_questions": None, "max_new_tokens": 256, "gen_batch_size": 8, "test_fraction": 0.2}
 
 
-def main(cfg: PrmExpConfig, ra: RunArgs) -> dict:
+def main(cfg: PrmExpConfig, ra: RunArgs, model: PrmExpModel, ver: VerifierArgs, args: PrmExpTraining) -> dict:
     # --- setup
     t0 = time.time()
-    # Unset limits: small with the embedded SmolLM2 (the whole run fits ~10 min on 2 CPU cores; its
-    # solutions of the arithmetic problems take under 60 tokens)
+    # Unset limits: small with the embedded SmolLM2 (its solutions of the arithmetic problems take
+    # under 60 tokens; sampling ~500 of them is nearly all of the run's time). It solves 13% of the
+    # examined questions 30-80% of the time, so 120 examined keep ~16 and 30% of those are held out.
     profile = EMBEDDED_PROFILE if cfg.sft_model == "smollm2" else FULL_PROFILE
     for k, v in profile.items():
         if getattr(cfg, k) is None:
             setattr(cfg, k, v)
-    log.info("limits: max_questions=%s fail band=[%.2f, %.2f] max_new_tokens=%d", cfg.max_questions, cfg.fail_low, cfg.fail_high, cfg.max_new_tokens)
+    log.info("limits: max_questions=%s solve band=[%.2f, %.2f] max_new_tokens=%d", cfg.max_questions, cfg.solve_low, cfg.solve_high, cfg.max_new_tokens)
     if cfg.method == 2:
         if not load_dotenv_key():
             raise SystemExit("error: --method 2 needs ANTHROPIC_API_KEY (environment or .env): Claude generates and grades")
-    name = ra.run_name or f"method{cfg.method}_{cfg.reward}"
-    work = work_dir(cfg)
+    name = args.run_name = ra.run_name or f"method{cfg.method}_{cfg.reward}"
+    work = work_dir(cfg, ver, ra.seed)
+    adapter_dir = Path(cfg.output_root) / "math_prm_adapter" / name
+    args.output_dir = str(adapter_dir)
     # the run directory and the adapter's checkpoints belong to this run's settings (a run with
     # other settings refuses instead of resuming from, or reporting, another run's adapter)
-    run_dir = RunDir.claim(ra.run_dir("prm_exp", name), settings(cfg, ra, verifier_used=resolve_name(cfg.verifier)), seed=cfg.seed, overwrite=ra.overwrite)
-    adapter_dir = Path(cfg.output_root) / "math_prm_adapter" / name
+    run_dir = RunDir.claim(ra.run_dir("prm_exp", name), settings(cfg, ra, model, ver, args, verifier_used=resolve_name(ver.verifier)),
+                           seed=ra.seed, overwrite=ra.overwrite)
     writable(adapter_dir, "output_root")
     if cfg.dataset not in ("auto", "gsm8k", "openmathinstruct"):
         resolve_data(cfg.dataset, "dataset")
     if ra.dry_run:
         log.info("dry run: settings valid; would write %s and %s", run_dir.path, adapter_dir)
         return {"dry_run": True, "run_dir": str(run_dir.path)}
-    set_seed(cfg.seed)
+    set_seed(ra.seed)
 
     # --- data: mine, generate, grade (each stage resumable)
     graded_path = work / "graded.jsonl"
@@ -223,27 +234,32 @@ def main(cfg: PrmExpConfig, ra: RunArgs) -> dict:
     else:
         work.mkdir(parents=True, exist_ok=True)
         write_json(work / "args.json", {k: v for k, v in asdict(cfg).items() if k not in ("reward", "skip_generation")})
-        problems = problems_for(cfg).shuffle(seed=cfg.seed)
+        problems = problems_for(cfg).shuffle(seed=ra.seed)
+        import torch
+
         from prm.label.generate import ClaudeGenerator, make_generator
 
-        # The SFT model mines questions (both methods) and writes the rollouts (Method 1)
-        gen = make_generator(cfg.sft_model, cfg.vllm, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, batch_size=cfg.gen_batch_size, seed=cfg.seed)
-        mcfg = MiningConfig(cfg.mine_samples, cfg.fail_low, cfg.fail_high, cfg.num_samples, cfg.max_questions)
+        # The SFT model mines questions (both methods) and writes the rollouts (Method 1); the
+        # embedded SmolLM2 on a CPU samples in bf16: about 2x the solutions/s of fp32 (as in exp/offline_study.py)
+        dtype = torch.bfloat16 if cfg.sft_model == "smollm2" and not torch.cuda.is_available() else None
+        gen = make_generator(cfg.sft_model, cfg.vllm, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, batch_size=cfg.gen_batch_size,
+                             seed=ra.seed, **({"dtype": dtype} if dtype else {}))
+        mcfg = MiningConfig(cfg.mine_samples, cfg.solve_low, cfg.solve_high, cfg.num_samples, cfg.max_questions)
         try:
             kept = mine(problems, gen.generate, mcfg, work / "mining.jsonl", batch=max(1, cfg.gen_batch_size // max(1, cfg.mine_samples)))
             if cfg.method == 2:  # Claude writes the rollouts; prompt variants make them differ
-                writer = ClaudeGenerator(cfg.claude_model, cache_path=work / "claude_generation_cache.jsonl", **claude_kw(cfg, "generation", cfg.max_cost_usd))
+                writer = ClaudeGenerator(ver.claude_model, cache_path=work / "claude_generation_cache.jsonl", **claude_kw(cfg, ver, "generation", ver.max_cost_usd))
                 sols = rollouts(kept, cfg.num_rollouts, writer.generate, work / "solutions.jsonl", reuse_samples=False)
-                api_usage["generation"] = writer.usage.as_dict(cfg.claude_model)
+                api_usage["generation"] = writer.usage.as_dict(ver.claude_model)
             else:
                 sols = rollouts(kept, cfg.num_rollouts, gen.generate, work / "solutions.jsonl")
             spent = api_usage.get("generation", {}).get("cost_usd") or 0.0
-            budget = None if cfg.max_cost_usd is None else cfg.max_cost_usd - spent
-            verifier = make_verifier(cfg.verifier, VerifierOptions(
-                model=cfg.claude_model, cache_path=work / "claude_cache.jsonl", job=claude_kw(cfg, "grading", budget),
-                completer=gen.complete, num_completions=cfg.mc_completions, mc_label=cfg.mc_label, mc_search=cfg.mc_search,
-                rollout_cache_path=work / "rollouts.jsonl", consensus=cfg.consensus,
-                references=references_of(problems) if "reference" in (cfg.verifier, *cfg.consensus) else None))
+            budget = None if ver.max_cost_usd is None else ver.max_cost_usd - spent
+            verifier = make_verifier(ver.verifier, VerifierOptions(
+                model=ver.claude_model, cache_path=work / "claude_cache.jsonl", job=claude_kw(cfg, ver, "grading", budget),
+                completer=gen.complete, num_completions=ver.mc_completions, mc_label=cfg.mc_label, mc_search=ver.mc_search,
+                rollout_cache_path=work / "rollouts.jsonl", consensus=ver.consensus,
+                references=references_of(problems) if "reference" in (ver.verifier, *ver.consensus) else None))
             verifier_name = verifier.name
             log.info("verifier: %s", verifier_name)
             graded = grade(sols, verifier, graded_path)
@@ -255,8 +271,8 @@ def main(cfg: PrmExpConfig, ra: RunArgs) -> dict:
     # --- rewards -> training data
     records, prefix = to_records(graded, cfg.reward)
     if not records:
-        raise SystemExit("error: no labeled solution; widen --fail_low/--fail_high or raise --max_questions")
-    train, test = split_questions(records, cfg.test_fraction, cfg.seed)
+        raise SystemExit("error: no labeled solution; widen --solve_low/--solve_high or raise --max_questions")
+    train, test = split_questions(records, cfg.test_fraction, ra.seed)
     save_dataset(Path("data") / f"prm_dataset_method{cfg.method}_{cfg.reward}", train, test, prefix)
     labels = [v for r in records for v in r["labels"] if v is not None]
     test_labels = [v for r in test for v in r["labels"] if v is not None]
@@ -266,11 +282,8 @@ def main(cfg: PrmExpConfig, ra: RunArgs) -> dict:
               "test_correct_steps": sum(v >= 0.5 for v in test_labels)}
     log.info("data: %s", counts)
 
-    # --- model: LoRA PRM with soft targets from the reward
-    prm = apply_lora(PRM.from_backbone(cfg.prm_model, PRMSpec(label_scheme="soft", separator="\n")), cfg.lora_r, cfg.lora_alpha)
-    args = PRMTrainingArguments(output_dir=str(adapter_dir), num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
-                                learning_rate=cfg.learning_rate, max_length=cfg.max_length, max_prompt_length=cfg.max_length // 2,
-                                save_strategy="epoch", save_total_limit=2, logging_steps=5, bf16=cfg.bf16, seed=cfg.seed, step_separator="\n")
+    # --- model: a PRM (LoRA by default) with soft targets from the reward
+    prm = build_prm(model, PRMSpec(label_scheme="soft", separator=args.step_separator))
 
     run_dir.begin()
     own_dir(adapter_dir, run_dir.fingerprint, ra.overwrite)
@@ -290,6 +303,9 @@ def main(cfg: PrmExpConfig, ra: RunArgs) -> dict:
 
     # --- evaluate on held-out questions
     metrics, scored = evaluate_steps(prm, test) if test else ({"steps": {"n_steps": 0}}, [])
+    # held-out steps of one question are not independent: the interval resamples questions
+    pairs = [(lab, sc, r["meta"]["question_id"]) for r in scored for lab, sc in zip(r["labels"], r["step_scores"]) if lab is not None]
+    metrics["steps"]["auroc_by_question"] = bootstrap_auroc(*zip(*pairs), seed=ra.seed) if pairs else None
     metrics.update(data=counts, wall_time_s=round(time.time() - t0, 1), verifier=verifier_name)
     metrics.update(label_summary(graded))
     if api_usage:
@@ -301,10 +317,13 @@ def main(cfg: PrmExpConfig, ra: RunArgs) -> dict:
     run_dir.finish(metrics)
     s = metrics["steps"]
     print(f"\nPRM {name}: {counts['solutions']} solutions, {counts['steps']} labeled steps ({counts['correct_step_share']:.0%} correct)")
-    print(f"held-out steps: n={s.get('n_steps')} ({counts['test_correct_steps']} labeled correct) accuracy={s.get('accuracy')} auroc={s.get('auroc')}")
+    ci = s.get("auroc_by_question") or {}
+    print(f"held-out steps: n={s.get('n_steps')} ({counts['test_correct_steps']} labeled correct, {s.get('n_steps', 0) - counts['test_correct_steps']} wrong) "
+          f"accuracy={s.get('accuracy')} auroc={s.get('auroc')}" + (f" (95% interval over {ci['n_groups']} held-out questions: "
+          f"{ci['ci_low']:.2f}-{ci['ci_high']:.2f})" if ci.get("ci_low") is not None else ""))
     if s.get("single_class"):
         print(f"warning: every held-out step is labeled '{s['single_class']}': accuracy only counts that class and AUROC is undefined; "
-              "examine more questions (--max_questions) or check the mining band (--fail_low/--fail_high)")
+              "examine more questions (--max_questions) or check the mining band (--solve_low/--solve_high)")
     print(f"data: data/prm_dataset_method{cfg.method}_{cfg.reward}/  adapter: {adapter_dir}/final_checkpoint  results: {run_dir.path}")
     return metrics
 

@@ -275,6 +275,13 @@ class VerifierArgs:
 
     def __post_init__(self) -> None:
         self.consensus = split_list(self.consensus)
+        known = ("auto", "claude", "rules", "reference", "mc", "consensus")
+        require(self.verifier in known, "verifier", f"unknown verifier {self.verifier!r}; known: {', '.join(known)}")
+        if self.verifier == "consensus":
+            labelers = ("claude", "rules", "reference", "mc")
+            bad = [n for n in self.consensus if n not in labelers]
+            require(not bad, "consensus", f"unknown labeler {', '.join(bad)}; known: {', '.join(labelers)}")
+            require(len(set(self.consensus)) >= 2, "consensus", f"needs two or more different labelers, got {','.join(self.consensus)}")
         at_least(self, ("mc_completions", "max_concurrency"))
         require(self.max_cost_usd is None or self.max_cost_usd >= 0, "max_cost_usd", f"must be >= 0, got {self.max_cost_usd}")
 

@@ -228,7 +228,7 @@ def evaluate_prm(cfg: EvalConfig, ra: RunArgs, experiment: str = "evaluate", reu
     from prm.data import load, split_by_problem
     from prm.eval.bon import best_of_n, load_candidates
     from prm.eval.processbench import choose_threshold, load_processbench, processbench_metrics
-    from prm.eval.steps import evaluate_steps, score_records
+    from prm.eval.steps import evaluate_steps, score_items, score_records
     from prm.models.kinds import PRMLoadError
     from prm.models.prm import load_prm
 
@@ -280,7 +280,7 @@ def evaluate_prm(cfg: EvalConfig, ra: RunArgs, experiment: str = "evaluate", reu
     # --- score and measure
     if cfg.task == "best_of_n":
         flat = [(p["problem"], c["steps"]) for p in problems for c in p["candidates"]]
-        scores = iter(prm.score_batch(flat, batch_size=cfg.batch_size))
+        scores = iter(score_items(prm, flat, cfg.batch_size, desc="scoring candidates", unit="candidate"))
         for p in problems:
             for c in p["candidates"]:
                 c["step_scores"] = next(scores)

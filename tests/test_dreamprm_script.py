@@ -11,10 +11,16 @@ from exp.dreamprm_minif2f import TYPES, main
 from prm.config import parse
 from prm.data import load
 from prm.data.dreamprm_build import (
+    ProofBudget,
     build_minif2f_pair,
+    clip_middle,
     corrupt_number,
     cot_response,
+    fit_steps,
+    is_current,
     proof_steps,
+    recipe,
+    step_text,
 )
 from prm.models.backbones import minilm_path
 from prm.plots.dreamprm import compare_figure, weight_figures
@@ -124,3 +130,56 @@ def test_build_offline_minif2f_pair(shared_data, tmp_path):
             assert r["labels"] == [1.0] * k + [0.0] * (len(r["labels"]) - k)
         else:
             assert set(r["labels"]) == {1.0}
+
+
+def _words(text):  # a tokenizer stand-in: one token per word
+    return len(text.split())
+
+
+def test_fit_steps_shortens_the_longest_steps_in_place():
+    steps = ["a b c", " ".join(f"w{i}" for i in range(40)), "x y", " ".join(f"v{i}" for i in range(30))]
+    budget = ProofBudget(40, _words)
+    out, n = fit_steps(steps, budget)
+    # every step keeps its place; the two long ones are cut in the middle to a common cap, short ones untouched
+    assert len(out) == 4 and out[0] == steps[0] and out[2] == steps[2] and n == 2
+    assert sum(_words(step_text(k, s)) for k, s in enumerate(out, 1)) <= 40
+    assert out[1].startswith("w0 w1") and out[1].endswith("w38 w39") and "..." in out[1]
+    # a proof that fits is left alone; one that cannot fit even shortened is refused
+    assert fit_steps(steps, ProofBudget(1000, _words)) == (steps, 0)
+    assert fit_steps(steps, ProofBudget(5, _words)) is None
+    assert clip_middle("one two three four five six", 4, _words) == "one two ... six"
+
+
+def test_fitted_build_scores_every_row_and_keeps_the_error_visible(shared_data, tmp_path):
+    # a budget small enough that many miniF2F proofs must be shortened
+    budget = ProofBudget(60, lambda t: _words(t) + 1, tokenizer="words")
+    counts = build_minif2f_pair(tmp_path, shared_data, fit=budget)
+    assert counts["heldout"]["shortened"] > 50 and counts["recipe"]["fit"] == {"tokens": 60, "tokenizer": "words"}
+    assert is_current(tmp_path, recipe(0, (), budget)) and not is_current(tmp_path, recipe(0, ()))  # another budget: stale
+    rows = {r["id"]: r for r in map(json.loads, (tmp_path / "heldout.jsonl").read_text().splitlines())}
+    recs = {r["id"]: r for r in load("dreamprm", tmp_path / "heldout.jsonl", split_mode="headers")}
+    checked = 0
+    for rid, r in recs.items():
+        assert sum(budget.count(s) for s in r["completions"]) <= 60  # every row fits whole
+        twin = recs.get(rid.removesuffix("-err"))
+        if rid.endswith("-err") and twin and "shortened_steps" in rows[rid]:
+            # the corrupted copy is cut from the same shortened proof: the changed number is in the kept text
+            k = rows[rid]["injected_at"]
+            assert r["completions"][k] != twin["completions"][k] and r["labels"][k] == 0.0
+            assert [c for i, c in enumerate(r["completions"]) if i != k] == [c for i, c in enumerate(twin["completions"]) if i != k]
+            checked += 1
+    assert checked > 20
+
+
+def test_scoring_with_a_bar_keeps_every_row_in_place(tmp_path, tiny_model):
+    # the script's ScoringTrainer scores in chunks under one bar; each row must stay with its example
+    from exp.dreamprm_minif2f import ScoringTrainer
+    from prm.models.prm import PRM, PRMSpec
+    from prm.train.bilevel import BilevelConfig, BilevelTrainer, encode_records
+
+    prm = PRM.from_backbone(tiny_model, PRMSpec(label_scheme="soft", separator="\n", max_length=64))
+    ex, domains, _ = encode_records(prm, load("dreamprm", write_rows(tmp_path / "x.jsonl", 40, 3), split_mode="headers"))
+    ours = ScoringTrainer(prm, BilevelConfig(weighting="none"), ex, ex, domains).score(ex, batch_size=2)  # 3 chunks of 16
+    plain = BilevelTrainer(prm, BilevelConfig(weighting="none"), ex, ex, domains).score(ex, batch_size=2)
+    assert [r["id"] for r in ours] == [e.id for e in ex] == [r["id"] for r in plain]
+    assert all(abs(a["score"] - b["score"]) < 1e-5 for a, b in zip(ours, plain))

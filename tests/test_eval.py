@@ -182,3 +182,58 @@ def test_run_config_has_no_secrets(tmp_path):
     run = start_run(tmp_path / "r", {"claude": {"anthropic_api_key": "sk-live-123", "model": "m"}, "hf_token": "hf_x"}, seed=3)
     text = (run / "config.json").read_text()
     assert "sk-live-123" not in text and "hf_x" not in text and '"model": "m"' in text
+
+
+class _CountingPRM:
+    """A scorer that records its calls: score_batch(items, batch_size) -> one score per step."""
+
+    def __init__(self):
+        self.calls = []
+
+    def score_batch(self, items, batch_size=16):
+        self.calls.append(len(items))
+        return [[0.5] * len(steps) for _, steps in items]
+
+
+def test_scoring_shows_one_bar_for_the_whole_stage(monkeypatch):
+    # an evaluation stage (steps, ProcessBench, best-of-N candidates) is one bar counting its items, not one per batch
+    import prm.eval.steps as steps_mod
+    from prm.eval.steps import score_items
+
+    bars = []
+
+    class Recording:
+        def __init__(self, total=None, desc=None, unit=None, **kw):
+            self.rec = {"total": total, "desc": desc, "unit": unit, "n": 0}
+            bars.append(self.rec)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+        def update(self, n=1):
+            self.rec["n"] += n
+
+    monkeypatch.setattr(steps_mod, "tqdm", Recording)
+    prm = _CountingPRM()
+    items = [(f"q{i}", ["a", "b"]) for i in range(50)]
+    scores = score_items(prm, items, batch_size=2, desc="scoring candidates", unit="candidate")
+    assert len(scores) == 50 and len(prm.calls) > 1  # several score_batch calls...
+    assert bars == [{"total": 50, "desc": "scoring candidates", "unit": "candidate", "n": 50}]  # ...one bar
+
+
+@pytest.mark.parametrize("labels, scores, groups, auroc", [
+    ([1, 0, 1, 0], [0.9, 0.1, 0.8, 0.2], ["a", "a", "b", "b"], 1.0),  # separable: 1.0, interval inside [0, 1]
+    ([1, 1, 1], [0.9, 0.1, 0.8], ["a", "b", "c"], None),  # one class: no AUROC, no interval
+])
+def test_bootstrap_auroc_resamples_groups(labels, scores, groups, auroc):
+    from prm.eval.metrics import bootstrap_auroc
+
+    out = bootstrap_auroc(labels, scores, groups, n_boot=200)
+    assert out["auroc"] == auroc
+    if auroc is None:
+        assert out["ci_low"] is None and out["n_groups"] == 0
+    else:
+        assert 0 <= out["ci_low"] <= out["auroc"] <= out["ci_high"] <= 1 and out["n_groups"] == 2

@@ -110,7 +110,7 @@ def test_each_stage_has_one_bar_counting_solutions(tiny_lm, tmp_path, monkeypatc
     bars = Bars(monkeypatch)
     gen = LocalGenerator(tiny_lm, max_new_tokens=6, batch_size=3)
     problems = [{"id": f"p{i}", "prompt": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(5)]
-    cfg = MiningConfig(mine_samples=2, fail_low=0.0, fail_high=1.0, num_samples=5)
+    cfg = MiningConfig(mine_samples=2, solve_low=0.0, solve_high=1.0, num_samples=5)
     kept = mine(problems, gen.generate, cfg, tmp_path / "mining.jsonl", batch=2)  # 3 generation calls
     sols = rollouts(kept, 3, gen.generate, tmp_path / "solutions.jsonl", batch=2)  # the 2 mining samples + 1 new each
     grade(sols, make_verifier("mc", completer=gen.complete, num_completions=2), tmp_path / "graded.jsonl")

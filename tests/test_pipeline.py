@@ -34,15 +34,29 @@ class Sampler:
         return out
 
 
-def test_mine_keeps_the_fail_band_and_resumes(tmp_path):
+def test_mine_keeps_the_solve_band_and_resumes(tmp_path):
     s = Sampler()
-    cfg = MiningConfig(mine_samples=4, fail_low=0.3, fail_high=0.8, num_samples=10, max_questions=4)
+    cfg = MiningConfig(mine_samples=4, solve_low=0.3, solve_high=0.8, num_samples=10, max_questions=4)
     kept = mine(PROBLEMS, s, cfg, tmp_path / "mining.jsonl", batch=2)
-    # even questions fail half the time (kept), odd ones always (dropped); only 4 examined
+    # even questions are solved half the time (kept), odd ones never (dropped); only 4 examined
     assert [k["id"] for k in kept] == ["q2", "q4"] and len(s.prompts) == 4
     # a rerun examines nothing again, and continues past the limit when it is raised
     again = mine(PROBLEMS, s, MiningConfig(4, 0.3, 0.8, 10, 6), tmp_path / "mining.jsonl", batch=2)
     assert [k["id"] for k in again] == ["q2", "q4", "q6"] and len(s.prompts) == 6
+
+
+@pytest.mark.parametrize("right, kept", [
+    (1, False),  # solved 1 in 4 (fails 75%): below the 30-80% solve band (the old fail band kept it)
+    (2, True),   # solved half the time
+    (3, True),   # solved 3 in 4
+    (4, False),  # always solved: no wrong rollouts to learn from
+])
+def test_mine_band_is_the_solve_rate(tmp_path, right, kept):
+    def sample(prompts, n):
+        return [["The answer is 2."] * right + ["The answer is 3."] * (n - right) for _ in prompts]
+
+    out = mine([{"id": "q", "prompt": "1 + 1?", "answer": "2"}], sample, MiningConfig(4, 0.3, 0.8, 10), tmp_path / "m.jsonl")
+    assert bool(out) == kept
 
 
 def test_rollouts_reuse_mining_samples(tmp_path):

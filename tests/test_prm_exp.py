@@ -88,7 +88,7 @@ def test_method2_claude_generates_and_grades_as_a_batch(tmp_path, monkeypatch):
         monkeypatch.chdir(tmp_path)
         monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-SECRET-222")
         monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
-        args = ["--config", TINY, "--method", "2", "--max_questions", "2", "--fail_low", "0", "--yes", "--batch_api"]
+        args = ["--config", TINY, "--method", "2", "--max_questions", "2", "--solve_low", "0", "--yes", "--batch_api"]
         m = cli(args)
         sols = [json.loads(line) for line in next(Path("data/prm_exp").glob("method2-*")).joinpath("solutions.jsonl").read_text().splitlines()]
         assert sols and all(s.startswith("The two amounts") for row in sols for s in row["solutions"])  # Claude's, not SmolLM2's
@@ -111,7 +111,7 @@ def test_mc_verifier_run(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
-    m = cli(["--config", TINY, "--verifier", "mc", "--mc_completions", "2", "--max_questions", "2", "--fail_low", "0"])
+    m = cli(["--config", TINY, "--verifier", "mc", "--mc_completions", "2", "--max_questions", "2", "--solve_low", "0"])
     graded = [json.loads(line) for line in next(Path("data/prm_exp").glob("method1-*")).joinpath("graded.jsonl").read_text().splitlines()]
     assert m["verifier"] == "mc" and graded and all(len(g["step_estimates"]["mc_soft"]) == len(g["steps"]) for g in graded)
 

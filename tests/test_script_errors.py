@@ -80,10 +80,13 @@ CASES = [
     # num_labels outside 2/3 (was raised outside the error handler)
     ("prm800k_bert", ["--num_labels", "5"], r"num_labels must be 2 or 3, got 5"),
     # training that trains nothing
-    ("prm_exp", ["--epochs", "0"], r"--epochs must be > 0"),
+    ("prm_exp", ["--num_train_epochs", "0"], r"--num_train_epochs must be > 0"),
     ("train_prm", ["--config", TINY_TRAIN, "--num_train_epochs", "0", "--max_steps", "-1"], r"--num_train_epochs must be > 0"),
     # 4-bit base weights without LoRA
     ("train_prm", ["--config", TINY_TRAIN, "--load_in_4bit"], r"--load_in_4bit .*add --lora"),
+    ("math_shepherd", ["--load_in_4bit"], r"--load_in_4bit .*add --lora"),
+    ("prm_exp", ["--load_in_4bit", "--no_lora"], r"--load_in_4bit .*add --lora"),
+    ("dreamprm_minif2f", ["--load_in_4bit", "--no_lora"], r"--load_in_4bit .*add --lora"),
     # a run name that is a path
     ("train_prm", ["--config", TINY_TRAIN, "--run_name", "a/b"], r"--run_name must be a plain folder name"),
     # the offline study: an unknown stage or variant recipe

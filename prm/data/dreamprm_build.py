@@ -17,6 +17,14 @@ wrong proofs. The recipe (`build_minif2f_pair`) makes both usable, with errors a
   copy with one number changed in one step, ``meta_label`` = 0 (``pi`` as above).
 - optional controlled noise (``noisy_domains``): the ``pi`` of every train row of those domains is
   replaced by a fair coin flip, a check that reweighting finds and down-weights them.
+- optional fitting (``fit``, a `ProofBudget`): meta and held-out rows are judged whole (their
+  ``meta_label`` speaks of the whole proof), so a proof whose steps exceed the PRM's context would be
+  dropped. With a budget, the steps of such a proof are shortened *before* the error is injected:
+  every step keeps its place, its label and its head and tail words; the longest steps lose middle
+  words (replaced by ``...``) down to a common cap, the largest one under which the proof fits
+  (`fit_steps`). Right and corrupted copies are cut from the same shortened proof, so the changed
+  number is always in the kept text. Train rows are not shortened (training truncates whole
+  trailing steps).
 
 Every choice is drawn from a generator seeded by ``seed`` and the row's key, so a rebuild writes
 the same bytes. A changed number almost always breaks a proof or a computation, but not always (a
@@ -33,7 +41,8 @@ import logging
 import random
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from prm.data.formats import _lean_comment, dreamprm_math_steps
@@ -58,6 +67,63 @@ def proof_steps(proof: str, max_steps: int = 12) -> list[str]:
     return steps
 
 
+@dataclass
+class ProofBudget:
+    """At most ``tokens`` step tokens per meta/held-out proof, as counted by ``count`` (a step's
+    tokens including its separator, e.g. with the PRM's tokenizer); ``tokenizer`` names it."""
+
+    tokens: int
+    count: Callable[[str], int]
+    tokenizer: str = ""
+
+    def recipe(self) -> dict:
+        return {"tokens": self.tokens, "tokenizer": self.tokenizer}
+
+
+ELLIPSIS = "..."
+
+
+def clip_middle(step: str, cap: int, count: Callable[[str], int]) -> str:
+    """``step`` with middle words replaced by ``...`` so that ``count`` is at most ``cap``: the
+    most words that fit, half from the head, half from the tail."""
+    if count(step) <= cap:
+        return step
+    words = step.split()
+    lo, hi = 0, len(words) - 1  # words kept; len(words) itself does not fit
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        head = (mid + 1) // 2
+        if count(" ".join(words[:head] + [ELLIPSIS] + words[len(words) - (mid - head):])) <= cap:
+            lo = mid
+        else:
+            hi = mid - 1
+    head = (lo + 1) // 2
+    return " ".join(words[:head] + [ELLIPSIS] + words[len(words) - (lo - head):])
+
+
+def fit_steps(steps: list[str], budget: ProofBudget) -> tuple[list[str], int] | None:
+    """Steps whose token counts (as written by `cot_response`, with their ``### Step k:`` header,
+    which the PRM reads too) sum to at most ``budget.tokens``: every step longer than a common cap
+    (the largest cap that makes the proof fit) is shortened by `clip_middle`. Returns (steps,
+    number of shortened steps), or None when even the shortest form of each step does not fit."""
+    counts = [lambda t, k=k: budget.count(step_text(k, t)) for k in range(1, len(steps) + 1)]
+    lengths = [c(s) for c, s in zip(counts, steps)]
+    if sum(lengths) <= budget.tokens:
+        return steps, 0
+    floor = [c(ELLIPSIS) if len(s.split()) > 1 else n for c, s, n in zip(counts, steps, lengths)]
+    if sum(floor) > budget.tokens:
+        return None
+    lo, hi = 1, max(lengths)  # the cap: the largest one whose capped lengths fit
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if sum(min(n, max(mid, f)) for n, f in zip(lengths, floor)) <= budget.tokens:
+            lo = mid
+        else:
+            hi = mid - 1
+    out = [clip_middle(s, max(lo, f), c) if n > max(lo, f) else s for c, s, n, f in zip(counts, steps, lengths, floor)]
+    return out, sum(a != b for a, b in zip(out, steps))
+
+
 def corrupt_number(steps: list[str], rng: random.Random) -> tuple[list[str], int] | None:
     """Change one number in one step to a plausible wrong value; returns (steps, index) or None
     when no step has a number that can be changed."""
@@ -72,9 +138,14 @@ def corrupt_number(steps: list[str], rng: random.Random) -> tuple[list[str], int
     return None
 
 
+def step_text(k: int, step: str) -> str:
+    """Step ``k`` (from 1) in DreamPRM's layout; `prm.steps.split_steps` (headers) keeps the header."""
+    return f"### Step {k}: {step}"
+
+
 def cot_response(steps: list[str]) -> str:
     """DreamPRM's ``### Step k:`` layout; read back with ``split_mode=headers``."""
-    return "\n".join(f"### Step {k}: {s}" for k, s in enumerate(steps, 1))
+    return "\n".join(step_text(k, s) for k, s in enumerate(steps, 1))
 
 
 def _row(rid: str, prompt: str, formal: str | None, steps: list[str], pis: list[float], meta_label: float, domain: str, **extra) -> dict:
@@ -127,8 +198,9 @@ def train_rows(src: Path, seed: int = 0, noisy_domains: Iterable[str] = ()) -> l
     return out
 
 
-def minif2f_rows(src: Path, split: str, seed: int = 0) -> list[dict]:
-    """Meta/held-out rows from miniF2F (``minif2f_lean4.jsonl`` + ``minif2f_informal.jsonl``)."""
+def minif2f_rows(src: Path, split: str, seed: int = 0, fit: ProofBudget | None = None) -> list[dict]:
+    """Meta/held-out rows from miniF2F (``minif2f_lean4.jsonl`` + ``minif2f_informal.jsonl``); with
+    ``fit``, over-long proofs are shortened first (`fit_steps`) and their rows carry ``shortened_steps``."""
     formal = {}
     for where, r in iter_json_rows(src / "minif2f_lean4.jsonl"):
         formal[r.get("name")] = r
@@ -142,30 +214,58 @@ def minif2f_rows(src: Path, split: str, seed: int = 0) -> list[dict]:
         steps = proof_steps(proof)
         if not steps:
             continue
+        extra = {}
+        if fit is not None:
+            fitted = fit_steps(steps, fit)
+            if fitted is None:  # more steps than the budget has tokens: left whole (the encoder drops it, counted)
+                log.warning("%s: %d steps do not fit %d tokens even shortened", name, len(steps), fit.tokens)
+            elif fitted[1]:
+                steps, extra = fitted[0], {"shortened_steps": fitted[1]}
         lean = formal.get(name, {})
         prompt = _lean_comment(lean["informal_prefix"]) if lean.get("informal_prefix") else r.get("informal_statement", "")
         rng = random.Random(f"{seed}-{name}")
-        out.append(_row(f"minif2f-{name}", prompt, lean.get("formal_statement"), steps, [1.0] * len(steps), 1.0, "minif2f"))
+        out.append(_row(f"minif2f-{name}", prompt, lean.get("formal_statement"), steps, [1.0] * len(steps), 1.0, "minif2f", **extra))
         err = _with_error(f"minif2f-{name}", prompt, lean.get("formal_statement"), steps, "minif2f", rng)
         if err:
-            out.append(err)
+            out.append(err | extra)
     return out
 
 
-def build_minif2f_pair(out_dir: str | Path, source: str | Path | None = None, seed: int = 0, noisy_domains: Iterable[str] = ()) -> dict:
+def recipe(seed: int = 0, noisy_domains: Iterable[str] = (), fit: ProofBudget | None = None) -> dict:
+    """The build settings a data folder was made with (``counts.json``'s ``recipe``): a folder made
+    with other settings is stale."""
+    return {"seed": seed, "noisy_domains": sorted(noisy_domains), "fit": fit.recipe() if fit else None}
+
+
+def is_current(out_dir: str | Path, wanted: dict) -> bool:
+    """The three files are in ``out_dir`` and were built with the ``wanted`` `recipe`."""
+    out = Path(out_dir)
+    if not all((out / f"{n}.jsonl").is_file() for n in ("train", "meta", "heldout")) or not (out / "counts.json").is_file():
+        return False
+    try:
+        return json.loads((out / "counts.json").read_text(encoding="utf-8")).get("recipe") == wanted
+    except (json.JSONDecodeError, OSError):
+        return False
+
+
+def build_minif2f_pair(out_dir: str | Path, source: str | Path | None = None, seed: int = 0, noisy_domains: Iterable[str] = (),
+                       fit: ProofBudget | None = None) -> dict:
     """Write ``train.jsonl``, ``meta.jsonl`` (miniF2F valid) and ``heldout.jsonl`` (miniF2F test)
-    under ``out_dir`` from ``source`` (default: `prm.io.data_dir`); returns row counts."""
+    under ``out_dir`` from ``source`` (default: `prm.io.data_dir`); ``fit`` shortens over-long
+    meta/held-out proofs (see the module docstring). Returns row counts and the `recipe`."""
     root = Path(source) if source else data_dir()
     if root is None or not (root / "dreamprm").is_dir() or not (root / "minif2f").is_dir():
         raise FileNotFoundError(f"need dreamprm/ and minif2f/ under the data folder ({root}); set PRM_DATA_DIR")
     out = Path(out_dir)
-    parts = {"train": train_rows(root / "dreamprm", seed, noisy_domains), "meta": minif2f_rows(root / "minif2f", "valid", seed),
-             "heldout": minif2f_rows(root / "minif2f", "test", seed)}
-    counts = {}
+    noisy_domains = list(noisy_domains)
+    parts = {"train": train_rows(root / "dreamprm", seed, noisy_domains), "meta": minif2f_rows(root / "minif2f", "valid", seed, fit),
+             "heldout": minif2f_rows(root / "minif2f", "test", seed, fit)}
+    counts: dict = {"recipe": recipe(seed, noisy_domains, fit)}
     for name, rows in parts.items():
         write_jsonl(out / f"{name}.jsonl", rows)
         counts[name] = {"rows": len(rows), "meta_label_1": sum(r["meta_label"] == 1.0 for r in rows),
-                        "domains": dict(sorted(Counter(r["domain"] for r in rows).items()))}
+                        "domains": dict(sorted(Counter(r["domain"] for r in rows).items())),
+                        "shortened": sum("shortened_steps" in r for r in rows)}
     (out / "counts.json").write_text(json.dumps(counts, indent=2) + "\n")
     return counts
 
@@ -176,8 +276,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--source", default=None, help="data folder with dreamprm/ and minif2f/ (default: $PRM_DATA_DIR)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--noisy_domains", default="", help="comma-separated train domains whose step labels become coin flips")
+    ap.add_argument("--max_proof_tokens", type=int, default=None, help="shorten meta/held-out proofs to this many step tokens")
+    ap.add_argument("--tokenizer", default="minilm", help="tokenizer that counts them: embedded name, path or hub id")
     a = ap.parse_args(argv)
-    counts = build_minif2f_pair(a.out, a.source, a.seed, [d for d in a.noisy_domains.split(",") if d])
+    fit = None
+    if a.max_proof_tokens:
+        from transformers import AutoTokenizer
+
+        from prm.models.backbones import resolve
+
+        tok = AutoTokenizer.from_pretrained(resolve(a.tokenizer))
+        fit = ProofBudget(a.max_proof_tokens, lambda s: len(tok(s, add_special_tokens=False)["input_ids"]) + 1, a.tokenizer)
+    counts = build_minif2f_pair(a.out, a.source, a.seed, [d for d in a.noisy_domains.split(",") if d], fit)
     print(json.dumps(counts, indent=2))
 
 

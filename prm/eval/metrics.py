@@ -69,3 +69,25 @@ def confusion_matrix(labels: Sequence[int], predictions: Sequence[int], num_clas
     out = np.zeros((num_classes, num_classes), dtype=int)
     np.add.at(out, (np.asarray(labels, dtype=int), np.asarray(predictions, dtype=int)), 1)
     return out.tolist()
+
+
+def bootstrap_auroc(labels: Sequence[float], scores: Sequence[float], groups: Sequence[str] | None = None, n_boot: int = 1000,
+                    seed: int = 0) -> dict:
+    """AUROC of ``scores`` against binarized ``labels`` (>= 0.5) with a bootstrap 95% interval that
+    resamples whole ``groups`` (e.g. questions: the steps of one question are not independent).
+    Resamples left with one class are skipped; None values when the data hold one class."""
+    y = (np.asarray(labels, dtype=float) >= 0.5).astype(int)
+    s = np.asarray(scores, dtype=float)
+    if len(y) == 0 or y.min() == y.max():
+        return {"auroc": None, "ci_low": None, "ci_high": None, "n_groups": 0}
+    g = np.asarray(groups if groups is not None else range(len(y)))
+    names = np.unique(g)
+    members = [np.flatnonzero(g == n) for n in names]
+    rng = np.random.default_rng(seed)
+    aucs = []
+    for _ in range(n_boot):
+        idx = np.concatenate([members[i] for i in rng.integers(0, len(names), size=len(names))])
+        if y[idx].min() != y[idx].max():
+            aucs.append(roc_auc_score(y[idx], s[idx]))
+    return {"auroc": float(roc_auc_score(y, s)), "ci_low": float(np.percentile(aucs, 2.5)) if aucs else None,
+            "ci_high": float(np.percentile(aucs, 97.5)) if aucs else None, "n_groups": len(names)}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,19 +28,25 @@ def solution_label(rec: dict) -> float | None:
     return None
 
 
+def score_items(prm: Any, items: Sequence[tuple[str, Sequence[str]]], batch_size: int = 16, desc: str = "scoring",
+                unit: str = "solution") -> list[list[float]]:
+    """``prm.score_batch(items)`` with one progress bar for the whole stage, counting solutions:
+    chunks of 8 batches keep the length-sorted batching inside score_batch effective while the bar
+    still moves."""
+    out: list[list[float]] = []
+    with tqdm(total=len(items), desc=desc, unit=unit) as bar:
+        for b in range(0, len(items), batch_size * 8):
+            chunk = items[b : b + batch_size * 8]
+            out += prm.score_batch(chunk, batch_size=batch_size)
+            bar.update(len(chunk))
+    return out
+
+
 def score_records(prm: Any, records: Iterable[dict], batch_size: int = 16, desc: str = "scoring") -> list[dict]:
     """Records with ``step_scores`` (P(correct) per kept step) added."""
     recs = list(records)
-    out = []
-    # one bar for the whole stage, counting solutions; chunks of 8 batches keep the length-sorted
-    # batching inside score_batch effective while the bar still moves
-    with tqdm(total=len(recs), desc=desc, unit="solution") as bar:
-        for b in range(0, len(recs), batch_size * 8):
-            chunk = recs[b : b + batch_size * 8]
-            scores = prm.score_batch([(r["prompt"], r["completions"]) for r in chunk], batch_size=batch_size)
-            out += [{**r, "step_scores": s} for r, s in zip(chunk, scores)]
-            bar.update(len(chunk))
-    return out
+    scores = score_items(prm, [(r["prompt"], r["completions"]) for r in recs], batch_size, desc)
+    return [{**r, "step_scores": s} for r, s in zip(recs, scores)]
 
 
 def evaluate_steps(prm: Any, records: Iterable[dict], batch_size: int = 16, aggregators: Iterable[str] = ("min", "prod")) -> tuple[dict, list[dict]]:

@@ -34,9 +34,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class MiningConfig:
-    mine_samples: int = 4  # SFT samples per question to estimate its fail rate
-    fail_low: float = 0.3
-    fail_high: float = 0.8
+    mine_samples: int = 4  # SFT samples per question to estimate its solve rate
+    solve_low: float = 0.3  # keep questions the SFT model solves at least this often...
+    solve_high: float = 0.8  # ...and at most this often: both right and wrong solutions to learn from
     num_samples: int = 1000  # questions to keep
     max_questions: int | None = None  # examine at most this many
 
@@ -56,7 +56,9 @@ def _counted(bar: Any, sample: Callable[[list[str], int], list[list[str]]], prom
 
 
 def mine(problems: Sequence[dict], sample: Callable[[list[str], int], list[list[str]]], cfg: MiningConfig, path: Path, batch: int = 8) -> list[dict]:
-    """Keep questions whose fail rate under the SFT model lies in [fail_low, fail_high].
+    """Keep questions whose solve rate under the SFT model (share of ``mine_samples`` samples that
+    reach the answer) lies in [solve_low, solve_high]: questions it sometimes solves and sometimes
+    fails, whose rollouts hold both right and wrong steps.
 
     ``problems`` are stepwise records with ``answer``; ``sample(prompts, n)`` returns n texts per
     prompt. Returns the kept rows (``id``, ``prompt``, ``answer``, ``samples``)."""
@@ -70,15 +72,14 @@ def mine(problems: Sequence[dict], sample: Callable[[list[str], int], list[list[
             chunk = todo[b : b + batch]
             texts = _counted(bar, sample, [p["prompt"] for p in chunk], cfg.mine_samples)
             for p, samples in zip(chunk, texts):
-                fails = sum(is_correct(t, p["answer"]) is not True for t in samples)
-                rate = fails / len(samples)
-                row = {"id": p["id"], "prompt": p["prompt"], "answer": p["answer"], "samples": samples, "fail_rate": rate,
-                       "kept": cfg.fail_low <= rate <= cfg.fail_high and len(kept) < cfg.num_samples}
+                rate = sum(is_correct(t, p["answer"]) is True for t in samples) / len(samples)
+                row = {"id": p["id"], "prompt": p["prompt"], "answer": p["answer"], "samples": samples, "solve_rate": rate,
+                       "kept": cfg.solve_low <= rate <= cfg.solve_high and len(kept) < cfg.num_samples}
                 append_jsonl(path, row)
                 if row["kept"]:
                     kept.append(row)
             bar.set_postfix(kept=len(kept))
-    log.info("mining: %d questions examined, %d kept (fail rate in [%.2f, %.2f])", len(_done(path)), len(kept), cfg.fail_low, cfg.fail_high)
+    log.info("mining: %d questions examined, %d kept (solve rate in [%.2f, %.2f])", len(_done(path)), len(kept), cfg.solve_low, cfg.solve_high)
     return kept[: cfg.num_samples]
 
 
