@@ -13,6 +13,7 @@ from prm.models.backbones import minilm_path
 from prm.models.prm import PRM, PRMSpec
 from prm.schema import make_record, to_dataset
 from prm.train import PRMTrainer, PRMTrainingArguments
+from prm.train.data import StepCollator
 from prm.train.precision import MasterWeightOptimizer
 
 # bf16 keeps 8 bits of mantissa: a loss of ~0.7 moves by up to ~0.005 per rounding; over a few
@@ -146,3 +147,38 @@ def test_freeze_embeddings_leaves_them_untouched(tmp_path_factory, tmp_path):
     assert torch.equal(before[emb], after[emb])
     assert not torch.equal(before["bert.encoder.layer.0.attention.self.query.weight"], after["bert.encoder.layer.0.attention.self.query.weight"])
     assert len(losses) == 3
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_packing_gives_the_unpacked_loss_and_logits(tiny, attn, tmp_path):
+    # rows of different lengths packed into fewer sequences: every labeled position gets the logits
+    # it gets alone in its padded row (fp32), so the loss is the same
+    from prm.models.prm import set_attention
+
+    prm = PRM.from_backbone(tiny, PRMSpec(label_scheme="binary"))
+    args = PRMTrainingArguments(output_dir=str(tmp_path), max_steps=1, report_to=[], attn_implementation=attn, packing=True)
+    t = PRMTrainer(prm=prm, args=args, train_dataset=_data())
+    set_attention(t.model, attn)
+    t.model.eval()
+    rows = [t.train_dataset[i] for i in range(8)]
+    for i in range(1, 8, 2):  # make room: alternate long and short rows
+        rows[i] = {**rows[i], "input_ids": rows[i]["input_ids"][:5], "labels": [*rows[i]["labels"][:4], 1.0]}
+    packed = t.data_collator(rows)
+    plain = StepCollator(prm.tokenizer.pad_token_id)(rows)
+    assert packed["input_ids"].shape[0] < plain["input_ids"].shape[0]  # it did pack
+    assert (packed["labels"] != -100).sum() == (plain["labels"] != -100).sum()
+    with torch.no_grad():
+        lp = t.compute_loss(t.model, dict(packed))
+        lu = t.compute_loss(t.model, dict(plain))
+        out_p = t.compute_loss(t.model, dict(packed), return_outputs=True)[1]["logits"][packed["labels"] != -100]
+        out_u = t.compute_loss(t.model, dict(plain), return_outputs=True)[1]["logits"][plain["labels"] != -100]
+    assert lp.item() == pytest.approx(lu.item(), abs=1e-5)
+    # same multiset of labeled logits (packing reorders rows longest first)
+    assert torch.allclose(out_p.sort(0).values, out_u.sort(0).values, atol=1e-4)
+
+
+def test_packing_trains_like_padding(tiny, tmp_path):
+    # a few optimizer steps with and without packing (bf16 weights): equal losses within bf16 rounding
+    _, plain = _train(tiny, tmp_path / "a", steps=4)
+    _, packed = _train(tiny, tmp_path / "b", steps=4, packing=True)
+    assert max(abs(a - b) for a, b in zip(plain, packed)) < LOSS_TOL

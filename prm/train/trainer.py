@@ -84,6 +84,9 @@ class PRMTrainingArguments(TrainingArguments):
                                                               "Removes autocast's per-op dtype copies (14% of a CPU step). Used only with "
                                                               "gradient_accumulation_steps=1 and a plain (not PEFT, not quantized, not DeepSpeed/FSDP) "
                                                               "model; otherwise autocast, with a log line."})
+    packing: bool = field(default=False, metadata={"help": "Fit each batch's rows into as few sequences as hold them (first-fit at the longest row's "
+                                                   "width), attention kept inside each row by a block-diagonal mask and position ids "
+                                                   "restarting per row; same rows per step, same loss. token_cls and lm_tokens kinds."})
     freeze_embeddings: bool = field(default=False, metadata={"help": "Do not train the input token embeddings (MiniLM: 11.7M of 22.7M parameters; "
                                                              "a tied LM head freezes with them). A modelling choice: it changes the result."})
 
@@ -124,6 +127,20 @@ def disable_dropout(model: torch.nn.Module) -> None:
             m.p = 0.0
 
 
+def packed_mask(allowed: torch.Tensor, model: Any) -> torch.Tensor | None:
+    """A packed batch's (seqs, 1, width, width) boolean mask (True: may attend) in the form the
+    model's attention kernel takes: additive in the weights' dtype for eager, boolean for sdpa and
+    flex; None for flash-attention, which finds the rows from the restarting position ids."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    impl = getattr(base.config, "_attn_implementation", "eager") or "eager"
+    if impl.startswith("flash") or "kernels-community" in impl:
+        return None
+    if impl != "eager":
+        return allowed
+    dtype = next(p for p in base.parameters() if p.is_floating_point()).dtype
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, torch.finfo(dtype).min)
+
+
 class PRMTrainer(Trainer):
     """Trains a `PRM` on stepwise data (a `datasets.Dataset` of records, or rows of the TRL or old
     ProcessRewardTrainer formats). Reports step metrics on the eval set."""
@@ -159,6 +176,8 @@ class PRMTrainer(Trainer):
         self.encode_stats: dict[str, EncodeStats] = {}
         train = self._encode(train_dataset, args, "train") if train_dataset is not None else None
         evals = self._encode(eval_dataset, args, "eval", eval=True) if eval_dataset is not None else None
+        if args.packing and spec.prm_kind not in ("token_cls", "lm_tokens"):
+            raise ValueError(f"packing needs a kind whose model takes position_ids (token_cls, lm_tokens), not {spec.prm_kind}")
         if args.disable_dropout:
             disable_dropout(prm.model)
         kernel = attention_kernel(args)
@@ -170,7 +189,7 @@ class PRMTrainer(Trainer):
             train_dataset=train,
             eval_dataset=evals,
             processing_class=prm.tokenizer,
-            data_collator=StepCollator(prm.tokenizer.pad_token_id),
+            data_collator=StepCollator(prm.tokenizer.pad_token_id, pack=args.packing, causal=spec.kind == "causal"),
             compute_metrics=self._metrics,
             preprocess_logits_for_metrics=lambda logits, labels: logits.float().softmax(-1),
             **kwargs,
@@ -242,6 +261,8 @@ class PRMTrainer(Trainer):
     def compute_loss(self, model: Any, inputs: dict, return_outputs: bool = False, num_items_in_batch: Any = None):
         labels = inputs.pop("labels")
         weights = inputs.pop("weights", None)
+        if inputs["attention_mask"].dim() == 4:  # packed rows: the block mask in the attention kernel's form
+            inputs["attention_mask"] = packed_mask(inputs["attention_mask"], model)
         logits = self.prm.kind.step_logits(model, **inputs)  # (batch, seq, classes) for every kind
         loss = step_loss(logits, labels, self.prm.spec.label_scheme, weights)
         return (loss, {"logits": logits}) if return_outputs else loss
