@@ -11,7 +11,10 @@ user has: bf16 autocast (CPU: ``use_cpu``), no gradient checkpointing, and the a
 both eager and sdpa run in every round and "TRL best" is the one with the higher median examples/s
 (``trl_best`` holds a copy of its runs; both are recorded). Runs alternate ours, TRL eager, TRL sdpa,
 ours, ... for ``pairs`` rounds; ratios are taken within a round and summarised by median and range,
-so slow drifts of a shared machine hit both sides. The load average is recorded before and after.
+so slow drifts of a shared machine hit both sides. The load average is recorded per round, and each
+run's process CPU time too: on a busy machine (run with ``OMP_NUM_THREADS=1`` there; two OpenMP
+threads stall on oversubscribed cores) ``examples_per_cpu_s`` is the steadier comparison, while on
+a quiet one the wall-clock examples/s is the figure a user feels.
 
 ``epoch_examples_per_s`` in a run's record (tokens/s divided by the mean row length) is a secondary
 estimate kept for short runs (``--steps``); the summaries and ratios use the measured epoch.
@@ -171,13 +174,14 @@ def train_benchmark(cfg: TrainBench, data_path: str, work: Path) -> dict:
             runs["trl_best"] = runs[best]
             res["trl_best_is"] = best
         res["runs"] = {k: v for k, v in runs.items() if v}
-        metrics = ("examples_per_s", "tokens_per_s", "train_seconds", "padding_fraction", "peak_rss_mb", "step_accuracy", "peak_gpu_mb")
+        metrics = ("examples_per_s", "tokens_per_s", "examples_per_cpu_s", "train_seconds", "cpu_seconds", "padding_fraction", "peak_rss_mb", "step_accuracy", "peak_gpu_mb")
         res["summary"] = {sysname: {m: spread([r.get(m) for r in rs]) for m in metrics} for sysname, rs in res["runs"].items()}
         ratios = {}
         for other in [*trl_names, "trl_best", "trl_defaults"]:
             k = len(runs.get(other, []))
             if k:
-                ratios[f"ours_vs_{other}"] = {m: spread([runs["ours"][i][m] / runs[other][i][m] for i in range(k)]) for m in ("examples_per_s", "tokens_per_s")}
+                ratios[f"ours_vs_{other}"] = {m: spread([runs["ours"][i][m] / runs[other][i][m] for i in range(k) if runs["ours"][i].get(m) and runs[other][i].get(m)])
+                                              for m in ("examples_per_s", "tokens_per_s", "examples_per_cpu_s")}
         if runs["trl_defaults"] and "trl_best" in runs:
             ratios["trl_best_vs_trl_defaults"] = {"examples_per_s": spread([runs["trl_best"][i]["examples_per_s"] / runs["trl_defaults"][i]["examples_per_s"] for i in range(len(runs["trl_defaults"]))])}
         res["ratios"] = ratios
