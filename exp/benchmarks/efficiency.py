@@ -81,6 +81,7 @@ def efficiency_benchmark(model: str, rows: list[dict], steps: int, batch_size: i
             "non_embedding_params": n_params, "tokens": m["steady_tokens"], "seconds": m["steady_seconds"], "model_flops": flops,
             "achieved_flops_per_s": achieved, "matmul_peak_flops_per_s": peak, "matmul_peak_before": peak_before,
             "matmul_peak_after": peak_after, "mfu": achieved / peak, "tokens_per_s": m["tokens_per_s"], "padding_fraction": m["padding_fraction"],
+            "bf16_master_weights": trainer.use_master_weights, "attn_implementation": prm.model.config._attn_implementation,
         }
         log.info("%s: %.1f GFLOP/s of %.1f peak (MFU %.1f%%)", "bf16" if bf16 else "fp32", achieved / 1e9, peak / 1e9, 100 * achieved / peak)
         del trainer, prm

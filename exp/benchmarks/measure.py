@@ -47,19 +47,22 @@ class CountingCollator:
 
 
 def step_timer():
-    """A TrainerCallback recording the wall clock at the start of training and after each
-    optimizer step (created lazily so importing this module does not import transformers)."""
+    """A TrainerCallback recording the wall clock (and this process's CPU time, which a shared
+    machine's other jobs disturb far less) at the start of training and after each optimizer step
+    (created lazily so importing this module does not import transformers)."""
     from transformers import TrainerCallback
 
     class StepTimes(TrainerCallback):
         def __init__(self):
             self.t: list[float] = []
+            self.cpu: list[float] = []
 
         def on_train_begin(self, args, state, control, **kw):
-            self.t = [time.perf_counter()]
+            self.t, self.cpu = [time.perf_counter()], [time.process_time()]
 
         def on_step_end(self, args, state, control, **kw):
             self.t.append(time.perf_counter())
+            self.cpu.append(time.process_time())
 
     return StepTimes()
 
@@ -171,6 +174,9 @@ def train_timed(trainer: Any, spec: dict, t0: float) -> dict:
         trainer.train()
     rss = peak_rss_mb()
     out = throughput(timer.t, counter, spec["warmup"])
+    w = out["warmup_steps"]
+    cpu = timer.cpu[-1] - timer.cpu[w]  # all threads of this process, over the same steps
+    out.update({"cpu_seconds": cpu, "examples_per_cpu_s": out["steady_examples"] / cpu if cpu > 0 else None})
     out.update(epoch_equivalent(out, [len(x) for x in trainer.train_dataset["input_ids"]]))
     out.update({"setup_seconds": setup_s, "peak_rss_mb": rss, "profile_top": top})
     return out

@@ -1,23 +1,30 @@
-"""Training speed: this project's PRMTrainer against TRL's PRMTrainer (``trl==1.12.0``, the last
-release with ``trl.experimental.prm``), run in an isolated environment that this module creates,
-so the project's own requirements never include trl.
+"""Training speed over whole epochs: this project's PRMTrainer against TRL's PRMTrainer
+(``trl==1.12.0``, the last release with ``trl.experimental.prm``) at its fastest settings, run in an
+isolated environment that this module creates, so the project's own requirements never include trl.
 
-Protocol: the same backbone, the same TRL-format rows, the same batch size, learning rate, number
-of optimizer steps and seed. Each run is its own process (cold start, its own peak RSS). Runs
-alternate ours, TRL best, TRL defaults, ours, ... for ``pairs`` rounds; ratios are taken within a
-round and summarised by their median and spread, so slow drifts of a shared machine hit both sides.
+Protocol (the defaults; ``python exp/bench.py train``): per backbone the same TRL-format GSM8K rows
+(1,000), batch size (8), learning rate and seed; each run trains exactly one epoch
+(steps = ceil(rows / batch)) and its examples/s and tokens/s are the epoch's rows and real tokens
+over the wall time from the start of training to the last optimizer step (``warmup`` = 0: nothing
+is left out). Each run is its own process (cold start, its own peak RSS). TRL gets every switch its
+user has: bf16 autocast (CPU: ``use_cpu``), no gradient checkpointing, and the attention kernel;
+both eager and sdpa run in every round and "TRL best" is the one with the higher median examples/s
+(``trl_best`` holds a copy of its runs; both are recorded). Runs alternate ours, TRL eager, TRL sdpa,
+ours, ... for ``pairs`` rounds; ratios are taken within a round and summarised by median and range,
+so slow drifts of a shared machine hit both sides. The load average is recorded per round, and each
+run's process CPU time too: on a busy machine (run with ``OMP_NUM_THREADS=1`` there; two OpenMP
+threads stall on oversubscribed cores) ``examples_per_cpu_s`` is the steadier comparison, while on
+a quiet one the wall-clock examples/s is the figure a user feels.
 
-Caveat of a fixed number of steps: the samplers draw different rows. This project's length-grouped
-sampler starts with the longest rows (transformers puts the longest batch first), so in a short
-run its raw examples/s understates it, while its tokens/s (and ``epoch_examples_per_s``, derived
-from it) overstate it, since the fixed per-step work (optimizer, dtype casts) is spread over more
-tokens. Compare ``padded_tokens`` too; a full epoch (``--n_train`` = steps x batch) removes the bias.
+``epoch_examples_per_s`` in a run's record (tokens/s divided by the mean row length) is a secondary
+estimate kept for short runs (``--steps``); the summaries and ratios use the measured epoch.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -70,15 +77,18 @@ def run_child(cmd: list[str], spec: dict, work: Path, name: str, timeout: int = 
 @dataclass
 class TrainBench:
     backbones: list[str] = field(default_factory=lambda: ["minilm", "smollm2"], metadata={"help": "Backbones (embedded names, paths or hub ids)."})
-    n_train: int = field(default=1000, metadata={"help": "Stepwise GSM8K training rows (reference + injected-error copies)."})
+    n_train: PerName = field(default_factory=lambda: PerName({"minilm": 1000, "smollm2": 1000}), metadata={"help": "Stepwise GSM8K training rows (reference + injected-error copies), per backbone (a mapping / name=n,..., or one number); each side trains one epoch over them."})
     n_eval: PerName = field(default_factory=lambda: PerName({"minilm": 100, "smollm2": 40}), metadata={"help": "Held-out rows (other problems) for step accuracy, per backbone (a mapping / name=n,..., or one number)."})
-    steps: PerName = field(default_factory=lambda: PerName({"minilm": 10, "smollm2": 4}), metadata={"help": "Optimizer steps per backbone (a mapping / name=steps,..., or one number for all)."})
-    batch_size: PerName = field(default_factory=lambda: PerName({"minilm": 8, "smollm2": 4}), metadata={"help": "Batch size per backbone (a mapping / name=n,..., or one number)."})
+    steps: PerName = field(default=0, metadata={"help": "Optimizer steps per backbone (name=steps,... or one number); 0 or absent: one whole epoch, ceil(n_train / batch_size)."})
+    batch_size: PerName = field(default_factory=lambda: PerName({"minilm": 8, "smollm2": 8}), metadata={"help": "Batch size per backbone (a mapping / name=n,..., or one number)."})
     learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate (both systems)."})
     max_length: int = field(default=512, metadata={"help": "Maximum tokens per row (both systems)."})
-    pairs: int = field(default=3, metadata={"help": "Alternation rounds (ours, TRL best, TRL defaults) per backbone."})
-    defaults_rounds: PerName = field(default_factory=lambda: PerName({"minilm": 3, "smollm2": 1}), metadata={"help": "Rounds that include TRL at its defaults (fp32 + checkpointing is slow), per backbone."})
-    warmup: int = field(default=2, metadata={"help": "Optimizer steps excluded from the throughput (allocator and thread warm-up)."})
+    pairs: int = field(default=3, metadata={"help": "Alternation rounds (ours, TRL eager, TRL sdpa[, TRL defaults]) per backbone."})
+    defaults_rounds: PerName = field(default=0, metadata={"help": "Rounds that also run TRL at its defaults (fp32 + gradient checkpointing: slow), per backbone; default none."})
+    trl_attention: list[str] = field(default_factory=lambda: ["eager", "sdpa"], metadata={"help": "Attention kernels TRL best is chosen from (each runs every round)."})
+    warmup: int = field(default=0, metadata={"help": "Optimizer steps left out of the throughput (0: the whole epoch counts, start-up included)."})
+    bf16_master_weights: bool = field(default=True, metadata={"help": "This project: bf16 weights + fp32 masters instead of autocast (PRMTrainingArguments)."})
+    freeze_embeddings: bool = field(default=False, metadata={"help": "This project: leave the input embeddings untrained (a modelling choice; PRMTrainingArguments)."})
     random_init: bool = field(default=False, metadata={"help": "Random weights from the backbone's config (GPU run: a Llama-3.2-1B shape)."})
     tokenizer: str | None = field(default=None, metadata={"help": "Tokenizer path when the backbone folder holds only a config."})
     profile: list[str] = field(default_factory=lambda: ["minilm"], metadata={"help": "Backbones (or all) that get one extra profiled run per system (torch.profiler top operators); none: an empty list."})
@@ -88,18 +98,28 @@ class TrainBench:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        self.backbones, self.profile = split_list(self.backbones), split_list(self.profile)
-        for name in ("n_eval", "steps", "batch_size", "defaults_rounds"):
+        self.backbones, self.profile, self.trl_attention = split_list(self.backbones), split_list(self.profile), split_list(self.trl_attention)
+        require(bool(self.trl_attention) and set(self.trl_attention) <= {"eager", "sdpa"}, "trl_attention", f"must be eager and/or sdpa, got {self.trl_attention}")
+        for name in ("n_train", "n_eval", "steps", "batch_size", "defaults_rounds"):
             value = getattr(self, name)
             value = value if isinstance(value, (int, float)) else PerName(value)
             values = list(value.values()) if isinstance(value, dict) else [value]
             require(all(isinstance(v, int) and v >= 0 for v in values), name, f"must be a count or name=count,... per backbone, got {value!r}")
             setattr(self, name, value)
-        at_least(self, ("n_train", "pairs"))
+        at_least(self, ("pairs",))
+        n_train = list(self.n_train.values()) if isinstance(self.n_train, dict) else [self.n_train]
+        require(all(n >= 1 for n in n_train), "n_train", f"must be >= 1, got {self.n_train!r}")
         at_least(self, ("warmup",), 0)
 
 
 _per = per_name
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def train_benchmark(cfg: TrainBench, data_path: str, work: Path) -> dict:
@@ -107,55 +127,68 @@ def train_benchmark(cfg: TrainBench, data_path: str, work: Path) -> dict:
 
     work.mkdir(parents=True, exist_ok=True)
     names = list(cfg.backbones)
-    n_eval = {Path(n).name: _per(cfg.n_eval, Path(n).name) for n in names}
-    train, held = gsm8k_rows(data_path, cfg.n_train, max(n_eval.values()), cfg.seed)
-    tf = write_rows(work / "train.jsonl", train)
+    keys = [Path(n).name for n in names]
+    n_eval = {k: _per(cfg.n_eval, k) for k in keys}
+    n_train = {k: _per(cfg.n_train, k) for k in keys}
+    train, held = gsm8k_rows(data_path, max(n_train.values()), max(n_eval.values()), cfg.seed)
     trl_py = (cfg.trl_python or ensure_trl_python(REPO_ROOT / ".bench" / "trl-venv")) if cfg.trl else None
     ours_cmd = [sys.executable, "-m", "exp.benchmarks.ours_runner"]
     trl_cmd = [trl_py, str(HERE / "trl_runner.py")] if trl_py else None
-    out: dict[str, Any] = {"data": {"source": "GSM8K train, gsm8k_errors (cut after the wrong step)", "n_train": len(train), "n_eval": n_eval,
-                                    "train_steps_labeled": sum(len(r["labels"]) for r in train),
+    out: dict[str, Any] = {"data": {"source": "GSM8K train, gsm8k_errors (cut after the wrong step)", "n_train": n_train, "n_eval": n_eval,
+                                    "train_steps_labeled": {k: sum(len(r["labels"]) for r in train[:n]) for k, n in n_train.items()},
                                     # accuracy of always answering "correct": a short run that only learns the prior lands here
                                     "eval_majority_accuracy": {k: sum(v for r in held[:n] for v in r["labels"]) / max(1, sum(len(r["labels"]) for r in held[:n])) for k, n in n_eval.items()}},
-           "backbones": {}}
-    for name in names:
-        key = Path(name).name
+           "protocol": {"whole_epoch": not any(_per(cfg.steps, k) for k in keys), "warmup_steps_excluded": cfg.warmup, "pairs": cfg.pairs,
+                        "trl_attention": cfg.trl_attention, "order": ["ours", *(f"trl_{a}" for a in cfg.trl_attention), "trl_defaults (if any)"]},
+           "load_average_before": load_average(), "backbones": {}}
+    for name, key in zip(names, keys):
+        tf = write_rows(work / f"train_{key}.jsonl", train[: n_train[key]])
         ef = write_rows(work / f"eval_{key}.jsonl", held[: n_eval[key]])  # the first n held-out rows
+        bs = _per(cfg.batch_size, key)
+        steps = _per(cfg.steps, key) or math.ceil(n_train[key] / bs)  # one whole epoch unless told
         spec = {"model": resolve(name), "tokenizer": cfg.tokenizer, "random_init": cfg.random_init, "train_file": str(tf), "eval_file": str(ef),
-                "steps": _per(cfg.steps, key), "batch_size": _per(cfg.batch_size, key), "learning_rate": cfg.learning_rate,
+                "steps": steps, "batch_size": bs, "learning_rate": cfg.learning_rate, "n_train": n_train[key],
                 "max_length": cfg.max_length, "seed": cfg.seed, "warmup": cfg.warmup, "eval_batch_size": 32, "profile": False,
-                "attn_implementation": cfg.attn_implementation}
+                "attn_implementation": cfg.attn_implementation, "bf16_master_weights": cfg.bf16_master_weights, "freeze_embeddings": cfg.freeze_embeddings}
         n_def = _per(cfg.defaults_rounds, key)
-        runs: dict[str, list[dict]] = {"ours": [], "trl_best": [], "trl_defaults": []}
+        trl_names = [f"trl_{a}" for a in cfg.trl_attention]
+        runs: dict[str, list[dict]] = {"ours": [], **{t: [] for t in trl_names}, "trl_defaults": []}
+        loads = []
         for i in range(cfg.pairs):  # A B C A B C ...
+            loads.append(load_average())
             runs["ours"].append(run_child(ours_cmd, dict(spec, mode="bf16"), work, f"{key}_ours_{i}"))
             if trl_cmd is None:
                 continue
-            runs["trl_best"].append(run_child(trl_cmd, dict(spec, mode="best"), work, f"{key}_trl_best_{i}"))
+            for attn, t in zip(cfg.trl_attention, trl_names):
+                runs[t].append(run_child(trl_cmd, dict(spec, mode="best", trl_attn=attn), work, f"{key}_{t}_{i}"))
             if i < n_def:
                 runs["trl_defaults"].append(run_child(trl_cmd, dict(spec, mode="defaults"), work, f"{key}_trl_defaults_{i}"))
-            log.info("%s round %d: ours %.2f ex/s, TRL best %.2f ex/s", key, i, runs["ours"][-1]["examples_per_s"], runs["trl_best"][-1]["examples_per_s"])
-        res: dict[str, Any] = {"spec": {k: v for k, v in spec.items() if k not in ("train_file", "eval_file", "model")}, "model": name, "runs": runs}
-        summary = {}
-        for sysname, rs in runs.items():
-            if not rs:
-                continue
-            summary[sysname] = {m: spread([r.get(m) for r in rs]) for m in ("examples_per_s", "epoch_examples_per_s", "tokens_per_s", "padding_fraction", "peak_rss_mb", "step_accuracy", "peak_gpu_mb")}
-        res["summary"] = summary
+            log.info("%s round %d: ours %.2f ex/s, %s", key, i, runs["ours"][-1]["examples_per_s"],
+                     ", ".join(f"{t} {runs[t][-1]['examples_per_s']:.2f}" for t in trl_names))
+        loads.append(load_average())
+        res: dict[str, Any] = {"spec": {k: v for k, v in spec.items() if k not in ("train_file", "eval_file", "model")}, "model": name,
+                               "load_average_per_round": loads}
+        if trl_cmd is not None:
+            # TRL best: the attention kernel with the higher median whole-run examples/s in this run
+            best = max(trl_names, key=lambda t: spread([r["examples_per_s"] for r in runs[t]])["median"])
+            runs["trl_best"] = runs[best]
+            res["trl_best_is"] = best
+        res["runs"] = {k: v for k, v in runs.items() if v}
+        metrics = ("examples_per_s", "tokens_per_s", "examples_per_cpu_s", "train_seconds", "cpu_seconds", "padding_fraction", "peak_rss_mb", "step_accuracy", "peak_gpu_mb")
+        res["summary"] = {sysname: {m: spread([r.get(m) for r in rs]) for m in metrics} for sysname, rs in res["runs"].items()}
         ratios = {}
-        for other in ("trl_best", "trl_defaults"):
-            k = len(runs[other])
-            ratios[f"ours_vs_{other}"] = {
-                "examples_per_s": spread([runs["ours"][i]["examples_per_s"] / runs[other][i]["examples_per_s"] for i in range(k)]),
-                "tokens_per_s": spread([runs["ours"][i]["tokens_per_s"] / runs[other][i]["tokens_per_s"] for i in range(k)]),
-                # the fair one for short runs: whole-epoch examples/s from each side's token rate
-                "epoch_examples_per_s": spread([runs["ours"][i]["epoch_examples_per_s"] / runs[other][i]["epoch_examples_per_s"] for i in range(k)]),
-            }
-        ratios["trl_best_vs_trl_defaults"] = {"examples_per_s": spread([runs["trl_best"][i]["examples_per_s"] / runs["trl_defaults"][i]["examples_per_s"] for i in range(len(runs["trl_defaults"]))])}
+        for other in [*trl_names, "trl_best", "trl_defaults"]:
+            k = len(runs.get(other, []))
+            if k:
+                ratios[f"ours_vs_{other}"] = {m: spread([runs["ours"][i][m] / runs[other][i][m] for i in range(k) if runs["ours"][i].get(m) and runs[other][i].get(m)])
+                                              for m in ("examples_per_s", "tokens_per_s", "examples_per_cpu_s")}
+        if runs["trl_defaults"] and "trl_best" in runs:
+            ratios["trl_best_vs_trl_defaults"] = {"examples_per_s": spread([runs["trl_best"][i]["examples_per_s"] / runs["trl_defaults"][i]["examples_per_s"] for i in range(len(runs["trl_defaults"]))])}
         res["ratios"] = ratios
         if trl_cmd is not None and ("all" in cfg.profile or key in cfg.profile):
             pspec = dict(spec, profile=True, steps=min(spec["steps"], 4), warmup=1)
             res["profile"] = {"ours": run_child(ours_cmd, dict(pspec, mode="bf16"), work, f"{key}_ours_profile")["profile_top"],
-                              "trl_best": run_child(trl_cmd, dict(pspec, mode="best"), work, f"{key}_trl_profile")["profile_top"]}
+                              "trl_best": run_child(trl_cmd, dict(pspec, mode="best", trl_attn=res["trl_best_is"][4:]), work, f"{key}_trl_profile")["profile_top"]}
         out["backbones"][key] = res
+    out["load_average_after"] = load_average()
     return out

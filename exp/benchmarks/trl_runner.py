@@ -3,8 +3,8 @@
     <trl-python> exp/benchmarks/trl_runner.py SPEC.json
 
 SPEC holds: model (path), random_init, train_file / eval_file (TRL stepwise JSONL), steps,
-batch_size, learning_rate, max_length, seed, mode ("defaults" or "best"), out (JSON path),
-warmup, eval_batch_size, profile. Only stdlib, torch, transformers, datasets and trl are used
+batch_size, learning_rate, max_length, seed, mode ("defaults" or "best"), trl_attn (the attention
+kernel of a "best" run: eager or sdpa), out (JSON path), warmup, eval_batch_size, profile. Only stdlib, torch, transformers, datasets and trl are used
 (``prm`` is not installed here); measurements come from the sibling ``measure.py``.
 """
 
@@ -38,12 +38,15 @@ def main(spec_path: str) -> None:
     set_seed(spec["seed"])
     tok = AutoTokenizer.from_pretrained(spec["tokenizer"] or spec["model"])
     gpu = torch.cuda.is_available()
+    # the attention kernel is the user's choice when loading the model: a "best" run takes the one
+    # asked for (the harness runs eager and sdpa); defaults keep transformers' own (sdpa)
+    attn = {"attn_implementation": spec["trl_attn"]} if spec["mode"] == "best" and spec.get("trl_attn") else {}
     if spec.get("random_init"):
         config = AutoConfig.from_pretrained(spec["model"], num_labels=2)
         with torch.device("cuda" if gpu else "cpu"):  # initialize a large random model where it runs
-            model = AutoModelForTokenClassification.from_config(config, dtype=torch.float32)
+            model = AutoModelForTokenClassification.from_config(config, dtype=torch.float32, **attn)
     else:
-        model = AutoModelForTokenClassification.from_pretrained(spec["model"], num_labels=2, ignore_mismatched_sizes=True)
+        model = AutoModelForTokenClassification.from_pretrained(spec["model"], num_labels=2, ignore_mismatched_sizes=True, **attn)
     if tok.pad_token_id is None:  # decoders: TRL's documented recipe pads with eos
         tok.pad_token = tok.eos_token
     model.config.pad_token_id = tok.pad_token_id
@@ -59,7 +62,7 @@ def main(spec_path: str) -> None:
         # refuses bf16 unless use_cpu is set, so a CPU user of the defaults must turn bf16 off.
         cfg = dict(common, bf16=gpu)
     elif spec["mode"] == "best":
-        # the fastest configuration we found: bf16 autocast (CPU: use_cpu=True), no checkpointing
+        # every switch a TRL user has: bf16 autocast (CPU: use_cpu=True), no checkpointing, the attention kernel above
         cfg = dict(common, bf16=True, use_cpu=not gpu, gradient_checkpointing=False)
     else:
         raise ValueError(f"unknown TRL mode {spec['mode']!r}")
@@ -72,7 +75,7 @@ def main(spec_path: str) -> None:
     out.update(acc)
     out.update({
         "system": "trl", "mode": spec["mode"], "bf16": bool(args.bf16), "gradient_checkpointing": bool(args.gradient_checkpointing),
-        "use_cpu": bool(args.use_cpu), "rss_after_model_mb": rss_model,
+        "use_cpu": bool(args.use_cpu), "attn_implementation": model.config._attn_implementation, "rss_after_model_mb": rss_model,
         "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if gpu else None,
         "versions": {"trl": trl.__version__, "transformers": transformers.__version__, "torch": torch.__version__},
         "threads": torch.get_num_threads(),

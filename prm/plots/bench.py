@@ -14,7 +14,7 @@ import numpy as np
 
 from prm.plots import FIGURES, Made, figure, save_figure
 
-SYSTEMS = (("ours", "this project"), ("trl_best", "TRL best (bf16, no ckpt)"), ("trl_defaults", "TRL defaults"))
+SYSTEMS = (("ours", "this project"), ("trl_best", "TRL best (bf16, no ckpt, faster attention)"), ("trl_defaults", "TRL defaults"))
 
 
 def _load(results_dir: Path, name: str) -> tuple[dict, Path] | None:
@@ -37,8 +37,8 @@ def _train_figure(results_dir: Path, figures_dir: Path, name: str) -> list[Made]
     backbones = list(r["backbones"])
     fig, axes = figure(1, 2, figsize=(8, 3))
     colors = ("tab:blue", "tab:orange", "tab:gray")
-    # whole-epoch examples/s (from each side's token rate) when recorded: a short run of a
-    # length-grouped sampler sees the longest rows first, so its raw examples/s understates it
+    # measured examples/s (whole epochs since the protocol trains one); older fixed-step files
+    # recorded an epoch-equivalent estimate, plotted when present
     first = r["backbones"][backbones[0]]["summary"]["ours"]
     rate = "epoch_examples_per_s" if (first.get("epoch_examples_per_s") or {}).get("median") else "examples_per_s"
     for j, (metric, title) in enumerate(((rate, "training examples/s" + (" (epoch-equivalent)" if rate != "examples_per_s" else "")),
@@ -65,7 +65,7 @@ def _train_figure(results_dir: Path, figures_dir: Path, name: str) -> list[Made]
 def train_figures(results_dir: Path, figures_dir: Path) -> list[Made]:
     # train_sdpa: the same protocol with this project on SDPA attention (its CPU default before eager;
     # exp/bench.py train --attn_implementation sdpa --name train_sdpa)
-    return [m for name in ("train", "train_sdpa", "gpu_train") for m in _train_figure(results_dir, figures_dir, name)]
+    return [m for name in ("train", "train_smollm2", "train_sdpa", "gpu_train") for m in _train_figure(results_dir, figures_dir, name)]
 
 
 @FIGURES.register("bench_prefix")

@@ -100,13 +100,24 @@ def encode_dataset(
 
 class StepCollator:
     """Pads a batch on the right to its longest row (dynamic padding). Labels stay float32 so soft
-    targets are never rounded; hard class ids are turned into longs inside the loss."""
+    targets are never rounded; hard class ids are turned into longs inside the loss.
 
-    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None):
+    ``pack=True`` first fits the batch's rows, longest first, into as few sequences as hold them at
+    the longest row's width (first-fit decreasing), so short rows fill what would be padding. Each
+    packed sequence gets ``position_ids`` restarting at every row and a (seqs, 1, width, width)
+    boolean ``attention_mask`` that keeps attention inside each row (and causal within it for a
+    causal backbone); labels stay at their tokens and per-example ``weights`` become per-token.
+    The same rows make the same optimizer step, so the loss is the unpacked batch's."""
+
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None, pack: bool = False, causal: bool = False):
         self.pad = pad_token_id
         self.multiple = pad_to_multiple_of
+        self.pack = pack
+        self.causal = causal
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        if self.pack:
+            return self._packed(rows)
         width = max(len(r["input_ids"]) for r in rows)
         if self.multiple:
             width = -(-width // self.multiple) * self.multiple
@@ -121,4 +132,47 @@ class StepCollator:
         batch = {"input_ids": ids, "attention_mask": att, "labels": labels}
         if "weight" in rows[0]:
             batch["weights"] = torch.tensor([float(r["weight"]) for r in rows], dtype=torch.float32)
+        return batch
+
+    def _packed(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        width = max(len(r["input_ids"]) for r in rows)
+        if self.multiple:
+            width = -(-width // self.multiple) * self.multiple
+        bins: list[list[dict]] = []
+        free: list[int] = []
+        for r in sorted(rows, key=lambda r: -len(r["input_ids"])):  # first-fit decreasing
+            n = len(r["input_ids"])
+            j = next((j for j, f in enumerate(free) if f >= n), None)
+            if j is None:
+                bins.append([])
+                free.append(width)
+                j = len(bins) - 1
+            bins[j].append(r)
+            free[j] -= n
+        m = len(bins)
+        ids = torch.full((m, width), self.pad, dtype=torch.long)
+        pos = torch.zeros((m, width), dtype=torch.long)
+        seg = torch.full((m, width), -1, dtype=torch.long)  # which row of the bin a token belongs to; -1: padding
+        labels = torch.full((m, width), float(IGNORE), dtype=torch.float32)
+        weights = torch.zeros((m, width), dtype=torch.float32) if "weight" in rows[0] else None
+        for i, b in enumerate(bins):
+            at = 0
+            for k, r in enumerate(b):
+                n = len(r["input_ids"])
+                ids[i, at : at + n] = torch.as_tensor(r["input_ids"])
+                pos[i, at : at + n] = torch.arange(n)
+                seg[i, at : at + n] = k
+                labels[i, at : at + n] = torch.as_tensor(r["labels"], dtype=torch.float32)
+                if weights is not None:
+                    weights[i, at : at + n] = float(r["weight"])
+                at += n
+        same = seg[:, :, None] == seg[:, None, :]  # (seqs, width, width)
+        same &= (seg >= 0)[:, :, None]
+        if self.causal:
+            same &= torch.ones(width, width, dtype=torch.bool).tril()
+        # padding attends to itself only (no empty softmax row); its outputs carry no label
+        same |= torch.eye(width, dtype=torch.bool)[None] & (seg < 0)[:, :, None]
+        batch = {"input_ids": ids, "position_ids": pos, "attention_mask": same[:, None], "labels": labels}
+        if weights is not None:
+            batch["weights"] = weights
         return batch

@@ -1,0 +1,184 @@
+"""Speed levers of PRMTrainer (PRMTrainingArguments fields) on tiny real models built from configs:
+each leaves losses and scores equal to the plain path (bf16 autocast over fp32 weights) within a
+stated tolerance, and the fp32 masters are what the model is given back and checkpointed as."""
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+from transformers import AutoModelForTokenClassification, AutoTokenizer, BertConfig, LlamaConfig, TrainerCallback
+
+from prm.models.backbones import minilm_path
+from prm.models.prm import PRM, PRMSpec
+from prm.schema import make_record, to_dataset
+from prm.train import PRMTrainer, PRMTrainingArguments
+from prm.train.data import StepCollator
+from prm.train.precision import MasterWeightOptimizer
+
+# bf16 keeps 8 bits of mantissa: a loss of ~0.7 moves by up to ~0.005 per rounding; over a few
+# steps of training the two paths (autocast keeps some activations fp32, bf16 weights do not) drift
+# apart by a few of those, never by a learning signal
+LOSS_TOL = 0.03
+SCORE_TOL = 0.03
+
+
+def _tiny(tmp_path_factory, kind: str) -> str:
+    tok = AutoTokenizer.from_pretrained(minilm_path())
+    torch.manual_seed(0)
+    if kind == "bert":
+        cfg = BertConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, num_labels=2)
+    else:
+        cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                          intermediate_size=128, num_labels=2, pad_token_id=tok.pad_token_id)
+    d = tmp_path_factory.mktemp(kind)
+    AutoModelForTokenClassification.from_config(cfg).save_pretrained(d)
+    tok.save_pretrained(d)
+    return str(d)
+
+
+@pytest.fixture(scope="module", params=["bert", "llama"])
+def tiny(request, tmp_path_factory):
+    return _tiny(tmp_path_factory, request.param)
+
+
+def _data():
+    recs = [make_record(f"Problem {i}: add {i} and {i + 1}.", [f"{i} + {i + 1} = {2 * i + 1 + (i % 3 == 0)}.", f"The answer is {2 * i + 1}."],
+                        [int(i % 3 != 0), 1], "binary") for i in range(24)]
+    return to_dataset(recs)
+
+
+def _train(path: str, out, steps: int = 6, **kw) -> tuple[PRMTrainer, list[float]]:
+    torch.manual_seed(0)
+    prm = PRM.from_backbone(path, PRMSpec(label_scheme="binary"))
+    args = PRMTrainingArguments(output_dir=str(out), max_steps=steps, per_device_train_batch_size=8, learning_rate=1e-3, bf16=True,
+                                logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True, seed=0, **kw)
+    t = PRMTrainer(prm=prm, args=args, train_dataset=_data())
+    t.train()
+    return t, [h["loss"] for h in t.state.log_history if "loss" in h]
+
+
+def _scores(t: PRMTrainer) -> list[float]:
+    return [s for i in range(4) for s in t.prm.score_steps(f"Problem {i}: add {i} and {i + 1}.", ["x", "The answer is 1."])]
+
+
+def test_bf16_master_weights_equal_autocast(tiny, tmp_path):
+    # the lever's claim: same losses step by step and same scores as autocast over fp32 weights
+    plain, loss_plain = _train(tiny, tmp_path / "a", bf16_master_weights=False)
+    fast, loss_fast = _train(tiny, tmp_path / "b", bf16_master_weights=True)
+    assert not plain.use_master_weights and fast.use_master_weights
+    assert len(loss_plain) == len(loss_fast) == 6
+    assert loss_fast[-1] < loss_fast[0] - 0.05  # it learned something, so equality is not two untrained models
+    assert max(abs(a - b) for a, b in zip(loss_plain, loss_fast)) < LOSS_TOL
+    assert max(abs(a - b) for a, b in zip(_scores(plain), _scores(fast))) < SCORE_TOL
+    # given back in fp32 (from the masters, not the bf16 working copy)
+    assert {p.dtype for p in fast.model.parameters()} == {torch.float32}
+
+
+def test_bf16_master_weights_train_in_bf16_and_keep_fp32_buffers(tmp_path_factory, tmp_path):
+    # while training: bf16 parameters, but fp32 buffers (Llama's rotary inv_freq would move every angle)
+    path = _tiny(tmp_path_factory, "llama")
+    seen = {}
+
+    class Probe(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kw):
+            seen["params"] = {p.dtype for p in model.parameters()}
+            seen["buffers"] = {b.dtype for b in model.buffers() if b.is_floating_point()}
+
+    prm = PRM.from_backbone(path, PRMSpec(label_scheme="binary"))
+    args = PRMTrainingArguments(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=8, bf16=True, report_to=[], disable_tqdm=True)
+    t = PRMTrainer(prm=prm, args=args, train_dataset=_data(), callbacks=[Probe()])
+    t.train()
+    assert seen["params"] == {torch.bfloat16} and seen["buffers"] == {torch.float32}
+
+
+def test_master_weights_keep_updates_below_bf16_resolution():
+    # 10 updates of 1e-4 on a weight of 1.0 (bf16 spacing there: 2^-7): the bf16 copy cannot move,
+    # the fp32 master does, and it is what the model is given back
+    model = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    opt = MasterWeightOptimizer(torch.optim.SGD(model.parameters(), lr=1e-4), model)
+    for _ in range(10):
+        model.weight.grad = torch.ones_like(model.weight)
+        opt.step()
+        opt.zero_grad()
+    assert model.weight.dtype == torch.bfloat16 and model.weight.item() == 1.0
+    opt.release()
+    assert model.weight.dtype == torch.float32 and model.weight.item() == pytest.approx(1 - 1e-3, abs=1e-6)
+
+
+def test_master_weights_checkpoint_is_fp32_and_resumes(tmp_path_factory, tmp_path):
+    # a checkpoint written mid-training holds the fp32 masters; resuming from it continues
+    path = _tiny(tmp_path_factory, "bert")
+    kw = dict(output_dir=str(tmp_path), per_device_train_batch_size=8, bf16=True, report_to=[], disable_tqdm=True, save_steps=2, learning_rate=1e-3)
+    t = PRMTrainer(prm=PRM.from_backbone(path, PRMSpec(label_scheme="binary")), args=PRMTrainingArguments(max_steps=2, **kw), train_dataset=_data())
+    t.train()
+    ckpt = tmp_path / "checkpoint-2"
+    with safe_open(str(ckpt / "model.safetensors"), "pt") as f:
+        dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}
+        w = {k: f.get_tensor(k) for k in f.keys()}
+    assert dtypes == {"F32"}
+    final = dict(t.model.state_dict())
+    assert all(torch.equal(w[k], final[k]) for k in w if k in final)  # the checkpoint is the model given back
+    t2 = PRMTrainer(prm=PRM.from_backbone(path, PRMSpec(label_scheme="binary")), args=PRMTrainingArguments(max_steps=4, **kw), train_dataset=_data())
+    t2.train(resume_from_checkpoint=str(ckpt))
+    assert t2.state.global_step == 4 and json.loads((tmp_path / "checkpoint-4" / "trainer_state.json").read_text())["global_step"] == 4
+
+
+def test_master_weights_fall_back_where_they_cannot_apply(tmp_path_factory, tmp_path):
+    # bf16 gradients summed over micro-batches would lose precision: autocast is used, and said so
+    path = _tiny(tmp_path_factory, "bert")
+    prm = PRM.from_backbone(path, PRMSpec(label_scheme="binary"))
+    args = PRMTrainingArguments(output_dir=str(tmp_path), max_steps=1, bf16=True, gradient_accumulation_steps=2, report_to=[])
+    assert not PRMTrainer(prm=prm, args=args, train_dataset=_data()).use_master_weights
+    args = PRMTrainingArguments(output_dir=str(tmp_path), max_steps=1, bf16=False, report_to=[])  # fp32: nothing to do
+    assert not PRMTrainer(prm=prm, args=args, train_dataset=_data()).use_master_weights
+
+
+def test_freeze_embeddings_leaves_them_untouched(tmp_path_factory, tmp_path):
+    # a documented modelling choice: the input embeddings stay as loaded, everything else trains
+    path = _tiny(tmp_path_factory, "bert")
+    torch.manual_seed(0)
+    before = PRM.from_backbone(path, PRMSpec(label_scheme="binary")).model.state_dict()
+    t, losses = _train(path, tmp_path, steps=3, freeze_embeddings=True)
+    after = t.model.state_dict()
+    emb = "bert.embeddings.word_embeddings.weight"
+    assert torch.equal(before[emb], after[emb])
+    assert not torch.equal(before["bert.encoder.layer.0.attention.self.query.weight"], after["bert.encoder.layer.0.attention.self.query.weight"])
+    assert len(losses) == 3
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_packing_gives_the_unpacked_loss_and_logits(tiny, attn, tmp_path):
+    # rows of different lengths packed into fewer sequences: every labeled position gets the logits
+    # it gets alone in its padded row (fp32), so the loss is the same
+    from prm.models.prm import set_attention
+
+    prm = PRM.from_backbone(tiny, PRMSpec(label_scheme="binary"))
+    args = PRMTrainingArguments(output_dir=str(tmp_path), max_steps=1, report_to=[], attn_implementation=attn, packing=True)
+    t = PRMTrainer(prm=prm, args=args, train_dataset=_data())
+    set_attention(t.model, attn)
+    t.model.eval()
+    rows = [t.train_dataset[i] for i in range(8)]
+    for i in range(1, 8, 2):  # make room: alternate long and short rows
+        rows[i] = {**rows[i], "input_ids": rows[i]["input_ids"][:5], "labels": [*rows[i]["labels"][:4], 1.0]}
+    packed = t.data_collator(rows)
+    plain = StepCollator(prm.tokenizer.pad_token_id)(rows)
+    assert packed["input_ids"].shape[0] < plain["input_ids"].shape[0]  # it did pack
+    assert (packed["labels"] != -100).sum() == (plain["labels"] != -100).sum()
+    with torch.no_grad():
+        lp = t.compute_loss(t.model, dict(packed))
+        lu = t.compute_loss(t.model, dict(plain))
+        out_p = t.compute_loss(t.model, dict(packed), return_outputs=True)[1]["logits"][packed["labels"] != -100]
+        out_u = t.compute_loss(t.model, dict(plain), return_outputs=True)[1]["logits"][plain["labels"] != -100]
+    assert lp.item() == pytest.approx(lu.item(), abs=1e-5)
+    # same multiset of labeled logits (packing reorders rows longest first)
+    assert torch.allclose(out_p.sort(0).values, out_u.sort(0).values, atol=1e-4)
+
+
+def test_packing_trains_like_padding(tiny, tmp_path):
+    # a few optimizer steps with and without packing (bf16 weights): equal losses within bf16 rounding
+    _, plain = _train(tiny, tmp_path / "a", steps=4)
+    _, packed = _train(tiny, tmp_path / "b", steps=4, packing=True)
+    assert max(abs(a - b) for a, b in zip(plain, packed)) < LOSS_TOL
