@@ -3,10 +3,13 @@
 Both schemes run the same beam search (`prm.search`, strategy ``beam``) with the same generator
 weights, seed and PRM:
 
-- ``reuse``: the problem prompt's cache is computed once per problem; each round runs the tokens of
-  the N/M kept partial solutions once and copies their cache into the M continuations.
+- ``reuse``: the problem prompt's keys/values are computed once per problem and held once (batch 1)
+  for all rows, attended with one product over all rows (`prm.search.kv`); a kept partial solution
+  continues from the keys/values its tokens got when they were generated (only its last token runs),
+  and its small tail cache is copied into its M continuations.
 - ``recompute``: every continuation runs its whole prefix (prompt and steps so far) from scratch,
-  as a plain batched ``generate`` call per round would.
+  as a plain batched ``generate`` call per round would. Decoding after that uses the same
+  preallocated per-row cache (no concatenation per token), without a shared prefix.
 
 After one untimed warm-up search per scheme, rounds alternate which scheme goes first. Solutions/s counts the N final candidates of every
 problem. Outputs are compared token for token (the same seed draws the same random numbers; fp32

@@ -8,14 +8,18 @@ solution when ``to_end`` is set. The step separator follows from the prompt form
 that holds a newline after some non-blank text.
 
 - ``local``: transformers, with a decoding loop of its own. The problem prompt is run through the
-  model once per problem and its key/value cache kept; each call then runs only the tokens of the
-  partial solutions, once per distinct parent, and copies that cache into the parent's
-  ``counts[i]`` continuations (``reuse_prefix=True``). ``reuse_prefix=False`` recomputes the whole
-  prefix (prompt and steps so far) for every continuation, which is what a plain batched
-  ``generate`` call per continuation does; it exists as the benchmark's baseline and as the
-  reference the tests compare against. Both draw the same random numbers, so equal logits give
-  equal tokens, and both compute vocabulary logits only at the last position of a prefill (as
-  ``generate`` does).
+  model once per problem and its keys/values kept once, shared by every row without copies
+  (`prm.search.kv`: per-row tails in preallocated buffers, cascade attention). A parent made by the
+  previous call continues from the keys/values its tokens got while they were generated, so only
+  its last token runs; other parents run their tokens after the prompt, once per distinct parent;
+  the parent's tail is then copied into its ``counts[i]`` continuations (``reuse_prefix=True``).
+  ``reuse_prefix=False`` recomputes the whole prefix (prompt and steps so far) for every
+  continuation, which is what a plain batched ``generate`` call per continuation does; it exists as
+  the benchmark's baseline and as the reference the tests compare against. Both draw the same
+  random numbers, so equal logits give equal tokens, and both compute vocabulary logits only at the
+  last position of a prefill (as ``generate`` does). The shared-prefix attention covers models
+  whose attention goes through transformers' attention interface without sliding windows or
+  soft-capping (Llama, Qwen2, SmolLM2...); it refuses the others (use ``reuse_prefix=False``).
 - ``vllm``: vLLM on a GPU (prefix caching does the sharing there); imported only when chosen.
 
 Each generator counts the tokens it generated (``tokens``).
