@@ -136,6 +136,7 @@ class SearchBenchConfig(Common):
     max_step_tokens: int = 32
     max_tokens: int = 128
     rounds: int = 3
+    warmup: bool = field(default=True, metadata={"help": "One untimed search per scheme first (off: the first timed scheme, reuse, pays first-call costs)."})
 
 
 @dataclass
@@ -286,7 +287,7 @@ def run_search(cfg: SearchBenchConfig) -> Path:
         prm = PRM.load(resolve_data(cfg.prm, "prm")) if Path(resolve_data(cfg.prm, "prm")).is_dir() else PRM.from_backbone(cfg.prm, PRMSpec(separator="\n"))
     load_before = os.getloadavg()
     res = search_benchmark(model, tok, prm, problems_from(resolve_data(cfg.data, "data"), cfg.problems), cfg.n, cfg.beam_width, cfg.max_steps,
-                           cfg.max_step_tokens, cfg.max_tokens, cfg.rounds)
+                           cfg.max_step_tokens, cfg.max_tokens, cfg.rounds, warmup=cfg.warmup)
     res.update(model=cfg.model if not cfg.smoke else "tiny-llama", prm=cfg.prm if not cfg.smoke else "tiny-llama",
                load_average_1min={"before": load_before[0], "after": os.getloadavg()[0]})
     return save(cfg.results_dir, cfg.name or "search", res, cfg.note)

@@ -20,7 +20,10 @@ Endpoints:
 Batching: every request's solutions go onto one queue; a single worker takes what is queued, waits up
 to ``max_wait_ms`` for more (until ``max_batch_items`` solutions), and scores them with ONE
 `PRM.score_batch` call in a worker thread (the event loop keeps accepting requests meanwhile, so
-requests arriving during a forward pass form the next batch).
+requests arriving during a forward pass form the next batch). `PRM.score_batch` sorts them by
+length and, on a CPU, cuts a batch where padding would pass 10% of its tokens: on a compute-bound
+CPU a padded token costs what a real one does, so one padded pass over requests of different
+lengths is slower than scoring them one by one.
 
 Bad input (malformed JSON, missing or mistyped fields, an unknown aggregator, too many items, a
 query that does not contain its prompt) gets a 4xx with ``{"error": "..."}`` naming the field.

@@ -206,6 +206,33 @@ def test_prefix_reuse_equals_recomputing(tiny, temperature):
     assert [[c.token_ids for c in g] for g in a2] == [[c.token_ids for c in g] for g in b2]
     assert [len(g) for g in a2] == [2, 1] and all(c.token_ids[: len(p.token_ids)] == p.token_ids for p, g in zip(parents, a2) for c in g)
     assert reuse.tokens == recompute.tokens == sum(len(c.token_ids) for c in a[0]) + sum(len(c.token_ids) - len(p.token_ids) for p, g in zip(parents, a2) for c in g)
+    # parents this generator did not make (no kept keys/values): their tokens after the prompt run first
+    fresh = LocalStepGenerator(lm, tok, reuse_prefix=True, **kw)
+    fresh._calls = dict(recompute._calls)  # the same random stream position
+    deeper = [a2[0][1], a2[1][0], a[0][1]]  # tails of three different lengths
+    a3, b3 = fresh.expand(prob, deeper, [1, 2, 1]), recompute.expand(prob, deeper, [1, 2, 1])
+    assert [[c.token_ids for c in g] for g in a3] == [[c.token_ids for c in g] for g in b3]
+
+
+def test_shared_prefix_attention_equals_attention_over_the_whole_sequence():
+    # a prefix held once (batch 1) plus per-row tails with padding gives what attention over each
+    # row's full sequence gives (grouped-query heads: 4 query heads share each of 2 kv heads)
+    import torch.nn.functional as F
+
+    from prm.search.kv import RowCache, shared_prefix_attention
+
+    torch.manual_seed(0)
+    B, H, Hkv, P, n, q, d = 3, 8, 2, 5, 6, 2, 16
+    kp, vp = torch.randn(1, Hkv, P, d), torch.randn(1, Hkv, P, d)
+    k, v, qs = torch.randn(B, Hkv, n, d), torch.randn(B, Hkv, n, d), torch.randn(B, H, q, d)
+    cache = RowCache([(kp, vp)], [k], [v], torch.ones(B, n, dtype=torch.bool), n - q)
+    cache.valid[1, :2] = False  # row 1 has two padding columns
+    mask = cache.mask(q)
+    got, _ = shared_prefix_attention(type("M", (), {"layer_idx": 0})(), qs, k, v, mask, scaling=d**-0.5, prm_kv=cache)
+    full_k, full_v = torch.cat([kp.expand(B, -1, -1, -1), k], 2), torch.cat([vp.expand(B, -1, -1, -1), v], 2)
+    full_mask = torch.cat([torch.ones(B, 1, q, P, dtype=torch.bool), mask], -1)
+    ref = F.scaled_dot_product_attention(qs, full_k.repeat_interleave(H // Hkv, 1), full_v.repeat_interleave(H // Hkv, 1), attn_mask=full_mask)
+    assert torch.allclose(got, ref.transpose(1, 2), atol=1e-5)
 
 
 def test_same_seed_repeats_and_other_seed_differs(tiny):

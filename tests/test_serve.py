@@ -175,3 +175,16 @@ def test_serve_script_bad_flags(flags, message):
 
     r = subprocess.run([sys.executable, "exp/serve_prm.py", *flags], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("lengths, batch_size, max_padding, expected", [
+    ([1, 2, 3, 4, 5], 2, None, [(0, 2), (2, 4), (4, 5)]),  # no padding limit: fixed-size batches
+    ([100, 101, 102, 150, 151, 200], 16, 0.1, [(0, 3), (3, 5), (5, 6)]),  # cut where padding would pass 10%
+    ([100, 100, 100, 100], 3, 0.1, [(0, 3), (3, 4)]),  # equal lengths: only the batch size cuts
+    ([], 4, 0.1, []),
+])
+def test_length_batches(lengths, batch_size, max_padding, expected):
+    # the batched server's passes over requests of different lengths (PRM.score_batch on a CPU)
+    from prm.models.prm import length_batches
+
+    assert length_batches(lengths, batch_size, max_padding) == expected

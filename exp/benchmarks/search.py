@@ -3,10 +3,13 @@
 Both schemes run the same beam search (`prm.search`, strategy ``beam``) with the same generator
 weights, seed and PRM:
 
-- ``reuse``: the problem prompt's cache is computed once per problem; each round runs the tokens of
-  the N/M kept partial solutions once and copies their cache into the M continuations.
+- ``reuse``: the problem prompt's keys/values are computed once per problem and held once (batch 1)
+  for all rows, attended with one product over all rows (`prm.search.kv`); a kept partial solution
+  continues from the keys/values its tokens got when they were generated (only its last token runs),
+  and its small tail cache is copied into its M continuations.
 - ``recompute``: every continuation runs its whole prefix (prompt and steps so far) from scratch,
-  as a plain batched ``generate`` call per round would.
+  as a plain batched ``generate`` call per round would. Decoding after that uses the same
+  preallocated per-row cache (no concatenation per token), without a shared prefix.
 
 After one untimed warm-up search per scheme, rounds alternate which scheme goes first. Solutions/s counts the N final candidates of every
 problem. Outputs are compared token for token (the same seed draws the same random numbers; fp32
@@ -49,7 +52,7 @@ def _search(gen: Any, prm: Any, problems: list[str], settings: Any) -> tuple[flo
 
 
 def search_benchmark(model: Any, tokenizer: Any, prm: Any, problems: list[str], n: int, beam_width: int, max_steps: int,
-                     max_step_tokens: int, max_tokens: int, rounds: int, seed: int = 0) -> dict:
+                     max_step_tokens: int, max_tokens: int, rounds: int, seed: int = 0, warmup: bool = True) -> dict:
     from prm.search import LocalStepGenerator, SearchSettings
 
     settings = SearchSettings(n=n, beam_width=beam_width, max_steps=max_steps)
@@ -58,7 +61,7 @@ def search_benchmark(model: Any, tokenizer: Any, prm: Any, problems: list[str], 
     outputs: dict[str, list] = {}
     tokens: dict[str, int] = {}
     ratios = []
-    for scheme in ("reuse", "recompute"):  # untimed warm-up: first-call costs (allocator, kernels) hit neither timed run
+    for scheme in ("reuse", "recompute") if warmup else ():  # untimed warm-up: first-call costs (allocator, kernels) hit neither timed run
         _search(LocalStepGenerator(model, tokenizer, reuse_prefix=scheme == "reuse", **kw), prm, problems[:1], settings)
     for r in range(rounds):
         order = ("reuse", "recompute") if r % 2 == 0 else ("recompute", "reuse")
@@ -76,7 +79,7 @@ def search_benchmark(model: Any, tokenizer: Any, prm: Any, problems: list[str], 
     sols = len(problems) * n
     return {
         "problems": len(problems), "n": n, "beam_width": beam_width, "max_steps": max_steps, "max_step_tokens": max_step_tokens,
-        "max_tokens": max_tokens, "rounds": rounds, "torch_threads": torch.get_num_threads(),
+        "max_tokens": max_tokens, "rounds": rounds, "warmup": warmup, "torch_threads": torch.get_num_threads(),
         "seconds": {k: spread(v) for k, v in secs.items()},
         "solutions_per_s": {k: spread([sols / s for s in v]) for k, v in secs.items()},
         "speedup": spread(ratios),  # per round: recompute seconds / reuse seconds

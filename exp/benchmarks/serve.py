@@ -7,13 +7,15 @@ sends one query per request). Schemes, alternated round by round on the same req
 - ``server_batched``: the FastAPI server (`prm.serve`) in its own process on 127.0.0.1, ``clients``
   threads sending requests over keep-alive connections; the server scores what arrives together
   (up to ``max_wait_ms`` of waiting, ``clients`` solutions per call).
-- ``server_batched_bs4``: the same, the collected solutions sorted by length and run in forward passes of 4
-  (less padding: on a compute-bound CPU a padded batch of 16 costs more than 16 single passes).
+  `PRM.score_batch` sorts them by length and, on a CPU, cuts a batch where padding would pass 10% of
+  its tokens (a padded batch of 16 costs more than 16 single passes on a compute-bound CPU).
 - ``server_unbatched``: the same server with batching off (one solution per call), which isolates
   what batching across requests buys from the cost of HTTP.
 
-Reported per scheme: requests/s (requests / wall time of the round) and p50/p95 latency (from
-sending a request to its reply; in-process: the call). The server's scores are compared with the
+Reported per scheme: requests/s (requests / wall time of the round), p50/p95 latency (from
+sending a request to its reply; in-process: the call), and CPU milliseconds per request (the
+scoring process's user + system CPU time over the round: the server process, not the clients;
+in-process: this process), which a machine shared with other jobs distorts far less than wall time. The server's scores are compared with the
 in-process ones (they must agree). Each round is bounded in requests and seconds.
 """
 
@@ -62,11 +64,23 @@ class ServerProcess:
         self.port = self._q.get(timeout=300)
         return self
 
+    def cpu_seconds(self) -> float:
+        return _cpu_seconds(self._proc.pid)
+
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
         self._proc.join(timeout=30)
         if self._proc.is_alive():
             self._proc.terminate()
+
+
+def _cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds of a process (all its threads); this one when ``pid`` is None."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime in clock ticks
 
 
 def _percentile(v: list[float], q: float) -> float:
@@ -81,14 +95,14 @@ def _summary(latencies: list[float], wall: float) -> dict:
 
 def run_in_process(prm: Any, items: list, max_seconds: float) -> tuple[dict, list]:
     lat, scores = [], []
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_seconds()
     for it in items:
         t = time.perf_counter()
         scores.append(prm.score_batch([it])[0])
         lat.append(time.perf_counter() - t)
         if time.perf_counter() - t0 > max_seconds:
             break
-    return _summary(lat, time.perf_counter() - t0), scores
+    return _summary(lat, time.perf_counter() - t0) | {"cpu_ms_per_request": 1000 * (_cpu_seconds() - c0) / len(lat)}, scores
 
 
 def run_clients(port: int, items: list, clients: int, max_seconds: float) -> tuple[dict, list]:
@@ -155,10 +169,8 @@ def serve_benchmark(model: str, rows: list[dict], work: Path, clients: int = 16,
     prm = PRM.load(prm_dir)  # the very weights the server loads
     items = [(r["prompt"], r["completions"]) for r in rows][:requests]
     threads = torch.get_num_threads()
-    # one padded forward pass for what arrives together; length-sorted forward passes of 4 (less
-    # padding, which matters on a compute-bound CPU); batching off
+    # what arrives together in length-sorted forward passes (cut where padding would pass 10%); batching off
     servers = {"server_batched": ServeSettings(batch_size=clients, max_batch_items=clients, max_wait_ms=max_wait_ms),
-               "server_batched_bs4": ServeSettings(batch_size=min(4, clients), max_batch_items=clients, max_wait_ms=max_wait_ms),
                "server_unbatched": ServeSettings(batch_size=1, max_batch_items=1, max_wait_ms=0.0)}
     load_before = os.getloadavg()
     out: dict[str, Any] = {"model": model, "random_init": random_init, "clients": clients, "requests_per_round": len(items), "rounds": rounds,
@@ -179,20 +191,23 @@ def serve_benchmark(model: str, rows: list[dict], work: Path, clients: int = 16,
             res, ref = run_in_process(prm, items, max_seconds)
             per["in_process"].append(res)
             for name, srv in procs.items():
+                c0 = srv.cpu_seconds()
                 res, got = run_clients(srv.port, items, clients, max_seconds)
+                res["cpu_ms_per_request"] = 1000 * (srv.cpu_seconds() - c0) / res["requests"]
                 per[name].append(res)
                 diffs += [abs(a - b) for u, v in zip(ref, got) if u is not None and v is not None for a, b in zip(u, v)]
             log.info("round %d: %s", r + 1, {k: round(v[-1]["requests_per_s"], 1) for k, v in per.items()})
         calls1 = {k: _health(srv.port)["batching"] for k, srv in procs.items()}
-    out["schemes"] = {k: {m: spread([x[m] for x in v]) for m in ("requests_per_s", "p50_ms", "p95_ms")} | {"requests_done": [x["requests"] for x in v]}
+    out["schemes"] = {k: {m: spread([x[m] for x in v]) for m in ("requests_per_s", "p50_ms", "p95_ms", "cpu_ms_per_request")} | {"requests_done": [x["requests"] for x in v]}
                       for k, v in per.items()}
     out["ratios"] = {}
     for name in servers:
         out["ratios"][f"{name}_vs_in_process"] = {
             "requests_per_s": spread([a["requests_per_s"] / b["requests_per_s"] for a, b in zip(per[name], per["in_process"])]),
             "p95_latency": spread([a["p95_ms"] / b["p95_ms"] for a, b in zip(per[name], per["in_process"])]),
+            "cpu_per_request": spread([a["cpu_ms_per_request"] / b["cpu_ms_per_request"] for a, b in zip(per[name], per["in_process"])]),
         }
-    for name in ("server_batched", "server_batched_bs4"):
+    for name in ("server_batched",):
         out["ratios"][f"{name}_vs_server_unbatched"] = {
             "requests_per_s": spread([a["requests_per_s"] / b["requests_per_s"] for a, b in zip(per[name], per["server_unbatched"])])}
     out["items_per_score_call"] = {k: (calls1[k]["items_scored"] - calls0[k]["items_scored"]) / max(1, calls1[k]["score_calls"] - calls0[k]["score_calls"])

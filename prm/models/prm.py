@@ -48,6 +48,9 @@ HEAD_NAMES = ("score", "classifier")  # the token-classification head: decoders,
 # Shared-prefix scoring runs a run of tokens shared by k solutions once when (k - 1) x its length
 # is at least this many tokens (below it, the extra small forward pass costs more than it saves).
 SHARED_MIN_SAVED_TOKENS = 32
+# On a CPU a forward pass costs what its tokens cost, padding included (compute-bound), so a
+# length-sorted batch stops growing where padding would pass this share of its tokens.
+CPU_MAX_PADDING = 0.1
 
 
 def set_attention(model: Any, impl: str) -> str | None:
@@ -393,8 +396,9 @@ class PRM:
 
     def _score_plain(self, encs: list, order: list[int], batch_size: int, out: list) -> None:
         device, pad = self._device(), self._pad()
-        for b in range(0, len(order), batch_size):
-            idx = order[b : b + batch_size]
+        lengths = [len(encs[i].input_ids) for i in order]
+        for lo, hi in length_batches(lengths, batch_size, CPU_MAX_PADDING if device.type == "cpu" else None):
+            idx = order[lo:hi]
             width = max(len(encs[i].input_ids) for i in idx)
             ids = torch.full((len(idx), width), pad, dtype=torch.long)
             att = torch.zeros((len(idx), width), dtype=torch.long)
@@ -480,6 +484,22 @@ class PRM:
     def score_steps(self, problem: str, steps: Sequence[str]) -> list[float]:
         """P(step correct) for each step of one solution."""
         return self.score_batch([(problem, steps)])[0]
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, max_padding: float | None = None) -> list[tuple[int, int]]:
+    """Cut ``lengths`` (ascending) into ``[lo, hi)`` batches of at most ``batch_size``; with
+    ``max_padding``, also where padding to the batch's longest item would pass that share of the
+    batch's tokens."""
+    out, lo, real = [], 0, 0
+    for j, n in enumerate(lengths):
+        size = j - lo + 1
+        if size > batch_size or (max_padding is not None and size > 1 and n * size - (real + n) > max_padding * n * size):
+            out.append((lo, j))
+            lo, real = j, 0
+        real += n
+    if lo < len(lengths):
+        out.append((lo, len(lengths)))
+    return out
 
 
 def _copy_cache(cache: Any, n: int) -> Any:

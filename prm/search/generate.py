@@ -8,14 +8,18 @@ solution when ``to_end`` is set. The step separator follows from the prompt form
 that holds a newline after some non-blank text.
 
 - ``local``: transformers, with a decoding loop of its own. The problem prompt is run through the
-  model once per problem and its key/value cache kept; each call then runs only the tokens of the
-  partial solutions, once per distinct parent, and copies that cache into the parent's
-  ``counts[i]`` continuations (``reuse_prefix=True``). ``reuse_prefix=False`` recomputes the whole
-  prefix (prompt and steps so far) for every continuation, which is what a plain batched
-  ``generate`` call per continuation does; it exists as the benchmark's baseline and as the
-  reference the tests compare against. Both draw the same random numbers, so equal logits give
-  equal tokens, and both compute vocabulary logits only at the last position of a prefill (as
-  ``generate`` does).
+  model once per problem and its keys/values kept once, shared by every row without copies
+  (`prm.search.kv`: per-row tails in preallocated buffers, cascade attention). A parent made by the
+  previous call continues from the keys/values its tokens got while they were generated, so only
+  its last token runs; other parents run their tokens after the prompt, once per distinct parent;
+  the parent's tail is then copied into its ``counts[i]`` continuations (``reuse_prefix=True``).
+  ``reuse_prefix=False`` recomputes the whole prefix (prompt and steps so far) for every
+  continuation, which is what a plain batched ``generate`` call per continuation does; it exists as
+  the benchmark's baseline and as the reference the tests compare against. Both draw the same
+  random numbers, so equal logits give equal tokens, and both compute vocabulary logits only at the
+  last position of a prefill (as ``generate`` does). The shared-prefix attention covers models
+  whose attention goes through transformers' attention interface without sliding windows or
+  soft-capping (Llama, Qwen2, SmolLM2...); it refuses the others (use ``reuse_prefix=False``).
 - ``vllm``: vLLM on a GPU (prefix caching does the sharing there); imported only when chosen.
 
 Each generator counts the tokens it generated (``tokens``).
@@ -35,6 +39,7 @@ import torch
 from prm.answers import extract_answer
 from prm.label.generate.local import EXAMPLES, SYSTEM_PROMPT, chat_prompt, load_causal_lm
 from prm.registry import Registry
+from prm.search.kv import RowCache, using_shared_prefix_attention
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +125,7 @@ class LocalStepGenerator:
         self.tokens = 0
         self._calls: dict[str, int] = {}
         self._prompt_cache: tuple[str, list[int], Any] | None = None
+        self._tails: dict[tuple[int, ...], tuple[RowCache, int, torch.Tensor]] = {}  # the last call's children's keys/values
         tok = self.tokenizer
         eos = {tok.eos_token_id}
         gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
@@ -139,16 +145,20 @@ class LocalStepGenerator:
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def _prompt(self, problem: str) -> tuple[list[int], Any]:
-        """Prompt tokens and the cache of all but the last one (kept for the current problem)."""
+    def _prompt(self, problem: str) -> tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]] | None]:
+        """Prompt tokens and, when reusing, the per-layer keys/values of all but the last one (batch 1,
+        kept for the current problem)."""
         from transformers import DynamicCache
 
         if self._prompt_cache is None or self._prompt_cache[0] != problem:
             ids = self.prompt_ids(problem)
-            cache = DynamicCache()
+            prefix = None
             if self.reuse_prefix:
+                cache = DynamicCache()
                 self.model(input_ids=torch.tensor([ids[:-1]], device=self._device()), past_key_values=cache, use_cache=True, logits_to_keep=1)
-            self._prompt_cache = (problem, ids, cache)
+                prefix = [(layer.keys, layer.values) for layer in cache.layers]
+            self._prompt_cache = (problem, ids, prefix)
+            self._tails = {}  # tails of another problem's partial solutions never match
         return self._prompt_cache[1], self._prompt_cache[2]
 
     def _rng(self, problem: str) -> torch.Generator:
@@ -171,6 +181,60 @@ class LocalStepGenerator:
             probs = torch.zeros_like(probs).scatter(-1, si, sp)
         return torch.multinomial(probs, 1, generator=g).squeeze(-1)
 
+    def _forward(self, cache: RowCache, ids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Run ``ids`` (rows, q) at positions ``pos`` on top of ``cache`` (whose ``valid`` already covers
+        the new columns); vocabulary logits of the last position (rows, vocab)."""
+        dev = self._device()
+        q = ids.shape[1]
+        out = self.model(input_ids=ids.to(dev), position_ids=pos.to(dev), attention_mask=cache.mask(q), past_key_values=cache, prm_kv=cache,
+                         use_cache=True, logits_to_keep=1)
+        cache.advance(q)
+        return out.logits[:, -1]
+
+    def _start_shared(self, ids: list[int], prefix: Any, parents: Sequence[Partial], rows: torch.Tensor, room: int) -> tuple[RowCache, torch.Tensor]:
+        """Reuse: the prompt's keys/values are shared by every row (never copied); a parent that the
+        previous call generated continues from its own keys/values, so only its last token runs (it
+        was sampled but never fed); any other parent runs its tokens after the prompt. One forward
+        pass per distinct parent, then each parent's tail is copied into its ``counts[i]`` rows."""
+        tails = [[ids[-1]] + list(p.token_ids) for p in parents]
+        known = [self._tails.get(tuple(p.token_ids)) for p in parents]  # (cache, row, columns) or None
+        cached = [len(k[2]) if k else 0 for k in known]
+        todo = [t[c:] for t, c in zip(tails, cached)]
+        C, U = max(cached), max(len(t) for t in todo)
+        start = RowCache.empty(self.model, prefix, len(parents), C + U)
+        P = start.prefix_length
+        new_ids = torch.full((len(parents), U), self._pad, dtype=torch.long)
+        pos = torch.full((len(parents), U), P, dtype=torch.long)
+        for i, (k, c, t) in enumerate(zip(known, cached, todo)):
+            # row layout: padding | cached tail (C columns) | padding | tokens to run (U columns)
+            if k:
+                k[0].gather(k[1], k[2], start, i, C - c)
+                start.valid[i, C - c : C] = True
+            new_ids[i, U - len(t):] = torch.tensor(t)
+            pos[i, U - len(t):] = torch.arange(P + c, P + c + len(t))
+            start.valid[i, C + U - len(t) : C + U] = True
+        start.length = C
+        logits = self._forward(start, new_ids, pos)
+        return start.select(rows.to(start.valid.device), C + U + room), logits[rows.to(logits.device)]
+
+    def _start_recompute(self, ids: list[int], parents: Sequence[Partial], rows: torch.Tensor, room: int) -> tuple[RowCache, torch.Tensor]:
+        """Baseline: every row (continuation) runs its whole prefix, prompt and steps so far, from
+        scratch, as a plain batched ``generate`` call would (layout: prompt | padding | tail)."""
+        P = len(ids) - 1
+        tails = [[ids[-1]] + list(parents[int(r)].token_ids) for r in rows]
+        W = max(len(t) for t in tails)
+        cache = RowCache.empty(self.model, None, len(rows), P + W + room)
+        full = torch.full((len(rows), P + W), self._pad, dtype=torch.long)
+        pos = torch.zeros((len(rows), P + W), dtype=torch.long)
+        full[:, :P] = torch.tensor(ids[:-1])
+        pos[:, :P] = torch.arange(P)
+        cache.valid[:, :P] = True
+        for r, t in enumerate(tails):
+            full[r, P + W - len(t):] = torch.tensor(t)
+            pos[r, P + W - len(t):] = torch.arange(P, P + len(t))
+            cache.valid[r, P + W - len(t) : P + W] = True
+        return cache, self._forward(cache, full, pos)
+
     @torch.no_grad()
     def expand(self, problem: str, parents: Sequence[Partial], counts: Sequence[int], *, to_end: bool = False) -> list[list[Partial]]:
         if len(parents) != len(counts) or any(c < 0 for c in counts):
@@ -178,50 +242,50 @@ class LocalStepGenerator:
         if not parents or sum(counts) == 0:
             return [[] for _ in parents]
         self.model.eval()
-        dev = self._device()
-        ids, pcache = self._prompt(problem)
-        P = len(ids) - 1  # prompt positions held in the cache; the last prompt token starts every tail
-        tails = [[ids[-1]] + list(p.token_ids) for p in parents]
-        W = max(len(t) for t in tails)
+        ids, prefix = self._prompt(problem)
         rows = torch.repeat_interleave(torch.arange(len(parents)), torch.tensor(list(counts)))  # (R,) parent of each row
         R = len(rows)
-        # layout of every row: prompt | padding | tail, so the prompt's cache is the same for all rows
-        # and each tail keeps its true positions (P, P+1, ...); padding is masked out
-        tail_ids = torch.full((len(parents), W), self._pad, dtype=torch.long)
-        mask = torch.zeros((len(parents), P + W), dtype=torch.long)
-        mask[:, :P] = 1
-        pos = torch.zeros((len(parents), W), dtype=torch.long)
-        for i, t in enumerate(tails):
-            tail_ids[i, W - len(t):] = torch.tensor(t)
-            mask[i, P + W - len(t):] = 1
-            pos[i, W - len(t):] = torch.arange(P, P + len(t))
-        if self.reuse_prefix:
-            cache = copy.deepcopy(pcache)
-            cache.batch_repeat_interleave(len(parents))
-            out = self.model(input_ids=tail_ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), past_key_values=cache, use_cache=True,
-                             logits_to_keep=1)
-            cache.batch_select_indices(rows.to(dev))  # each distinct prefix copied into its continuations
-            logits = out.logits[:, -1][rows.to(dev)]  # (R, vocab)
-            mask = mask[rows]
-            pos_last = pos[rows, -1]
-        else:
-            from transformers import DynamicCache
-
-            # every continuation runs its whole prefix: prompt, padding and tail, from scratch
-            full = torch.cat([torch.tensor([ids[:-1]]).expand(len(parents), -1), tail_ids], 1)[rows]
-            mask = mask[rows]
-            full_pos = torch.cat([torch.arange(P).expand(len(parents), -1), pos], 1)[rows]
-            cache = DynamicCache()
-            out = self.model(input_ids=full.to(dev), attention_mask=mask.to(dev), position_ids=full_pos.to(dev), past_key_values=cache, use_cache=True,
-                             logits_to_keep=1)
-            logits = out.logits[:, -1]
-            pos_last = full_pos[:, -1]
-
-        g = self._rng(problem)
         used = torch.tensor([len(parents[int(r)].token_ids) for r in rows])
         limit = torch.clamp(self.max_tokens - used, min=1)
         if not to_end:
             limit = torch.clamp(limit, max=self.max_step_tokens)
+        room = int(limit.max())  # decoding writes at most this many columns
+        with using_shared_prefix_attention(self.model):
+            if self.reuse_prefix:
+                cache, logits = self._start_shared(ids, prefix, parents, rows, room)
+            else:
+                cache, logits = self._start_recompute(ids, parents, rows, room)
+            first = cache.length  # the column the first generated token goes to
+            pos_last = torch.tensor([len(ids) - 1 + len(parents[int(r)].token_ids) for r in rows])
+            new = self._decode(problem, cache, logits, pos_last, limit, to_end)
+        children: list[list[Partial]] = [[] for _ in parents]
+        tails: dict[tuple[int, ...], tuple[RowCache, int, torch.Tensor]] = {}
+        for r in range(R):
+            parent = parents[int(rows[r])]
+            toks, ended = new[r]
+            self.tokens += len(toks)
+            body = [x for x in toks if x not in self.eos_ids]
+            text = self.tokenizer.decode(body, skip_special_tokens=True)
+            steps = list(parent.steps) + _split_lines(text)
+            all_ids = list(parent.token_ids) + toks
+            done = ended or to_end or len(all_ids) >= self.max_tokens or extract_answer(text) is not None
+            child = Partial(steps=steps, token_ids=all_ids, done=done, tokens=parent.tokens + len(toks))
+            children[int(rows[r])].append(child)
+            if self.reuse_prefix and not done:
+                # the child's keys/values: its parent's columns, then the generated tokens that were fed
+                # back (all but the last: it was sampled after the row's final forward pass)
+                cols = torch.cat([torch.nonzero(cache.valid[r, :first]).flatten(), torch.arange(first, first + len(toks) - 1, device=cache.valid.device)])
+                tails[tuple(all_ids)] = (cache, r, cols)
+        if self.reuse_prefix:
+            self._tails = tails  # only this call's children can be the next call's parents
+        return children
+
+    def _decode(self, problem: str, cache: RowCache, logits: torch.Tensor, pos_last: torch.Tensor, limit: torch.Tensor,
+                to_end: bool) -> list[tuple[list[int], bool]]:
+        """Sample one token per row per pass until every row stopped (separator after some text, end
+        of sequence, its token limit); each row's tokens and whether it hit the end of sequence."""
+        R = len(pos_last)
+        g = self._rng(problem)
         new: list[list[int]] = [[] for _ in range(R)]
         active = torch.ones(R, dtype=torch.bool)
         ended = torch.zeros(R, dtype=torch.bool)  # end of sequence
@@ -240,24 +304,10 @@ class LocalStepGenerator:
             active &= ~stop
             if not active.any():
                 break
-            mask = torch.cat([mask, torch.ones((R, 1), dtype=torch.long)], 1)
+            cache.valid[:, cache.length] = True  # a stopped row keeps running (its outputs are ignored): one batch shape
             pos_last = pos_last + 1
-            out = self.model(input_ids=nxt[:, None].to(dev), attention_mask=mask.to(dev), position_ids=pos_last[:, None].to(dev),
-                             past_key_values=cache, use_cache=True)
-            logits = out.logits[:, -1]
-
-        children: list[list[Partial]] = [[] for _ in parents]
-        for r in range(R):
-            parent = parents[int(rows[r])]
-            toks = new[r]
-            self.tokens += len(toks)
-            body = [x for x in toks if x not in self.eos_ids]
-            text = self.tokenizer.decode(body, skip_special_tokens=True)
-            steps = list(parent.steps) + _split_lines(text)
-            all_ids = list(parent.token_ids) + toks
-            done = bool(ended[r]) or to_end or len(all_ids) >= self.max_tokens or extract_answer(text) is not None
-            children[int(rows[r])].append(Partial(steps=steps, token_ids=all_ids, done=done, tokens=parent.tokens + len(toks)))
-        return children
+            logits = self._forward(cache, nxt[:, None], pos_last[:, None])
+        return [(new[r], bool(ended[r])) for r in range(R)]
 
 
 @GENERATORS.register("vllm")
