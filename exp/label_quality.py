@@ -23,16 +23,18 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from prm.config import ConfigError, RunArgs, at_least, check_model, require, resolve_data, run, settings, split_list
 from prm.data import load
-from prm.io import RunDir, write_jsonl
+from prm.io import RunDir, writable, write_jsonl
 from prm.label.claude import BudgetExceeded, confirm_spend, load_dotenv_key
 from prm.label.quality import (
     LABELERS,
     answer_summary,
     first_error_index,
     grade_all,
+    labeled_records,
     labeler_cost,
     make_labelers,
     quality_report,
@@ -63,6 +65,8 @@ class LabelQualityConfig:
     max_new_tokens: int = field(default=96, metadata={"help": "mc: token limit of a rollout."})
     temperature: float = field(default=0.7, metadata={"help": "mc: sampling temperature."})
     gen_batch_size: int = field(default=8, metadata={"help": "mc: rollouts per generator batch."})
+    labels_dir: str | None = field(default=None, metadata={"help": "Also write each labeler's first-error labels as stepwise records "
+                                                                  "<labels_dir>/<labeler>.jsonl (training data of the closed loop)."})
 
     def __post_init__(self) -> None:
         self.labelers = split_list(self.labelers)
@@ -97,6 +101,8 @@ def main(ra: RunArgs, cfg: LabelQualityConfig) -> dict:
     # --- setup: the run directory belongs to these settings
     run_dir = RunDir.claim(ra.run_dir("label_quality", "default"), settings(ra, cfg), seed=ra.seed, overwrite=ra.overwrite)
     paths = {"data": resolve_data(cfg.data, "data"), "references": resolve_data(cfg.references, "references")}
+    if cfg.labels_dir:
+        writable(Path(cfg.labels_dir), "labels_dir")
     if ra.dry_run:
         log.info("dry run: settings valid, %s; would write %s", paths, run_dir.path)
         return {"dry_run": True, **paths, "run_dir": str(run_dir.path)}
@@ -150,6 +156,10 @@ def main(ra: RunArgs, cfg: LabelQualityConfig) -> dict:
               "stats": {k: grades[k][i].stats for k in grades if grades[k][i] is not None and grades[k][i].stats}}
              for i, (r, n, h) in enumerate(zip(recs, n_steps, human))]
     write_jsonl(run_dir.path / "predictions.jsonl", preds)
+    if cfg.labels_dir:  # outside results/: the records hold the problems' text
+        for n in cfg.labelers:
+            write_jsonl(Path(cfg.labels_dir) / f"{n}.jsonl", labeled_records(recs, grades[n], n))
+        log.info("labels of each labeler under %s", cfg.labels_dir)
     run_dir.finish(metrics)
     log.info("wrote %s", run_dir.path)
     print(json.dumps({n: {"human": m.get("human", {}).get("exact"), "error_vs_no_error": m.get("human", {}).get("error_vs_no_error")}

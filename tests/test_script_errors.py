@@ -103,6 +103,9 @@ CASES = [
     ("rl_grpo", ["--prm", "minilm", "--prm_weight", "0"], r"--prm_weight .*not both 0"),
     ("serve_prm", ["--model", "{tmp}/nope"], r"--model .*nope: no such"),
     ("serve_prm", ["--model", "minilm", "--port", "0"], r"--port must be a TCP port"),
+    # the label quality report: an unknown labeler, a paid labeler without a key or server
+    ("label_quality", ["--labelers", "rules", "oracle"], r"--labelers unknown \['oracle'\]; known: rules"),
+    ("label_quality", ["--labelers", "rules", "claude"], r"--labelers claude needs ANTHROPIC_API_KEY"),
 ]
 
 

@@ -24,9 +24,11 @@ from collections.abc import Mapping, Sequence
 from itertools import combinations
 
 from prm.eval.processbench import processbench_metrics
+from prm.label.labels import first_error_labels
 from prm.label.verify import VerifierOptions, make_verifier
 from prm.label.verify.base import Grade, Item, Verifier
 from prm.label.verify.consensus import first_error
+from prm.schema import make_record
 
 HUMAN = "human"
 LABELERS = ("rules", "reference", "claude", "mc", "mc-linear", "mc-binary")  # mc: the search of VerifierOptions.mc_search
@@ -49,6 +51,22 @@ def make_labelers(names: Sequence[str], options: VerifierOptions) -> dict[str, V
     for n in names:
         base, _, search = n.partition("-")
         out[n] = make_verifier(base, options, **({"mc_search": search} if search else {}))
+    return out
+
+
+def labeled_records(records: Sequence[dict], grades: Sequence[Grade | None], labeler: str) -> list[dict]:
+    """The solutions with one labeler's first-error labels (`first_error_labels`: steps before its
+    first error 1, it 0, later steps unlabeled), as stepwise records a PRM trains on; ungraded
+    solutions and solutions left without a labeled step are dropped."""
+    out = []
+    for r, g in zip(records, grades):
+        if g is None:
+            continue
+        labels = first_error_labels(g.step_correct)
+        if all(x is None for x in labels):
+            continue
+        out.append(make_record(r["prompt"], r["completions"], labels, "binary", answer=r.get("answer"), id=r["id"],
+                               source=r.get("source"), meta={"labeler": labeler}))
     return out
 
 
