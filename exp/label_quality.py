@@ -32,6 +32,7 @@ from prm.label.claude import BudgetExceeded, confirm_spend, load_dotenv_key
 from prm.label.quality import (
     LABELERS,
     answer_summary,
+    consensus_records,
     first_error_index,
     grade_all,
     labeled_records,
@@ -66,7 +67,8 @@ class LabelQualityConfig:
     temperature: float = field(default=0.7, metadata={"help": "mc: sampling temperature."})
     gen_batch_size: int = field(default=8, metadata={"help": "mc: rollouts per generator batch."})
     labels_dir: str | None = field(default=None, metadata={"help": "Also write each labeler's first-error labels as stepwise records "
-                                                                  "<labels_dir>/<labeler>.jsonl (training data of the closed loop)."})
+                                                                  "<labels_dir>/<labeler>.jsonl, and the solutions all agree on as "
+                                                                  "consensus.jsonl (training data of the closed loop)."})
 
     def __post_init__(self) -> None:
         self.labelers = split_list(self.labelers)
@@ -159,6 +161,8 @@ def main(ra: RunArgs, cfg: LabelQualityConfig) -> dict:
     if cfg.labels_dir:  # outside results/: the records hold the problems' text
         for n in cfg.labelers:
             write_jsonl(Path(cfg.labels_dir) / f"{n}.jsonl", labeled_records(recs, grades[n], n))
+        if len(cfg.labelers) > 1:
+            write_jsonl(Path(cfg.labels_dir) / "consensus.jsonl", consensus_records(recs, grades))
         log.info("labels of each labeler under %s", cfg.labels_dir)
     run_dir.finish(metrics)
     log.info("wrote %s", run_dir.path)

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from prm.label.quality import (
+    consensus_records,
     consensus_shares,
     first_error_index,
     first_error_scores,
@@ -94,6 +95,11 @@ def test_labeled_records_are_first_error_labels():
     recs = [{"prompt": "p", "completions": ["s1", "s2", "s3"], "answer": "1", "id": "x", "source": "t"}] * 3
     out = labeled_records(recs, [Grade([True, False, True], False), None, Grade([None, None, None], None)], "rules")
     assert len(out) == 1 and out[0]["labels"] == [1.0, 0.0, None] and out[0]["label_scheme"] == "binary"
+    # consensus: kept where every labeler graded and agrees (solution 0: step 2; solution 2: no error)
+    g = {"a": [Grade([True, False, None], False), Grade([False], False), Grade([True, True, True], True)],
+         "b": [Grade([True, False, False], False), None, Grade([True, None, True], True)]}
+    kept = consensus_records(recs, g)
+    assert [r["labels"] for r in kept] == [[1.0, 0.0, None], [1.0, 1.0, 1.0]] and kept[0]["meta"]["labeler"] == "consensus(a,b)"
 
 
 # --- the script end to end ----------------------------------------------------------------------
@@ -125,6 +131,8 @@ def test_script_on_champ_with_claude_through_the_fake_server(fake_api, tmp_path,
     exact = sum(p["first_errors"]["claude"] == p["human"] for p in preds) / 4
     assert m["per_labeler"]["claude"]["human"]["exact"] == exact
     assert len((tmp_path / "labels" / "claude.jsonl").read_text().splitlines()) <= 4
+    kept = (tmp_path / "labels" / "consensus.jsonl").read_text().splitlines()
+    assert len(kept) == min(r["kept"] for r in m["consensus"] if len(r["labelers"]) == 3)
     assert "sk-ant-test-SECRET-lq" not in "".join(p.read_text() for p in run.iterdir())
     # a rerun with the same settings pays nothing twice (the answers are cached in the run directory)
     cli(argv)

@@ -114,6 +114,7 @@ def test_user_mistake_is_one_line(script, argv, pattern, tmp_path, monkeypatch, 
     _files(tmp_path)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
     mod = importlib.import_module(f"exp.{script}")
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     with pytest.raises(SystemExit) as e:

@@ -70,6 +70,16 @@ def labeled_records(records: Sequence[dict], grades: Sequence[Grade | None], lab
     return out
 
 
+def consensus_records(records: Sequence[dict], grades: Mapping[str, Sequence[Grade | None]]) -> list[dict]:
+    """The solutions on which every labeler graded and named the same first error (the consensus
+    filter), with that first error's labels."""
+    names = list(grades)
+    kept = [i for i in range(len(records))
+            if all(grades[n][i] is not None for n in names) and len({first_error_index(grades[n][i]) for n in names}) == 1]
+    first = grades[names[0]]
+    return labeled_records([records[i] for i in kept], [first[i] for i in kept], "consensus(" + ",".join(names) + ")")
+
+
 def grade_all(labelers: Mapping[str, Verifier], items: Sequence[Item]) -> tuple[dict[str, list[Grade | None]], dict[str, float]]:
     """Every labeler's grades of the same ``items`` (input order) and its wall seconds."""
     grades, seconds = {}, {}
