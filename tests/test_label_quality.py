@@ -196,3 +196,20 @@ def test_script_with_scripted_mc_labelers(tmp_path, monkeypatch):
     assert m["per_labeler"]["rules"]["human"]["exact"] == 2 / 5 and m["per_labeler"]["rules"]["human"]["error_vs_no_error"] == 1.0
     kept = {tuple(r["labelers"]): r["kept_share"] for r in m["consensus"]}
     assert kept[("mc-linear", "mc-binary")] == 1.0 and kept[("rules", "mc-binary")] == 2 / 5
+
+
+def test_graded_format_reads_the_main_jobs_graded_rows(tmp_path):
+    from prm.data import load
+    from prm.schema import DataError
+
+    row = {"id": "q1#0", "question_id": "q1", "prompt": "What is 2+3?", "answer": "5", "steps": ["2 + 3 = 6.", "The answer is 6."],
+           "step_correct": [False, False], "solution_correct": False, "labeler": "rules"}
+    f = tmp_path / "graded.jsonl"
+    f.write_text(json.dumps(row) + "\n" + json.dumps({**row, "id": "q1#1", "steps": "not a list"}) + "\n")
+    with pytest.raises(DataError, match="steps"):
+        load("graded", str(f))
+    f.write_text(json.dumps(row) + "\n")
+    rec = load("graded", str(f))[0]
+    # the labeler's verdicts are kept apart: they are no human labels
+    assert rec["completions"] == row["steps"] and rec["labels"] == [None, None] and rec["label_scheme"] == "none"
+    assert rec["meta"]["step_correct"] == [False, False] and rec["meta"]["labeler"] == "rules" and rec["id"] == "q1#0"
