@@ -134,6 +134,11 @@ def test_script_on_champ_with_claude_through_the_fake_server(fake_api, tmp_path,
     kept = (tmp_path / "labels" / "consensus.jsonl").read_text().splitlines()
     assert len(kept) == min(r["kept"] for r in m["consensus"] if len(r["labelers"]) == 3)
     assert "sk-ant-test-SECRET-lq" not in "".join(p.read_text() for p in run.iterdir())
+    # its figure (heat map + cost bars) from the run's files alone
+    from prm.plots.label_quality import label_quality_figures
+
+    made = label_quality_figures(tmp_path / "r", tmp_path / "fig")
+    assert [m.stem.name for m in made] == ["label_quality_t"] and (tmp_path / "fig" / "label_quality_t.png").is_file()
     # a rerun with the same settings pays nothing twice (the answers are cached in the run directory)
     cli(argv)
     assert len(fake_api.requests) == 4
@@ -213,3 +218,19 @@ def test_graded_format_reads_the_main_jobs_graded_rows(tmp_path):
     # the labeler's verdicts are kept apart: they are no human labels
     assert rec["completions"] == row["steps"] and rec["labels"] == [None, None] and rec["label_scheme"] == "none"
     assert rec["meta"]["step_correct"] == [False, False] and rec["meta"]["labeler"] == "rules" and rec["id"] == "q1#0"
+
+
+def test_offline_labelers_grade_an_answer_read_only_across_steps():
+    # CHAMP solutions whose final answer is read from the joined text but from no single step used
+    # to crash rules and reference (StopIteration); the answer-stating step is then the last one
+    from prm.answers import extract_answer
+    from prm.data import load
+    from prm.label.verify import make_verifier
+
+    recs = [r for r in load("champ_fws", None, limit=400)
+            if extract_answer("\n".join(r["completions"])) is not None and all(extract_answer(s) is None for s in r["completions"])]
+    assert recs
+    for name in ("rules", "reference"):
+        for r in recs[:3]:
+            g = make_verifier(name).grade(r["prompt"], r["completions"], r["answer"])
+            assert g.solution_correct is not False or g.step_correct[-1] is False

@@ -3,7 +3,7 @@
 Reads ``results/label_quality/<run>/metrics.json`` and draws, per run, the pairwise first-error
 agreement of the labelers (human labels included where the data has them) as a heat map, next to
 each labeler's cost per labeled solution: generated rollout tokens and API tokens (bars), with
-rollouts and USD per 1000 solutions written on them.
+rollouts, USD per 1000 solutions and wall milliseconds written on them.
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ def draw_label_quality(metrics: dict, title: str):
     for k, c in enumerate(costs):
         usd = c.get("usd_per_1000_solutions")
         text = f"{c.get('rollouts_per_solution', 0):.1f} rollouts\n" + ("USD ?" if usd is None else f"${usd:.2f}/1k")
+        if c.get("seconds_per_solution") is not None:
+            text += f"\n{1000 * c['seconds_per_solution']:.0f} ms"
         bx.text(k, max(gen[k], api[k]) + 0.02 * top, text, ha="center", va="bottom", fontsize=7)
     bx.set_xticks(x, labelers, rotation=30, ha="right")
     bx.set_ylim(0, top * 1.35)
