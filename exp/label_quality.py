@@ -14,7 +14,8 @@ labeled solution (`prm.label.quality`).
 Labelers: rules, reference (the reference solution's chain of quantities: CHAMP's own worked
 solutions from the packaged ``champ`` format, or --references), claude (only when ANTHROPIC_API_KEY
 is set or ANTHROPIC_BASE_URL points at a server), mc (--mc_search), mc-linear, mc-binary.
-Writes results/label_quality/<run_name>/{config.json, metrics.json, predictions.jsonl}.
+Writes results/label_quality/<run_name>/{config.json, metrics.json, predictions.jsonl} and, for the
+paid and sampling labelers, cache/ there (Claude's answers, the rollouts; gitignored).
 """
 
 from __future__ import annotations
@@ -122,7 +123,8 @@ def main(ra: RunArgs, cfg: LabelQualityConfig) -> dict:
         n_ref = sum(p in (refs or {}) for p, _, _ in items)
         log.info("reference solutions for %d of %d solutions", n_ref, len(items))
 
-    # --- labelers (the generator for mc; Claude's answers cached in the run directory: a rerun pays nothing twice)
+    # --- labelers (the generator for mc). Claude's answers and the rollouts are cached in the run's cache/
+    # folder (not committed): a rerun pays and samples nothing twice
     run_dir.begin()
     completer = None
     if any(x.startswith("mc") for x in cfg.labelers):
@@ -133,9 +135,9 @@ def main(ra: RunArgs, cfg: LabelQualityConfig) -> dict:
     api_key = None if load_dotenv_key() else "local"  # a local server at ANTHROPIC_BASE_URL needs no real key
     job = dict(max_concurrency=cfg.max_concurrency, max_cost_usd=cfg.max_cost_usd, confirm=lambda est: confirm_spend(est, cfg.yes, "grading"),
                base_url=os.environ.get("ANTHROPIC_BASE_URL"), **({"api_key": api_key} if api_key else {}))
-    opts = VerifierOptions(uncheckable=cfg.uncheckable, model=cfg.claude_model, cache_path=run_dir.path / "claude_cache.jsonl", job=job,
+    opts = VerifierOptions(uncheckable=cfg.uncheckable, model=cfg.claude_model, cache_path=run_dir.path / "cache" / "claude_answers.jsonl", job=job,
                            completer=completer, num_completions=cfg.mc_completions, mc_label=cfg.mc_label, mc_search=cfg.mc_search,
-                           rollout_cache_path=run_dir.path / "rollouts.jsonl", references=refs)
+                           rollout_cache_path=run_dir.path / "cache" / "rollouts.jsonl", references=refs)
     labelers = make_labelers(cfg.labelers, opts)
 
     # --- grade, compare, cost

@@ -133,7 +133,8 @@ def test_script_on_champ_with_claude_through_the_fake_server(fake_api, tmp_path,
     assert len((tmp_path / "labels" / "claude.jsonl").read_text().splitlines()) <= 4
     kept = (tmp_path / "labels" / "consensus.jsonl").read_text().splitlines()
     assert len(kept) == min(r["kept"] for r in m["consensus"] if len(r["labelers"]) == 3)
-    assert "sk-ant-test-SECRET-lq" not in "".join(p.read_text() for p in run.iterdir())
+    assert (run / "cache" / "claude_answers.jsonl").is_file()  # answers kept apart from the committed files
+    assert "sk-ant-test-SECRET-lq" not in "".join(p.read_text() for p in run.rglob("*") if p.is_file())
     # its figure (heat map + cost bars) from the run's files alone
     from prm.plots.label_quality import label_quality_figures
 
