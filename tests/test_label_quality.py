@@ -44,6 +44,11 @@ def test_human_agreement_known_answers():
     assert sub["acc_error"] == pytest.approx(1 / 3) and sub["acc_correct"] == 1.0
     assert got["processbench_f1"] == pytest.approx(0.5)
     assert got["predicted_error_share"] == 0.5
+    # steps the human labels judge: sol 0 (3 right, a: right), sol 1 (2 right + wrong, a: same),
+    # sol 2 (step 0 wrong, a: right), sol 3 (step 0 right, step 1 wrong, a: both right)
+    st = got["steps"]
+    assert st["n_steps"] == 3 + 3 + 1 + 2 and st["accuracy"] == pytest.approx(7 / 9)
+    assert st["incorrect_recall"] == pytest.approx(1 / 3) and st["incorrect_precision"] == 1.0
 
 
 def test_pairwise_table_known_answers():

@@ -8,7 +8,8 @@ labels use the same convention (CHAMP's first-wrong-step annotations, ProcessBen
 - `human_agreement`: exact first-error match, "error vs no error" agreement, and ProcessBench's
   acc_error / acc_correct / F1 (`prm.eval.processbench.processbench_metrics`, fed with 0/1 step
   scores that put the first score below 0.5 at the labeler's first error, so the one metrics code
-  decides) over the solutions both graded.
+  decides) over the solutions both graded, and step-level metrics (`prm.eval.metrics.step_metrics`)
+  of the steps the human labels judge (up to the first error).
 - `pairwise_agreement`: the same two rates for every pair of labelers (and ``human``), as tables.
 - `consensus_shares`: for every subset of two or more labelers, the share of solutions where all
   name the same first error (`prm.label.verify.consensus`'s keep rule), and how often the kept
@@ -23,6 +24,9 @@ import time
 from collections.abc import Mapping, Sequence
 from itertools import combinations
 
+import numpy as np
+
+from prm.eval.metrics import step_metrics
 from prm.eval.processbench import processbench_metrics
 from prm.label.labels import first_error_labels
 from prm.label.verify import VerifierOptions, make_verifier
@@ -124,6 +128,15 @@ def human_agreement(pred: Sequence[int | None], human: Sequence[int | None], n_s
         pb = processbench_metrics([int(human[i]) for i in idx], [first_error_scores(int(pred[i]), n_steps[i]) for i in idx], subs, 0.5)  # type: ignore[arg-type]
         out.update(processbench_f1=pb["average_f1"], processbench_subsets=pb["subsets"])
         out["predicted_error_share"] = sum(pred[i] != -1 for i in idx) / len(idx)
+        # step level: the human first-error labels (steps before it right, it wrong, later ones unlabeled)
+        # against the labeler's (a step at or after its first error predicted wrong)
+        labels, probs = [], []
+        for i in idx:
+            h, p = int(human[i]), int(pred[i])  # type: ignore[arg-type]
+            for k in range(n_steps[i] if h == -1 else h + 1):
+                labels.append(1.0 if k != h else 0.0)
+                probs.append(0.0 if p != -1 and k >= p else 1.0)
+        out["steps"] = step_metrics(labels, np.asarray(probs), "binary")
     return out
 
 
