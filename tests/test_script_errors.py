@@ -106,6 +106,9 @@ CASES = [
     ("rl_grpo", ["--prm", "minilm", "--prm_weight", "0"], r"--prm_weight .*not both 0"),
     ("serve_prm", ["--model", "{tmp}/nope"], r"--model .*nope: no such"),
     ("serve_prm", ["--model", "minilm", "--port", "0"], r"--port must be a TCP port"),
+    # the label quality report: an unknown labeler, a paid labeler without a key or server
+    ("label_quality", ["--labelers", "rules", "oracle"], r"--labelers unknown \['oracle'\]; known: rules"),
+    ("label_quality", ["--labelers", "rules", "claude"], r"--labelers claude needs ANTHROPIC_API_KEY"),
 ]
 
 
@@ -114,6 +117,7 @@ def test_user_mistake_is_one_line(script, argv, pattern, tmp_path, monkeypatch, 
     _files(tmp_path)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
     mod = importlib.import_module(f"exp.{script}")
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     with pytest.raises(SystemExit) as e:

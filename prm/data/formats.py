@@ -25,6 +25,21 @@ def stepwise(row: dict, index: int) -> list[dict]:
     return [rec]
 
 
+@FORMATS.register("graded")
+def graded(row: dict, index: int, *, source: str = "graded") -> list[dict]:
+    """Graded solutions written by the main job (``exp/prm_exp.py``'s graded.jsonl: prompt, steps,
+    answer, the labeler's step_correct) as unlabeled records: the labeler's verdicts are kept in
+    ``meta`` (they are a labeler's, not human labels), so other labelers can grade the same
+    solutions (``exp/label_quality.py``)."""
+    prompt = text(row, "prompt")
+    steps = str_list(row, "steps")
+    meta: dict[str, Any] = {k: row[k] for k in ("labeler", "question_id") if isinstance(row.get(k), str)}
+    verdicts = row.get("step_correct")
+    if isinstance(verdicts, list) and len(verdicts) == len(steps) and all(v is None or isinstance(v, bool) for v in verdicts):
+        meta["step_correct"] = verdicts
+    return [make_record(prompt, steps, None, "none", answer=row.get("answer"), id=str(row.get("id") or f"{source}-{index}"), source=source, meta=meta)]
+
+
 @FORMATS.register("trl")
 def trl(row: dict, index: int, *, label_scheme: Literal["binary", "soft", "ternary"] | None = None, source: str = "trl") -> list[dict]:
     """TRL stepwise supervision: ``prompt``, ``completions``, ``labels`` (bool or float).

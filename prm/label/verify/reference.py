@@ -240,7 +240,8 @@ class ReferenceVerifier(VerifierBase):
         answer = extract_answer("\n".join(steps))
         solution_ok = None if answer is None else answers_equal(answer, gold)
         if solution_ok is False:
-            k = next(i for i in range(len(steps) - 1, -1, -1) if extract_answer(steps[i]) is not None)
+            k = next((i for i in range(len(steps) - 1, -1, -1) if extract_answer(steps[i]) is not None),
+                     len(steps) - 1)  # an answer read only across steps (no step states it alone): the last step
             verdicts[k] = False
             details[k].append("states a wrong final answer")
         return Grade(verdicts, solution_ok, details, stats={"reference": chain is not None})

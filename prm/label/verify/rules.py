@@ -110,6 +110,7 @@ class RulesVerifier(VerifierBase):
         solution_ok = None if answer is None else answers_equal(answer, gold)
         if solution_ok is False:
             # the step that states the wrong final answer is wrong
-            k = next(i for i in range(len(steps) - 1, -1, -1) if extract_answer(steps[i]) is not None)
+            k = next((i for i in range(len(steps) - 1, -1, -1) if extract_answer(steps[i]) is not None),
+                     len(steps) - 1)  # an answer read only across steps (no step states it alone): the last step
             verdicts[k] = False
         return Grade(verdicts, solution_ok, [c.checks for c in checks])
