@@ -48,7 +48,7 @@ def _train_figure(results_dir: Path, figures_dir: Path, name: str) -> list[Made]
             summ = r["backbones"][b]["summary"]
             for k, ((key, label), c) in enumerate(zip(SYSTEMS, colors)):
                 _bar(ax, i + (k - 1) * 0.27, summ.get(key, {}).get(metric), c, label if i == 0 else None)
-            ratio = r["backbones"][b]["ratios"]["ours_vs_trl_best"].get(rate, {})
+            ratio = r["backbones"][b].get("ratios", {}).get("ours_vs_trl_best", {}).get(rate, {})  # absent when TRL did not run
             if metric == rate and ratio.get("median"):
                 top = summ["ours"][metric]["max"]
                 ax.annotate(f"{ratio['median']:.2f}x", (i - 0.27, top), ha="center", va="bottom", fontsize=8)
