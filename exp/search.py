@@ -29,7 +29,7 @@ from prm.config import ConfigError, RunArgs, at_least, check_model, require, res
 from prm.data import load
 from prm.eval.aggregate import AGGREGATORS
 from prm.eval.bon import bootstrap_accuracy
-from prm.io import RunDir, write_jsonl
+from prm.io import RunDir, append_jsonl, read_appended, write_jsonl
 from prm.label.claude import BudgetExceeded
 from prm.models.critic import is_critic
 from prm.search import GENERATORS, STRATEGIES, SearchSettings, make_generator, run_search
@@ -125,10 +125,21 @@ def main(ra: RunArgs, cfg: SearchConfig) -> dict:
     gen = SharedSamples(make_generator(cfg.generator, model=cfg.model, temperature=cfg.temperature, top_p=cfg.top_p,
                                        max_step_tokens=cfg.max_step_tokens, max_tokens=cfg.max_tokens, seed=ra.seed, **extra))
 
-    # --- search
+    # --- search: each finished (strategy, N) is appended to done.jsonl, so a killed run (hours on a
+    # CPU) resumes where it stopped; RunDir.claim already refused a directory of other settings
+    done_path = run_dir.path / "done.jsonl"
+    if ra.overwrite:
+        done_path.unlink(missing_ok=True)  # --overwrite starts over, even with the same settings
+    done = {(d["row"]["strategy"], d["row"]["n"]): d for d in read_appended(done_path)}
+    if done:
+        log.info("resuming: %d of %d (strategy, N) already done in %s", len(done), len(cfg.ns) * len(cfg.strategies), done_path)
     table, predictions = [], []
     for n in cfg.ns:
         for name in cfg.strategies:
+            if (name, n) in done:
+                table.append(done[(name, n)]["row"])
+                predictions += done[(name, n)]["predictions"]
+                continue
             search_settings = SearchSettings(n=n, beam_width=cfg.beam_width, max_steps=cfg.max_steps, agg=cfg.agg, prm_batch_size=cfg.prm_batch_size)
             gen.reset()  # every (strategy, N) draws from the same random streams
             hits, tokens, calls, t0 = [], 0, 0, time.perf_counter()
@@ -147,6 +158,7 @@ def main(ra: RunArgs, cfg: SearchConfig) -> dict:
             row = {"strategy": name, "n": n, "n_problems": len(rows), **bootstrap_accuracy(hits, n_boot=cfg.n_boot, seed=ra.seed),
                    "generated_tokens": tokens, "prm_calls": calls, "wall_seconds": time.perf_counter() - t0}
             table.append(row)
+            append_jsonl(done_path, {"row": row, "predictions": predictions[-len(rows):]})
             log.info("%s N=%d: accuracy %.3f [%.3f, %.3f], %d tokens, %d PRM calls, %.0f s", name, n, row["accuracy"], row["ci_low"],
                      row["ci_high"], tokens, calls, row["wall_seconds"])
 

@@ -298,6 +298,42 @@ def test_search_script_writes_metrics_and_figures(saved_tiny, tmp_path):
     assert [m.stem.name for m in made] == ["search_t"] and made[0].stem.with_suffix(".png").is_file()
 
 
+@pytest.mark.slow
+def test_search_script_resumes_a_killed_run(saved_tiny, tmp_path, monkeypatch):
+    # a run killed after its first (strategy, N) keeps it: the rerun searches only the rest and
+    # reports the same table as an uninterrupted run
+    import exp.search as script
+    from prm.io import REPO_ROOT
+
+    gen, prm = saved_tiny
+    argv = ["--problems", str(REPO_ROOT / "data" / "sample_problems.jsonl"), "--limit", "2", "--model", str(gen), "--prm", str(prm),
+            "--strategies", "best_of_n", "beam", "--ns", "2", "--beam_width", "2", "--max_steps", "2", "--max_step_tokens", "5",
+            "--max_tokens", "12", "--results_dir", str(tmp_path)]
+    whole = script.cli([*argv, "--run_name", "whole"])
+    real, calls = script.run_search, []
+
+    def killed_after_first_strategy(name, *a, **k):
+        calls.append(name)
+        if name == "beam":
+            raise KeyboardInterrupt
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(script, "run_search", killed_after_first_strategy)
+    with pytest.raises(KeyboardInterrupt):
+        script.cli([*argv, "--run_name", "killed"])
+    assert calls == ["best_of_n", "best_of_n", "beam"]
+    calls.clear()
+    monkeypatch.setattr(script, "run_search", lambda name, *a, **k: (calls.append(name), real(name, *a, **k))[1])
+    resumed = script.cli([*argv, "--run_name", "killed"])
+    assert calls == ["beam", "beam"]  # best_of_n was not searched again
+    strip = [{k: v for k, v in r.items() if k != "wall_seconds"} for r in whole["rows"]]
+    assert [{k: v for k, v in r.items() if k != "wall_seconds"} for r in resumed["rows"]] == strip
+    assert len((tmp_path / "search" / "killed" / "predictions.jsonl").read_text().splitlines()) == 2 * 2
+    calls.clear()
+    script.cli([*argv, "--run_name", "killed", "--overwrite"])  # --overwrite starts over
+    assert calls == ["best_of_n", "best_of_n", "beam", "beam"]
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [
