@@ -67,10 +67,10 @@ def mc_search_benchmark(gen, problems: Sequence[dict], work: Path, n: int = 4, m
     work.mkdir(parents=True, exist_ok=True)
     for f in ("mining.jsonl", "rollouts.jsonl"):  # a fresh measurement each run
         (work / f).unlink(missing_ok=True)
-    cfg = MiningConfig(mine_samples=mine_samples, fail_low=0.0, fail_high=1.0 - min_solve, num_samples=len(problems))
+    cfg = MiningConfig(mine_samples=mine_samples, solve_low=min_solve, solve_high=1.0, num_samples=len(problems))
     kept = mine(problems, gen.generate, cfg, work / "mining.jsonl", batch=max(1, 16 // mine_samples))
     mining_s = time.time() - t0
-    solve = {k["id"]: 1 - k["fail_rate"] for k in kept}
+    solve = {k["id"]: k["solve_rate"] for k in kept}
     items, ids = [], []
     for k in kept:
         for j, text in enumerate(k["samples"]):
