@@ -46,11 +46,9 @@ from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from itertools import combinations
 
-from prm.answers import answers_equal, extract_answer
 from prm.arith import evaluate, matches, normalize, number
-from prm.label.progress import progress
-from prm.label.verify.base import Grade, Item, VerifierBase
-from prm.label.verify.rules import UNCHECKABLE, computations
+from prm.label.verify.base import Grade
+from prm.label.verify.rules import OfflineVerifier, computations
 
 WORD_NUMBERS = {"half": (2, Fraction(1, 2)), "twice": (2,), "double": (2,), "triple": (3,), "thrice": (3,), "dozen": (12,),
                 "quarter": (4, Fraction(1, 4)), "third": (3, Fraction(1, 3)), "hundred": (100,), "thousand": (1000,)}
@@ -186,25 +184,15 @@ def reference_chain(problem: str, reference: str | Sequence[str]) -> set[Fractio
     return legit
 
 
-class ReferenceVerifier(VerifierBase):
+class ReferenceVerifier(OfflineVerifier):
     """Offline step grading against the reference solution's quantities (see the module docstring)."""
 
     name = "reference"
 
     def __init__(self, references: Mapping[str, str | Sequence[str]] | None = None, uncheckable: str = "correct"):
-        if uncheckable not in UNCHECKABLE:
-            raise ValueError(f"uncheckable must be one of {', '.join(UNCHECKABLE)}")
+        super().__init__(uncheckable)
         self.references = dict(references or {})
-        self.uncheckable = uncheckable
         self._chains: dict[str, set[Fraction]] = {}
-
-    def grade_many(self, items: Sequence[Item], desc: str = "grading") -> list[Grade | None]:
-        out: list[Grade | None] = []
-        with progress(len(items), desc) as bar:
-            for it in items:
-                out.append(self.grade(*it))
-                bar.update()
-        return out
 
     def chain(self, problem: str) -> set[Fraction] | None:
         if problem not in self.references:
@@ -233,15 +221,9 @@ class ReferenceVerifier(VerifierBase):
                     verdict = True if verdict is None else verdict
             if verdict:  # a correct step's results are known from here on
                 legit.update(v for _, rhs, _ in computations(delatex(step)) if (v := evaluate(rhs)) is not None)
-            if verdict is None:
-                verdict = {"correct": True, "unlabeled": None, "previous": verdicts[-1] if verdicts else True}[self.uncheckable]
-            verdicts.append(verdict)
+            verdicts.append(self.unchecked(verdicts) if verdict is None else verdict)
             details.append(notes)
-        answer = extract_answer("\n".join(steps))
-        solution_ok = None if answer is None else answers_equal(answer, gold)
-        if solution_ok is False:
-            k = next((i for i in range(len(steps) - 1, -1, -1) if extract_answer(steps[i]) is not None),
-                     len(steps) - 1)  # an answer read only across steps (no step states it alone): the last step
-            verdicts[k] = False
+        solution_ok, k = self.final_answer(steps, gold, verdicts)
+        if k is not None:
             details[k].append("states a wrong final answer")
         return Grade(verdicts, solution_ok, details, stats={"reference": chain is not None})

@@ -80,10 +80,9 @@ def check_step(step: str) -> StepCheck:
     return StepCheck(all(ok for _, ok in results), [f"{c} {'ok' if ok else 'wrong'}" for c, ok in results])
 
 
-class RulesVerifier(VerifierBase):
-    """Offline step grading by exact arithmetic and the final-answer check."""
-
-    name = "rules"
+class OfflineVerifier(VerifierBase):
+    """What the offline verifiers (rules, reference) share: one solution at a time, a policy for
+    steps they cannot check, and the final-answer check."""
 
     def __init__(self, uncheckable: str = "correct"):
         if uncheckable not in UNCHECKABLE:
@@ -98,19 +97,33 @@ class RulesVerifier(VerifierBase):
                 bar.update()
         return out
 
+    def unchecked(self, verdicts: list[bool | None]) -> bool | None:
+        """The verdict of a step with nothing to check, by the ``uncheckable`` policy."""
+        return {"correct": True, "unlabeled": None, "previous": verdicts[-1] if verdicts else True}[self.uncheckable]
+
+    @staticmethod
+    def final_answer(steps: Sequence[str], gold: str | None, verdicts: list[bool | None]) -> tuple[bool | None, int | None]:
+        """(solution correct, index of the step marked wrong for stating a wrong final answer)."""
+        answer = extract_answer("\n".join(steps))
+        solution_ok = None if answer is None else answers_equal(answer, gold)
+        if solution_ok is not False:
+            return solution_ok, None
+        # the step that states the wrong final answer is wrong; an answer read only across steps
+        # (no step states it alone): the last step
+        k = next((i for i in range(len(steps) - 1, -1, -1) if extract_answer(steps[i]) is not None), len(steps) - 1)
+        verdicts[k] = False
+        return solution_ok, k
+
+
+class RulesVerifier(OfflineVerifier):
+    """Offline step grading by exact arithmetic and the final-answer check."""
+
+    name = "rules"
+
     def grade(self, problem: str, steps: Sequence[str], gold: str | None) -> Grade:
         checks = [check_step(s) for s in steps]
         verdicts: list[bool | None] = []
         for c in checks:
-            v = c.verdict
-            if v is None:
-                v = {"correct": True, "unlabeled": None, "previous": verdicts[-1] if verdicts else True}[self.uncheckable]
-            verdicts.append(v)
-        answer = extract_answer("\n".join(steps))
-        solution_ok = None if answer is None else answers_equal(answer, gold)
-        if solution_ok is False:
-            # the step that states the wrong final answer is wrong
-            k = next((i for i in range(len(steps) - 1, -1, -1) if extract_answer(steps[i]) is not None),
-                     len(steps) - 1)  # an answer read only across steps (no step states it alone): the last step
-            verdicts[k] = False
+            verdicts.append(self.unchecked(verdicts) if c.verdict is None else c.verdict)
+        solution_ok, _ = self.final_answer(steps, gold, verdicts)
         return Grade(verdicts, solution_ok, [c.checks for c in checks])
