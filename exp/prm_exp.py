@@ -58,6 +58,7 @@ from prm.label.pipeline import (
     split_questions,
     to_records,
 )
+from prm.label.quality import rollout_cost
 from prm.label.verify import VerifierOptions, consensus_summary, make_verifier, resolve_name
 from prm.label.verify.claude import BudgetExceeded, load_dotenv_key
 from prm.models.prm import PRMSpec
@@ -180,9 +181,7 @@ def label_summary(graded: list[dict]) -> dict:
     mc = [g["label_stats"] for g in graded if "rollouts" in (g.get("label_stats") or {})]
     mc += [m["stats"] for g in graded for m in (g.get("verdicts") or {}).values() if "rollouts" in (m.get("stats") or {})]
     if mc:
-        out["mc_cost"] = {"solutions": len(mc), "search": sorted({s["search"] for s in mc}),
-                          "rollouts_per_solution": sum(s["rollouts"] for s in mc) / len(mc),
-                          "tokens_per_solution": None if any(s["tokens"] is None for s in mc) else sum(s["tokens"] for s in mc) / len(mc),
+        out["mc_cost"] = {"solutions": len(mc), "search": sorted({s["search"] for s in mc}), **rollout_cost(mc),
                           "sampled": sum(s["sampled"] for s in mc)}
     if any(g.get("verdicts") for g in graded):
         out["consensus"] = consensus_summary(graded)

@@ -30,8 +30,7 @@ from prm.eval.metrics import step_metrics
 from prm.eval.processbench import processbench_metrics
 from prm.label.labels import first_error_labels
 from prm.label.verify import VerifierOptions, make_verifier
-from prm.label.verify.base import Grade, Item, Verifier
-from prm.label.verify.consensus import first_error
+from prm.label.verify.base import Grade, Item, Verifier, first_error
 from prm.schema import make_record
 
 HUMAN = "human"
@@ -176,6 +175,15 @@ def consensus_shares(firsts: Mapping[str, Sequence[int | None]], human: Sequence
     return out
 
 
+def rollout_cost(stats: Sequence[Mapping]) -> dict:
+    """Monte-Carlo rollouts and generated tokens per solution from grades' ``stats`` (0 for a
+    labeler that samples nothing; tokens None where the generator could not count them)."""
+    n = max(len(stats), 1)
+    toks = [s.get("tokens", 0) for s in stats]
+    return {"rollouts_per_solution": sum(s.get("rollouts", 0) for s in stats) / n,
+            "generated_tokens_per_solution": None if any(t is None for t in toks) else sum(toks) / n}
+
+
 def labeler_cost(grades: Sequence[Grade | None], api_usage: Mapping | None = None, seconds: float | None = None) -> dict:
     """Cost per labeled solution: Monte-Carlo rollouts and generated tokens (``Grade.stats``; 0 for a
     labeler that samples nothing, None where the generator could not count tokens), API requests,
@@ -185,10 +193,7 @@ def labeler_cost(grades: Sequence[Grade | None], api_usage: Mapping | None = Non
     out: dict = {"solutions": n, "ungraded": len(grades) - n}
     if not n:
         return out
-    stats = [g.stats or {} for g in done]
-    out["rollouts_per_solution"] = sum(s.get("rollouts", 0) for s in stats) / n
-    toks = [s.get("tokens", 0) for s in stats]
-    out["generated_tokens_per_solution"] = None if any(t is None for t in toks) else sum(toks) / n
+    out.update(rollout_cost([g.stats or {} for g in done]))
     u = api_usage or {}
     api_in = u.get("input_tokens", 0) + u.get("cache_read_tokens", 0) + u.get("cache_write_tokens", 0)
     out.update(api_requests_per_solution=u.get("requests", 0) / n, api_input_tokens_per_solution=api_in / n,

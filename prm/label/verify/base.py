@@ -22,6 +22,11 @@ class Grade:
     members: dict[str, dict] | None = None  # consensus: each labeler's own verdicts (step_correct, solution_correct, ...)
 
 
+def first_error(verdicts: Sequence[bool | None]) -> int | None:
+    """0-based index of the first step judged wrong; None when no step is."""
+    return next((k for k, v in enumerate(verdicts) if v is False), None)
+
+
 class Verifier(Protocol):
     """Grades every step of solutions. Made by name with `prm.label.verify.make_verifier`."""
 

@@ -23,14 +23,9 @@ from collections.abc import Mapping, Sequence
 from itertools import combinations
 
 from prm.label.progress import progress
-from prm.label.verify.base import Grade, Item, Verifier, VerifierBase
+from prm.label.verify.base import Grade, Item, Verifier, VerifierBase, first_error
 
 DIFFERENT, NO_ERROR_DISPUTE = "different first error", "error vs no error"
-
-
-def first_error(verdicts: Sequence[bool | None]) -> int | None:
-    """0-based index of the first step judged wrong; None when no step is."""
-    return next((k for k, v in enumerate(verdicts) if v is False), None)
 
 
 class ConsensusVerifier(VerifierBase):

@@ -47,7 +47,7 @@ from prm.answers import answers_equal, extract_answer, is_correct
 from prm.io import append_jsonl, read_appended
 from prm.label.labels import mc_hard, mc_soft
 from prm.label.progress import progress
-from prm.label.verify.base import Grade, Item, VerifierBase
+from prm.label.verify.base import Grade, Item, VerifierBase, first_error
 
 Completer = Callable[[list[str], list[str], int], list[list[str]]]  # (problems, prefixes, n) -> n continuations each
 SEARCHES = ("linear", "binary")
@@ -181,7 +181,7 @@ class MCVerifier(VerifierBase):
                     details.append(["mc: no rollouts (decided by the first-error search)" if v is not None else "mc: after the first error"])
             if first_bad is not None:  # the search's own decision (a rolled-out step after it is not re-judged)
                 verdicts = [None if k > first_bad[i] else k < first_bad[i] for k in range(1, len(steps) + 1)]
-            first = next((k for k, v in enumerate(verdicts) if v is False), None)
+            first = first_error(verdicts)
             toks = used[i]
             stats = {"search": self.search, "prefixes": len(toks) // self.n, "rollouts": len(toks),
                      "tokens": None if any(t is None for t in toks) else sum(toks), "sampled": fresh[i], "first_error": first}
