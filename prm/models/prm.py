@@ -368,7 +368,6 @@ class PRM:
         ``score_positions``; None: nothing to score). ``problems`` (one per solution) lets solutions
         of one problem share their common tokens."""
         self.model.eval()
-        self._all_classes = all_classes
         out: list[list[Any]] = [[] for _ in encs]
         ok = [i for i, e in enumerate(encs) if e is not None]
         singles = ok
@@ -381,15 +380,14 @@ class PRM:
                 if len(g) > 1:
                     self._score_shared(encs, g, batch_size, out)
         self._score_plain(encs, sorted(singles, key=lambda i: len(encs[i].input_ids)), batch_size, out)
-        return out
+        return out if all_classes else [[step[self.positive_class] for step in o] for o in out]
 
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
 
     def _probs(self, **inputs: Any) -> torch.Tensor:
-        logits = self.kind.step_logits(self.model, **inputs)  # (batch, seq, classes)
-        probs = logits.float().softmax(-1).cpu()
-        return probs if getattr(self, "_all_classes", False) else probs[..., self.positive_class]
+        """Every class's probability at every position: (batch, seq, classes)."""
+        return self.kind.step_logits(self.model, **inputs).float().softmax(-1).cpu()
 
     def _pad(self) -> int:
         return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
@@ -469,7 +467,7 @@ class PRM:
             if cache is not None:
                 kw = {"position_ids": torch.arange(P, P + width).expand(len(idx), -1).to(device),
                       "past_key_values": _copy_cache(cache, len(idx)), "use_cache": True}
-            probs = self._probs(input_ids=ids.to(device), attention_mask=att.to(device), **kw)  # (batch, width)
+            probs = self._probs(input_ids=ids.to(device), attention_mask=att.to(device), **kw)  # (batch, width, classes)
             for r, i in enumerate(idx):
                 for p in encs[i].score_positions:
                     if p >= P:
