@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from matplotlib.ticker import NullFormatter
+
 from prm.plots import FIGURES, Made, figure, save_figure
 
 COLORS = {"majority": "tab:gray", "best_of_n": "tab:blue", "weighted_majority": "tab:green", "beam": "tab:orange", "dvts": "tab:red"}
@@ -43,6 +45,7 @@ def search_figures(results_dir: Path, figures_dir: Path) -> list[Made]:
         axes[0].set_xscale("log", base=2)
         axes[0].set_xlabel("N (solutions per problem)")
         axes[1].set_xscale("log")
+        axes[1].xaxis.set_minor_formatter(NullFormatter())  # minor labels of a short log range overlap
         axes[1].set_xlabel("generated tokens per problem")
         axes[0].set_ylabel("accuracy (95% bootstrap interval)")
         axes[0].legend(fontsize=7)
