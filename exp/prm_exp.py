@@ -78,7 +78,7 @@ class PrmExpConfig:
     method: int = field(default=1, metadata={"help": "1: the SFT model generates, a verifier grades. 2: Claude generates and grades.", "choices": [1, 2]})
     reward: str = field(default="HE", metadata={"help": "HE: +1 only if the step AND the whole solution are right. SE: +-(0.5 + 0.5 k/n) by step position.", "choices": ["HE", "SE"]})
     sft_model: str = field(default="smollm2", metadata={"help": "Generator for Method 1: hub id, local path, PEFT adapter dir, or the embedded 'smollm2'."})
-    num_rollouts: int = field(default=5, metadata={"help": "Solutions per kept question."})
+    num_rollouts: int | None = field(default=None, metadata={"help": "Solutions per kept question (default 5; 8 with the embedded SmolLM2, whose run keeps few questions)."})
     num_samples: int = field(default=1000, metadata={"help": "Questions to keep after mistake mining."})
     skip_generation: bool = field(default=False, metadata={"help": "Use the graded data already in the work directory; generate and grade nothing."})
     mc_label: str = field(default="hard", metadata={"help": "--verifier mc: a step is correct if any (hard) or at least half (soft) of its continuations reach the answer.", "choices": ["hard", "soft"]})
@@ -188,8 +188,8 @@ def label_summary(graded: list[dict]) -> dict:
     return out
 
 
-EMBEDDED_PROFILE = {"max_questions": 120, "max_new_tokens": 96, "gen_batch_size": 32, "test_fraction": 0.3}
-FULL_PROFILE = {"max_questions": None, "max_new_tokens": 256, "gen_batch_size": 8, "test_fraction": 0.2}
+EMBEDDED_PROFILE = {"max_questions": 160, "num_rollouts": 8, "max_new_tokens": 96, "gen_batch_size": 32, "test_fraction": 0.3}
+FULL_PROFILE = {"max_questions": None, "num_rollouts": 5, "max_new_tokens": 256, "gen_batch_size": 8, "test_fraction": 0.2}
 
 
 def main(cfg: PrmExpConfig, ra: RunArgs, model: PrmExpModel, ver: VerifierArgs, args: PrmExpTraining) -> dict:
@@ -197,7 +197,7 @@ def main(cfg: PrmExpConfig, ra: RunArgs, model: PrmExpModel, ver: VerifierArgs, 
     t0 = time.time()
     # Unset limits: small with the embedded SmolLM2 (its solutions of the arithmetic problems take
     # under 60 tokens; sampling ~500 of them is nearly all of the run's time). It solves 13% of the
-    # examined questions 30-80% of the time, so 120 examined keep ~16 and 30% of those are held out.
+    # examined questions 30-80% of the time, so 160 examined keep ~21 and 30% of those are held out.
     profile = EMBEDDED_PROFILE if cfg.sft_model == "smollm2" else FULL_PROFILE
     for k, v in profile.items():
         if getattr(cfg, k) is None:
