@@ -108,6 +108,36 @@ def test_master_weights_keep_updates_below_bf16_resolution():
     assert model.weight.dtype == torch.float32 and model.weight.item() == pytest.approx(1 - 1e-3, abs=1e-6)
 
 
+def test_master_weights_reuse_gradient_buffers_and_skip_parameters_without_gradient():
+    # the fp32 gradients are written into buffers allocated once (not a new tensor per step), and a
+    # parameter with no gradient in a step is not moved: AdamW's weight decay would otherwise move it
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 1))
+    opt = MasterWeightOptimizer(torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1), model)
+    ref = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 1))
+    ref.load_state_dict({k: v.float() for k, v in model.state_dict().items()})
+    ref_opt = torch.optim.AdamW(ref.parameters(), lr=1e-2, weight_decay=0.1)
+    x = torch.randn(4, 3)
+    buffers = None
+    for step in range(3):
+        for m, o, dtype in ((model, opt, torch.bfloat16), (ref, ref_opt, torch.float32)):
+            m(x.to(dtype)).float().sum().backward()
+            if step == 1:  # the first layer's weight gets no gradient this step
+                m[0].weight.grad = None
+            o.step()
+            o.zero_grad()
+        grads = [m.grad for _, m in opt.trained]
+        if step == 1:
+            assert grads[0] is None  # its master was skipped, as the fp32 optimizer skips it
+        elif buffers is None:
+            assert all(g is not None and g.dtype == torch.float32 for g in grads)
+            buffers = grads
+        else:
+            assert all(g is b for g, b in zip(grads, buffers))  # the same tensors every step
+    opt.release()
+    for p, q in zip(model.parameters(), ref.parameters()):
+        # equal to the fp32 optimizer up to the bf16 forward and backward
+        assert torch.allclose(p, q, atol=2e-2)
+
 def test_master_weights_checkpoint_is_fp32_and_resumes(tmp_path_factory, tmp_path):
     # a checkpoint written mid-training holds the fp32 masters; resuming from it continues
     path = _tiny(tmp_path_factory, "bert")
