@@ -96,7 +96,7 @@ class DreamModelArgs(ModelArgs):
 @dataclass
 class DreamDeviceArgs(DeviceArgs):
     # the bilevel loop trains the weights in their own dtype (no master copies): fp32 unless asked
-    dtype: str = field(default="fp32", metadata={"help": "Model weights: fp32 (default), bf16, fp16 (CUDA only), or auto (bf16 on a GPU, "
+    dtype: str = field(default="fp32", metadata={"help": "Model weights: fp32, bf16, fp16 (CUDA only), or auto (bf16 on a GPU, "
                                                          "fp32 on a CPU); torch's names bfloat16, float16, float32 work too."})
 
 
