@@ -43,11 +43,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 from transformers import set_seed
 
-from prm.config import ConfigError, ModelArgs, RunArgs, at_least, require, resolve_data, run, settings, split_list
+from prm.config import ConfigError, DeviceArgs, ModelArgs, RunArgs, at_least, resolve_data, run, settings, split_list
 from prm.data import load, resolve_path
 from prm.data.dreamprm_build import ProofBudget, build_minif2f_pair, is_current, recipe
 from prm.io import RunDir, own_dir, write_jsonl
@@ -56,7 +55,6 @@ from prm.recipes import build_prm
 from prm.train.bilevel import BilevelConfig, BilevelTrainer, encode_records, train_top_layers
 
 log = logging.getLogger("dreamprm_minif2f")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 EXPERIMENT = "dreamprm_minif2f"
 
 
@@ -75,8 +73,6 @@ class DreamPRMConfig:
     max_length: int = field(default=4096, metadata={"help": "Tokens per training solution; whole trailing steps are truncated."})
     eval_max_length: int | None = field(default=None, metadata={"help": "Tokens per meta/held-out solution (default: --max_length); a row that does not fit whole is dropped and counted."})
     max_prompt_length: int | None = field(default=None, metadata={"help": "Tokens kept of the problem (default: half of max_length)."})
-    device: str = field(default="auto", metadata={"help": "cuda, cpu, or auto."})
-    precision: str = field(default="fp32", metadata={"help": "bf16, fp16 (CUDA only) or fp32 model weights.", "choices": list(DTYPES)})
     num_workers: int = field(default=0, metadata={"help": "DataLoader workers that prepare batches."})
     eval_batch_size: int = field(default=16, metadata={"help": "Batch size of evaluation."})
     project_name: str = field(default="dreamprm-minif2f", metadata={"help": "Weights & Biases project."})
@@ -90,15 +86,18 @@ class DreamPRMConfig:
         self.noisy_domains = split_list(self.noisy_domains)
         at_least(self, ("max_length", "eval_max_length", "max_prompt_length", "eval_batch_size", "train_limit"))
         at_least(self, ("num_workers", "train_top_layers", "resume_step"), 0)
-        require(self.device in ("auto", "cpu") or self.device.startswith("cuda"), "device", f"must be auto, cpu or cuda[:N], got {self.device!r}")
-        if self.precision == "fp16":
-            require(self.device.startswith("cuda") or (self.device == "auto" and torch.cuda.is_available()), "precision",
-                    "fp16 needs a CUDA device; use bf16 or fp32 on CPU")
 
 
 @dataclass
 class DreamModelArgs(ModelArgs):
     lora: bool = field(default=True, metadata={"help": "Train LoRA adapters (off: every trainable weight, see --train_top_layers)."})
+
+
+@dataclass
+class DreamDeviceArgs(DeviceArgs):
+    # the bilevel loop trains the weights in their own dtype (no master copies): fp32 unless asked
+    dtype: str = field(default="fp32", metadata={"help": "Model weights: fp32, bf16, fp16 (CUDA only), or auto (bf16 on a GPU, "
+                                                         "fp32 on a CPU); torch's names bfloat16, float16, float32 work too."})
 
 
 class ScoringTrainer(BilevelTrainer):
@@ -120,7 +119,7 @@ class ScoringTrainer(BilevelTrainer):
 
 
 # BilevelConfig before RunArgs: their shared --seed takes BilevelConfig's default (42, DreamPRM's)
-TYPES = (DreamPRMConfig, BilevelConfig, RunArgs, DreamModelArgs)
+TYPES = (DreamPRMConfig, BilevelConfig, RunArgs, DreamModelArgs, DreamDeviceArgs)
 
 
 def wandb_callback(cfg: DreamPRMConfig, name: str, config: dict):
@@ -150,16 +149,16 @@ def proof_budget(prm, cfg: DreamPRMConfig) -> ProofBudget:
                        tokenizer=f"{type(tok).__name__}-{vocab}")
 
 
-def main(cfg: DreamPRMConfig, bl: BilevelConfig, ra: RunArgs, model: DreamModelArgs) -> dict:
+def main(cfg: DreamPRMConfig, bl: BilevelConfig, ra: RunArgs, model: DreamModelArgs, dev: DreamDeviceArgs) -> dict:
     # --- setup: nothing is written before the data and the model loaded
     if cfg.baseline:
         bl.weighting = "none"
     if cfg.debug:
         logging.getLogger().setLevel(logging.DEBUG)
         bl.max_failed_batches = 0
-    device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else ("cpu" if cfg.device == "auto" else cfg.device)
+    device = dev.torch_device()
     name = ra.run_name or "default"
-    config = settings(cfg, bl, ra, model)
+    config = settings(cfg, bl, ra, model, dev)
     run_dir = RunDir.claim(Path(ra.results_dir) / EXPERIMENT / name, config, seed=bl.seed, overwrite=ra.overwrite)
     ckpt_dir = Path(cfg.weights_path) if cfg.weights_path else run_dir.path / "checkpoints"
     resume = cfg.resume_from or (str(ckpt_dir / f"checkpoint_step_{cfg.resume_step}.pt") if cfg.resume_step is not None else None)
@@ -177,7 +176,7 @@ def main(cfg: DreamPRMConfig, bl: BilevelConfig, ra: RunArgs, model: DreamModelA
 
     # --- model
     spec = PRMSpec(label_scheme="soft", separator=cfg.separator, max_length=cfg.max_length, max_prompt_length=cfg.max_prompt_length)
-    prm = build_prm(model, spec, torch_dtype=DTYPES[cfg.precision])
+    prm = build_prm(model, spec, torch_dtype=dev.torch_dtype())
 
     # --- data: a folder built with other settings (another budget, other noisy domains) is rebuilt
     if cfg.build_data:

@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import json
 
-from prm.config import RunArgs, run
+from prm.config import DeviceArgs, RunArgs, run
 from prm.recipes import EvalConfig, evaluate_prm
 
-TYPES = (EvalConfig, RunArgs)
+TYPES = (EvalConfig, RunArgs, DeviceArgs)
 
 
-def main(cfg: EvalConfig, ra: RunArgs) -> dict:
-    metrics = evaluate_prm(cfg, ra, experiment="evaluate")
+def main(cfg: EvalConfig, ra: RunArgs, dev: DeviceArgs) -> dict:
+    metrics = evaluate_prm(cfg, ra, experiment="evaluate", device_args=dev)
     print(json.dumps(metrics, indent=2)[:3000])
     return metrics
 

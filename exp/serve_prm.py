@@ -8,6 +8,9 @@ Needs the serve extra (``pip install -e '.[serve]'``: fastapi, uvicorn).
     # as OpenRLHF's reward model (another machine): --reward.remote_url http://<host>:8000/get_reward
     python exp/serve_prm.py --model <prm dir> --host 0.0.0.0 --answer_weight 1.0   # + answer correctness from --data.label_key
 
+The PRM runs on --device (auto: the GPU when there is one) in --dtype (auto: bf16 on a GPU, fp32
+on a CPU; it used to be fp32 unless --bf16 was given).
+
 Endpoints and JSON shapes: `prm/serve.py`. Solutions of concurrent requests are scored together:
 the server waits up to --max_wait_ms for more requests, then runs one batched forward pass.
 """
@@ -18,9 +21,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
-from prm.config import at_least, require, resolve_data, run
+from prm.config import DeviceArgs, at_least, require, resolve_data, run
 from prm.eval.aggregate import AGGREGATORS
 from prm.models.prm import PRM
 from prm.serve import ServeSettings, build_app
@@ -43,8 +44,6 @@ class ServeConfig:
     prm_weight: float = field(default=1.0, metadata={"help": "/get_reward: weight of the PRM score."})
     answer_weight: float = field(default=0.0, metadata={"help": "/get_reward: weight of answer correctness against the request's labels (0: PRM only)."})
     empty_reward: float = field(default=0.0, metadata={"help": "/get_reward: PRM score of a response with no step."})
-    device: str = field(default="auto", metadata={"help": "auto (cuda when available), cpu or cuda[:i]."})
-    bf16: bool = field(default=False, metadata={"help": "bf16 weights (GPU)."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow models that ship custom code."})
     dry_run: bool = field(default=False, metadata={"help": "Validate the settings and the model folder, then exit without serving."})
 
@@ -56,26 +55,26 @@ class ServeConfig:
         require(self.split_mode in SPLIT_MODES, "split_mode", f"unknown '{self.split_mode}'; known: {', '.join(SPLIT_MODES)}")
 
 
-TYPES = (ServeConfig,)
+TYPES = (ServeConfig, DeviceArgs)
 
 
-def main(cfg: ServeConfig) -> None:
+def main(cfg: ServeConfig, dev: DeviceArgs) -> None:
     import uvicorn
 
     model_dir = resolve_data(cfg.model, "model")
     if not Path(model_dir).is_dir():
         raise FileNotFoundError(f"--model {cfg.model}: no such PRM directory")
+    device, dtype = dev.torch_device(), dev.torch_dtype()  # a GPU this machine lacks is a mistake a dry run shows
     if cfg.dry_run:
-        log.info("dry run: settings valid, would serve %s on %s:%d", model_dir, cfg.host, cfg.port)
+        log.info("dry run: settings valid, would serve %s on %s:%d (%s, %s)", model_dir, cfg.host, cfg.port, device, dtype)
         return
-    prm = PRM.load(model_dir, torch_dtype=torch.bfloat16 if cfg.bf16 else None, trust_remote_code=cfg.trust_remote_code)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    prm = PRM.load(model_dir, torch_dtype=dtype, trust_remote_code=cfg.trust_remote_code)
     prm.model.to(device)
     settings = ServeSettings(aggregator=cfg.aggregator, split_mode=cfg.split_mode, batch_size=cfg.batch_size, max_wait_ms=cfg.max_wait_ms,
                              max_batch_items=cfg.max_batch_items, max_items_per_request=cfg.max_items_per_request, empty_reward=cfg.empty_reward,
                              prm_weight=cfg.prm_weight, answer_weight=cfg.answer_weight)
     app = build_app(prm, settings, model_name=cfg.model)
-    log.info("serving %s on http://%s:%d (%s): POST /score, POST /get_reward, GET /health", cfg.model, cfg.host, cfg.port, device)
+    log.info("serving %s on http://%s:%d (%s, %s): POST /score, POST /get_reward, GET /health", cfg.model, cfg.host, cfg.port, device, dtype)
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info")
 
 

@@ -1,7 +1,7 @@
 """Command-line configuration of every `exp/` script, one way.
 
 A script declares its options as dataclasses: the shared argument groups below (`RunArgs`,
-`DataArgs`, `ModelArgs`, `VerifierArgs`) plus its own, each validated in ``__post_init__``. `run`
+`DataArgs`, `ModelArgs`, `VerifierArgs`, `DeviceArgs`) plus its own, each validated in ``__post_init__``. `run`
 parses them (HfArgumentParser: dataclass fields become flags), with ``--config x.yaml`` supplying
 values and flags given on the command line overriding them, and calls the script's ``main``. A user's
 mistake (malformed YAML, an unknown key, a bad value, a missing file, a run directory that belongs to
@@ -284,6 +284,77 @@ class VerifierArgs:
             require(len(set(self.consensus)) >= 2, "consensus", f"needs two or more different labelers, got {','.join(self.consensus)}")
         at_least(self, ("mc_completions", "max_concurrency"))
         require(self.max_cost_usd is None or self.max_cost_usd >= 0, "max_cost_usd", f"must be >= 0, got {self.max_cost_usd}")
+
+
+# where a model runs and in which precision: one spelling for every script (`DeviceArgs`) and for
+# `prm.models.prm.load_prm`'s string dtypes
+DTYPES = ("bf16", "fp16", "fp32")
+DTYPE_ALIASES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}  # torch's names
+DTYPE_SPELLINGS = ("auto", *DTYPES, *DTYPE_ALIASES)
+
+
+def dtype_name(value: str) -> str | None:
+    """``auto``, ``bf16``, ``fp16`` or ``fp32`` for any accepted spelling (torch's names too); None
+    for an unknown one."""
+    v = str(value).strip().lower()
+    v = DTYPE_ALIASES.get(v, v)
+    return v if v == "auto" or v in DTYPES else None
+
+
+def resolve_dtype(name: str, device: Any) -> Any:
+    """The torch dtype of a `dtype_name`: ``auto`` is bf16 on a CUDA ``device``, fp32 elsewhere."""
+    import torch
+
+    if name == "auto":
+        name = "bf16" if str(device).startswith("cuda") else "fp32"
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
+
+
+@dataclass
+class DeviceArgs:
+    """Where the model's weights live and in which precision (inference, or the weights a plain
+    PyTorch loop trains; `transformers.TrainingArguments`' ``bf16``/``fp16`` mixed precision is
+    another thing)."""
+
+    device: str = field(default="auto", metadata={"help": "auto (cuda when available, else cpu), cpu, cuda or cuda:N."})
+    dtype: str = field(default="auto", metadata={"help": "Model weights: auto (bf16 on a GPU, fp32 on a CPU), bf16, fp16 (CUDA only) or fp32; "
+                                                         "torch's names bfloat16, float16, float32 work too."})
+
+    def __post_init__(self) -> None:
+        self.device = str(self.device).strip().lower()
+        d = self.device
+        index = d[len("cuda:"):] if d.startswith("cuda:") else None
+        require(d in ("auto", "cpu", "cuda") or (index is not None and index.isdigit()), "device",
+                f"must be auto, cpu, cuda or cuda:N, got {d!r}")
+        name = dtype_name(self.dtype)
+        require(name is not None, "dtype", f"unknown {self.dtype!r}; known: {', '.join(DTYPE_SPELLINGS)}")
+        self.dtype = name  # one spelling in config.json and the run's fingerprint
+        if name == "fp16":
+            require(d.startswith("cuda") or (d == "auto" and _cuda_count() > 0), "dtype",
+                    f"fp16 needs a CUDA device (--device {d}{' and none here' if d == 'auto' else ''}); use bf16 or fp32 on a CPU")
+
+    def torch_device(self) -> Any:
+        """The `torch.device`; ``auto`` is the first GPU when there is one. Asking for a GPU that
+        this machine lacks is a `ConfigError` naming --device."""
+        import torch
+
+        n = _cuda_count()
+        if self.device == "auto":
+            return torch.device("cuda" if n else "cpu")
+        if self.device.startswith("cuda"):
+            index = int(self.device.split(":")[1]) if ":" in self.device else 0
+            require(index < n, "device", f"{self.device}: " + (f"this machine has {n} CUDA device(s)" if n else "no CUDA device here; use cpu or auto"))
+        return torch.device(self.device)
+
+    def torch_dtype(self) -> Any:
+        """The `torch.dtype` of the weights; ``auto`` is bf16 on a GPU (see `torch_device`), fp32 on a CPU."""
+        return resolve_dtype(self.dtype, self.torch_device() if self.dtype == "auto" else self.device)
+
+
+def _cuda_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 # --- parsing ------------------------------------------------------------------------------------

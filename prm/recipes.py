@@ -11,6 +11,7 @@ from typing import Any
 from prm.config import (
     ConfigError,
     DataArgs,
+    DeviceArgs,
     ModelArgs,
     RunArgs,
     at_least,
@@ -126,8 +127,6 @@ class EvalConfig:
                                          "or claude:<model id> (an LLM critic with ProcessBench's critic prompt; paid, confirmed first)."})
     kind: str | None = field(default=None, metadata={"help": "PRM kind (token_cls, lm_tokens, qwen_prm, value_head, step_cls, step_embeddings); default: detected."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run the checkpoint's own modeling code (never needed for the known PRMs)."})
-    dtype: str = field(default="auto", metadata={"help": "auto (bf16 on a GPU, fp32 on a CPU), bf16, fp16 or fp32.",
-                                                 "choices": ["auto", "bf16", "bfloat16", "fp16", "float16", "fp32", "float32"]})
     task: str = field(default="processbench", metadata={"help": "processbench, best_of_n or steps.", "choices": list(TASKS)})
     data: str | None = field(default=None, metadata={"help": "Evaluation data (omit for the hub copy of Qwen/ProcessBench, or packaged CHAMP with --format champ_fws)."})
     subsets: list[str] = field(default_factory=lambda: ["gsm8k", "math", "olympiadbench", "omnimath"],
@@ -219,12 +218,13 @@ def _score_paid(prm: Any, items: list) -> None:
         raise SystemExit(f"stopped: {e}") from None
 
 
-def evaluate_prm(cfg: EvalConfig, ra: RunArgs, experiment: str = "evaluate", reuse: bool = False) -> dict:
+def evaluate_prm(cfg: EvalConfig, ra: RunArgs, experiment: str = "evaluate", reuse: bool = False,
+                 device_args: DeviceArgs | None = None) -> dict:
     """Score a saved PRM on a ProcessBench-style first-error task, best-of-N sets or step labels;
     writes ``<results_dir>/<experiment>/<run_name>/{config.json, metrics.json, predictions.jsonl}``.
     The settings include the fingerprint of the run that trained the PRM (when it came from one), so
     a retrained PRM is a new evaluation. ``reuse``: a finished evaluation of the same settings is
-    returned as it is."""
+    returned as it is. ``device_args``: where the PRM runs and in which dtype (default: auto, auto)."""
     from prm.data import load, split_by_problem
     from prm.eval.bon import best_of_n, load_candidates
     from prm.eval.processbench import choose_threshold, load_processbench, processbench_metrics
@@ -233,7 +233,9 @@ def evaluate_prm(cfg: EvalConfig, ra: RunArgs, experiment: str = "evaluate", reu
     from prm.models.prm import load_prm
 
     trained_by = RunDir(Path(cfg.model).parent, {}, None).recorded().get("fingerprint")
-    run = RunDir(ra.run_dir(experiment), settings(cfg, ra, model_trained_by=trained_by), seed=ra.seed)
+    device_args = device_args or DeviceArgs()
+    device, dtype = device_args.torch_device(), device_args.torch_dtype()  # a GPU this machine lacks shows now
+    run = RunDir(ra.run_dir(experiment), settings(cfg, ra, device_args, model_trained_by=trained_by), seed=ra.seed)
     if reuse and run.finished("predictions.jsonl"):
         log.info("%s: finished with these settings, reused", run.path)
         return load_metrics(run.path)
@@ -264,7 +266,7 @@ def evaluate_prm(cfg: EvalConfig, ra: RunArgs, experiment: str = "evaluate", reu
     # --- model (an LLM critic keeps its replies in the run directory: a rerun pays nothing twice)
     critic = dict(cache_path=run.path / "claude_requests.jsonl", yes=cfg.yes, max_cost_usd=cfg.max_cost_usd, samples=cfg.critic_samples)
     try:
-        prm = load_prm(cfg.model, cfg.kind, cfg.trust_remote_code, torch_dtype=cfg.dtype, device="auto", critic=critic)
+        prm = load_prm(cfg.model, cfg.kind, cfg.trust_remote_code, torch_dtype=dtype, device=str(device), critic=critic)
     except PRMLoadError as e:  # an unknown layout or a kind that contradicts the checkpoint
         raise ConfigError(f"--model {cfg.model}: {first_line(e)}") from None
     if cfg.max_length is not None:

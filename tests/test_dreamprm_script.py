@@ -94,8 +94,8 @@ def test_dry_run_baseline_reweighted_resume_and_figures(tmp_path, tiny_model):
 
 
 def test_bad_options_are_one_line_errors(tmp_path, tiny_model):
-    with pytest.raises(SystemExit, match="error: --precision fp16 needs a CUDA device"):
-        configs(tmp_path, tiny_model, "--precision", "fp16", "--device", "cpu")
+    with pytest.raises(SystemExit, match="error: --dtype fp16 needs a CUDA device"):
+        configs(tmp_path, tiny_model, "--dtype", "fp16", "--device", "cpu")
     with pytest.raises(SystemExit, match="error: aggregation: unknown value 'avg'"):
         configs(tmp_path, tiny_model, "--aggregation", "avg")
     # every row dropped by truncation: the dry run says so instead of "valid"

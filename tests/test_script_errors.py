@@ -92,8 +92,14 @@ CASES = [
     # the offline study: an unknown stage or variant recipe
     ("offline_study", ["--stages", "data", "plot"], r"--stages unknown \['plot'\]"),
     ("offline_study", ["--variants", "nope"], r"--variants 'nope': no recipe"),
-    # fp16 on a CPU
-    ("dreamprm_minif2f", ["--precision", "fp16", "--device", "cpu"], r"--precision fp16 needs a CUDA device"),
+    # where the model runs (`prm.config.DeviceArgs`, one pair of flags for every script): fp16 on a
+    # CPU, a device or dtype name that does not exist, the old per-script names
+    ("dreamprm_minif2f", ["--dtype", "fp16", "--device", "cpu"], r"--dtype fp16 needs a CUDA device"),
+    ("serve_prm", ["--model", "minilm", "--dtype", "half"], r"--dtype unknown 'half'; known: auto, bf16, fp16, fp32, bfloat16"),
+    ("evaluate", ["--model", "minilm", "--task", "steps", "--data", SAMPLE, "--format", "stepwise", "--device", "gpu"],
+     r"--device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+    ("dreamprm_minif2f", ["--precision", "bf16"], r"unrecognized arguments: --precision bf16"),
+    ("serve_prm", ["--model", "minilm", "--bf16"], r"unrecognized arguments: --bf16"),
     # an unknown flag
     ("make_figures", ["--colour", "red"], r"unrecognized arguments: --colour red"),
     ("bench", ["train", "--steps", "minilm=x"], r"--steps"),

@@ -244,13 +244,13 @@ def load_prm(
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else None
-    if torch_dtype == "auto":
-        torch_dtype = torch.bfloat16 if device and device.startswith("cuda") else None
-    elif isinstance(torch_dtype, str):
-        names = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}
-        if torch_dtype not in names:
-            raise PRMLoadError(f"unknown dtype '{torch_dtype}'; known: auto, {', '.join(names)}")
-        torch_dtype = names[torch_dtype]
+    if isinstance(torch_dtype, str):  # the names --dtype takes (`prm.config.DeviceArgs`)
+        from prm.config import DTYPE_SPELLINGS, dtype_name, resolve_dtype
+
+        name = dtype_name(torch_dtype)
+        if name is None:
+            raise PRMLoadError(f"unknown dtype '{torch_dtype}'; known: {', '.join(DTYPE_SPELLINGS)}")
+        torch_dtype = resolve_dtype(name, device or "cpu")
 
     if kind is not None:
         KINDS.get(kind)  # an unknown name lists the kinds
