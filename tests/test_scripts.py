@@ -71,8 +71,11 @@ def test_evaluate_steps_on_the_held_out_problems_only(trained, tmp_path):
     data = REPO_ROOT / "data" / "sample_stepwise.jsonl"
     held = split_by_problem(load("stepwise", str(data)), 0.3, seed=0)[1]
     assert 0 < len(held) < 5  # the check below needs a split that leaves records out
-    main(*parse(TYPES, ["--model", str(trained[0] / "model"), "--task", "steps", "--data", str(data), "--format", "stepwise",
-                        "--holdout_fraction", "0.3", "--results_dir", str(tmp_path), "--run_name", "held"]))
+    m = main(*parse(TYPES, ["--model", str(trained[0] / "model"), "--task", "steps", "--data", str(data), "--format", "stepwise",
+                            "--holdout_fraction", "0.3", "--results_dir", str(tmp_path), "--run_name", "held"]))
+    # the interval resamples the held-out problems (sample-0: every step right; sample-2: a wrong step)
+    ci = m["steps"]["auroc_by_problem"]
+    assert ci["n_groups"] == 2 and ci["auroc"] == m["steps"]["auroc"] and ci["ci_low"] <= ci["auroc"] <= ci["ci_high"]
     rows = [json.loads(x) for x in (tmp_path / "evaluate" / "held" / "predictions.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == list(held["id"])
     with pytest.raises(SystemExit, match="holdout_fraction"):
