@@ -76,6 +76,7 @@ def test_evaluate_steps_on_the_held_out_problems_only(trained, tmp_path):
     # the interval resamples the held-out problems (sample-0: every step right; sample-2: a wrong step)
     ci = m["steps"]["auroc_by_problem"]
     assert ci["n_groups"] == 2 and ci["auroc"] == m["steps"]["auroc"] and ci["ci_low"] <= ci["auroc"] <= ci["ci_high"]
+    assert m["solutions"]["min"]["auroc_by_problem"]["auroc"] == m["solutions"]["min"]["auroc"]
     rows = [json.loads(x) for x in (tmp_path / "evaluate" / "held" / "predictions.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == list(held["id"])
     with pytest.raises(SystemExit, match="holdout_fraction"):
