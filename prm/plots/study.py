@@ -58,7 +58,8 @@ def training_curves(results: Path, out: Path) -> list[Made]:
         ax.set_title(exp)
         ax.set_xlabel("step")
         ax.set_ylabel("training loss")
-        ax.legend(fontsize=7)
+        # below the panel: a dozen runs in one experiment would cover their own curves
+        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2 if len(items) > 6 else 1, frameon=False)
     srcs = tuple(r.path / "log.jsonl" for items in by_exp.values() for r, _ in items)
     return [Made(save_figure(fig, out / "training_curves"), srcs, "training loss per optimizer step of every run with a log")]
 
