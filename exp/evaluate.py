@@ -13,6 +13,8 @@
     python exp/evaluate.py --model M --task best_of_n --data candidates.jsonl --ns 1 2 4 8
     # step metrics on held-out stepwise data
     python exp/evaluate.py --model M --task steps --data held_out.jsonl --format stepwise
+    # ... or on the problems a PRM trained with --eval_fraction 0.2 on (another labeling of) the same file never saw
+    python exp/evaluate.py --model M --task steps --data labels.jsonl --format stepwise --holdout_fraction 0.2
 
 Writes results/evaluate/<run_name>/{config.json, metrics.json, predictions.jsonl}; the recipe is
 `prm.recipes.evaluate_prm`.

@@ -7,7 +7,7 @@ labeled solution (`prm.label.quality`).
     # add Claude (paid: the estimate is printed and confirmed first; --yes, --max_cost_usd caps it)
     python exp/label_quality.py --labelers rules reference claude --limit 50 --run_name champ_claude --yes
     # Monte-Carlo labelers with SmolLM2 rollouts (linear scan and binary search share one rollout cache) on
-    # SmolLM2's own solutions to problems it solves 20-70% of the time (recipe: exp/configs/label_quality/README.md)
+    # SmolLM2's own solutions to problems it solves 30-80% of the time (recipe: exp/configs/label_quality/README.md)
     python exp/label_quality.py --config exp/configs/label_quality/smollm2_mc.yaml
     # then the figure (agreement heat map + cost per solution)
     python exp/make_figures.py --only label_quality

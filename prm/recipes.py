@@ -135,6 +135,9 @@ class EvalConfig:
     dev_data: str | None = field(default=None, metadata={"help": "ProcessBench: separate file on which the threshold is chosen."})
     dev_fraction: float | None = field(default=None, metadata={"help": "ProcessBench: hold this share of problems out of --data as the dev split for the threshold."})
     threshold: float | None = field(default=None, metadata={"help": "ProcessBench: fixed threshold (instead of choosing one on dev data)."})
+    holdout_fraction: float | None = field(default=None, metadata={"help": "steps: score only the problems that a by-problem split at this share holds out "
+                                                                        "(train_prm's --eval_fraction split with the same --seed): a PRM trained "
+                                                                        "on the rest of the same file is scored on problems it never saw."})
     ns: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16], metadata={"help": "Best-of-N: N values."})
     aggregators: list[str] = field(default_factory=lambda: ["min", "prod", "last"], metadata={"help": "Solution-score aggregators to report."})
     max_length: int | None = field(default=None, metadata={"help": "Tokens per solution at inference (default: the PRM's training max_length); steps beyond it get no score."})
@@ -161,6 +164,8 @@ class EvalConfig:
             check_model(self.model, "model")
         at_least(self, ("max_length", "max_prompt_length", "limit", "batch_size"))
         fraction(self, "dev_fraction")
+        fraction(self, "holdout_fraction")
+        require(self.holdout_fraction is None or self.task == "steps", "holdout_fraction", f"applies to --task steps only, not {self.task}")
         require(self.threshold is None or 0 <= self.threshold <= 1, "threshold", f"must be in [0, 1], got {self.threshold}")
         self.ns = [int(n) for n in split_list(self.ns)]
         require(bool(self.ns) and min(self.ns) >= 1, "ns", f"must be N values >= 1, got {self.ns}")
@@ -253,6 +258,10 @@ def evaluate_prm(cfg: EvalConfig, ra: RunArgs, experiment: str = "evaluate", reu
             test = load_processbench(paths["data"], fmt=cfg.format, subsets=cfg.subsets, limit=cfg.limit)
         else:
             test = load(cfg.format, paths["data"], limit=cfg.limit)
+            if cfg.holdout_fraction is not None:
+                test = split_by_problem(test, cfg.holdout_fraction, seed=ra.seed)[1]
+                if not len(test):
+                    raise ConfigError(f"--holdout_fraction {cfg.holdout_fraction}: no problem of --data {cfg.data} is held out")
         if cfg.task == "processbench":
             _first_error_labeled(test, cfg, "data")
             if cfg.threshold is None and paths["dev_data"]:

@@ -100,11 +100,16 @@ def test_labeled_records_are_first_error_labels():
     recs = [{"prompt": "p", "completions": ["s1", "s2", "s3"], "answer": "1", "id": "x", "source": "t"}] * 3
     out = labeled_records(recs, [Grade([True, False, True], False), None, Grade([None, None, None], None)], "rules")
     assert len(out) == 1 and out[0]["labels"] == [1.0, 0.0, None] and out[0]["label_scheme"] == "binary"
+    # the solution-level truth is the gold-answer check, not the labeler's steps
+    assert out[0]["meta"]["meta_label"] == 0.0
+    no_answer = labeled_records(recs[:1], [Grade([True, True, True], None)], "rules")
+    assert no_answer[0]["labels"] == [1.0, 1.0, 1.0] and "meta_label" not in no_answer[0]["meta"]
     # consensus: kept where every labeler graded and agrees (solution 0: step 2; solution 2: no error)
     g = {"a": [Grade([True, False, None], False), Grade([False], False), Grade([True, True, True], True)],
          "b": [Grade([True, False, False], False), None, Grade([True, None, True], True)]}
     kept = consensus_records(recs, g)
     assert [r["labels"] for r in kept] == [[1.0, 0.0, None], [1.0, 1.0, 1.0]] and kept[0]["meta"]["labeler"] == "consensus(a,b)"
+    assert [r["meta"]["meta_label"] for r in kept] == [0.0, 1.0]
 
 
 # --- the script end to end ----------------------------------------------------------------------

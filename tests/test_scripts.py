@@ -64,6 +64,26 @@ def test_evaluate_best_of_n_and_steps(trained, tmp_path, fixtures):
                                "--run_name", "steps"]))["steps"]["n_steps"] == 4
 
 
+def test_evaluate_steps_on_the_held_out_problems_only(trained, tmp_path):
+    from exp.evaluate import TYPES, main
+    from prm.data import load, split_by_problem
+
+    data = REPO_ROOT / "data" / "sample_stepwise.jsonl"
+    held = split_by_problem(load("stepwise", str(data)), 0.3, seed=0)[1]
+    assert 0 < len(held) < 5  # the check below needs a split that leaves records out
+    m = main(*parse(TYPES, ["--model", str(trained[0] / "model"), "--task", "steps", "--data", str(data), "--format", "stepwise",
+                            "--holdout_fraction", "0.3", "--results_dir", str(tmp_path), "--run_name", "held"]))
+    # the interval resamples the held-out problems (sample-0: every step right; sample-2: a wrong step)
+    ci = m["steps"]["auroc_by_problem"]
+    assert ci["n_groups"] == 2 and ci["auroc"] == m["steps"]["auroc"] and ci["ci_low"] <= ci["auroc"] <= ci["ci_high"]
+    assert m["solutions"]["min"]["auroc_by_problem"]["auroc"] == m["solutions"]["min"]["auroc"]
+    rows = [json.loads(x) for x in (tmp_path / "evaluate" / "held" / "predictions.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == list(held["id"])
+    with pytest.raises(SystemExit, match="holdout_fraction"):
+        parse(TYPES, ["--model", str(trained[0] / "model"), "--task", "processbench", "--format", "champ_fws", "--threshold", "0.5",
+                      "--holdout_fraction", "0.3"])
+
+
 def test_math_shepherd_offline(tmp_path, shared_data):
     from exp.math_shepherd import TYPES, main
 

@@ -9,7 +9,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from prm.eval.aggregate import aggregate
-from prm.eval.metrics import step_metrics
+from prm.eval.metrics import bootstrap_auroc, step_metrics
 
 
 def solution_label(rec: dict) -> float | None:
@@ -50,26 +50,31 @@ def score_records(prm: Any, records: Iterable[dict], batch_size: int = 16, desc:
 
 
 def evaluate_steps(prm: Any, records: Iterable[dict], batch_size: int = 16, aggregators: Iterable[str] = ("min", "prod")) -> tuple[dict, list[dict]]:
-    """Step metrics over labeled steps, plus solution-level accuracy/AUROC of each aggregator."""
+    """Step metrics over labeled steps, plus solution-level accuracy/AUROC of each aggregator; each
+    AUROC comes with ``auroc_by_problem``, its bootstrap 95% interval resampling whole problems (the
+    steps and solutions of one problem are not independent)."""
     scored = score_records(prm, records, batch_size)
     scheme = prm.spec.label_scheme
-    y, p = [], []
+    y, p, problems = [], [], []
     for r in scored:
         for lab, s in zip(r["labels"], r["step_scores"]):
             if lab is not None:
                 y.append(lab)
                 p.append(s)
+                problems.append(r["prompt"])
     # P(correct) only: build two-class probabilities so binary/soft metrics apply; ternary reads
     # correctness as "positive vs rest".
     probs = np.stack([1 - np.asarray(p), np.asarray(p)], axis=1) if p else np.zeros((0, 2))
     y_eval = y if scheme != "ternary" else [1.0 if v == 2.0 else 0.0 for v in y]
     metrics = {"steps": step_metrics(y_eval, probs, "binary" if scheme == "ternary" else scheme)}
-    sol = [(solution_label(r), r["step_scores"]) for r in scored]
-    sol = [(lab, s) for lab, s in sol if lab is not None and s]
+    metrics["steps"]["auroc_by_problem"] = bootstrap_auroc(y_eval, p, problems) if p else None
+    sol = [(solution_label(r), r["step_scores"], r["prompt"]) for r in scored]
+    sol = [(lab, s, q) for lab, s, q in sol if lab is not None and s]
     metrics["solutions"] = {"n": len(sol)}
     for agg in aggregators:
         if sol:
-            yy = [lab for lab, _ in sol]
-            pp = [aggregate(s, agg) for _, s in sol]
+            yy = [lab for lab, _, _ in sol]
+            pp = [aggregate(s, agg) for _, s, _ in sol]
             metrics["solutions"][agg] = step_metrics(yy, np.asarray(pp), "binary")
+            metrics["solutions"][agg]["auroc_by_problem"] = bootstrap_auroc(yy, pp, [q for _, _, q in sol])
     return metrics, scored

@@ -60,7 +60,9 @@ def make_labelers(names: Sequence[str], options: VerifierOptions) -> dict[str, V
 def labeled_records(records: Sequence[dict], grades: Sequence[Grade | None], labeler: str) -> list[dict]:
     """The solutions with one labeler's first-error labels (`first_error_labels`: steps before its
     first error 1, it 0, later steps unlabeled), as stepwise records a PRM trains on; ungraded
-    solutions and solutions left without a labeled step are dropped."""
+    solutions and solutions left without a labeled step are dropped. ``meta.meta_label`` is the
+    final answer checked against the gold one (where the answer was read): the same for every
+    labeler, so solution-level metrics of PRMs trained on different labelers share one truth."""
     out = []
     for r, g in zip(records, grades):
         if g is None:
@@ -68,8 +70,11 @@ def labeled_records(records: Sequence[dict], grades: Sequence[Grade | None], lab
         labels = first_error_labels(g.step_correct)
         if all(x is None for x in labels):
             continue
+        meta: dict = {"labeler": labeler}
+        if g.solution_correct is not None:
+            meta["meta_label"] = float(g.solution_correct)
         out.append(make_record(r["prompt"], r["completions"], labels, "binary", answer=r.get("answer"), id=r["id"],
-                               source=r.get("source"), meta={"labeler": labeler}))
+                               source=r.get("source"), meta=meta))
     return out
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from matplotlib import colormaps
 
 from prm.plots import FIGURES, Made, figure, save_figure
 from prm.results import Run, find_runs
@@ -57,7 +58,8 @@ def training_curves(results: Path, out: Path) -> list[Made]:
         ax.set_title(exp)
         ax.set_xlabel("step")
         ax.set_ylabel("training loss")
-        ax.legend(fontsize=7)
+        # below the panel: a dozen runs in one experiment would cover their own curves
+        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2 if len(items) > 6 else 1, frameon=False)
     srcs = tuple(r.path / "log.jsonl" for items in by_exp.values() for r, _ in items)
     return [Made(save_figure(fig, out / "training_curves"), srcs, "training loss per optimizer step of every run with a log")]
 
@@ -128,11 +130,13 @@ def processbench(results: Path, out: Path) -> list[Made]:
     for i, r in enumerate(rs):
         t = r.metrics["test"]
         xs = np.arange(len(subsets)) + (i - (len(rs) - 1) / 2) * width
-        ax.bar(xs, [t["subsets"].get(s, {}).get("f1", 0) for s in subsets], width, label=f"{r.name} (threshold {t['threshold']:.2f})")
+        # tab20: more than ten runs would repeat the default cycle's colours
+        ax.bar(xs, [t["subsets"].get(s, {}).get("f1", 0) for s in subsets], width, label=f"{r.name} (threshold {t['threshold']:.2f})",
+               color=colormaps["tab20"](i % 20))
     ax.set_xticks(range(len(subsets)), subsets)
     ax.set_ylabel("first-error F1")
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the bars: many runs would cover them
     ax.set_title("ProcessBench-style F1")
     return [Made(save_figure(fig, out / "processbench"), tuple(r.path / "metrics.json" for r in rs), "first-error F1 per subset, threshold chosen on a dev split")]
 
