@@ -44,7 +44,6 @@ from transformers import set_seed
 from prm.config import ModelArgs, RunArgs, VerifierArgs, at_least, fraction, require, resolve_data, run, settings
 from prm.data import load, resolve_path
 from prm.device import wait_for_gpu
-from prm.eval.metrics import bootstrap_auroc
 from prm.eval.steps import evaluate_steps
 from prm.io import RunDir, own_dir, writable, write_json, write_jsonl
 from prm.label.claude import confirm_spend
@@ -301,10 +300,8 @@ def main(cfg: PrmExpConfig, ra: RunArgs, model: PrmExpModel, ver: VerifierArgs, 
     trainer.state.save_to_json(str(adapter_dir / "trainer_state.json"))
 
     # --- evaluate on held-out questions
-    metrics, scored = evaluate_steps(prm, test) if test else ({"steps": {"n_steps": 0}}, [])
-    # held-out steps of one question are not independent: the interval resamples questions
-    pairs = [(lab, sc, r["meta"]["question_id"]) for r in scored for lab, sc in zip(r["labels"], r["step_scores"]) if lab is not None]
-    metrics["steps"]["auroc_by_question"] = bootstrap_auroc(*zip(*pairs), seed=ra.seed) if pairs else None
+    # (the AUROCs come with an interval that resamples held-out questions: their steps are not independent)
+    metrics, scored = evaluate_steps(prm, test, seed=ra.seed) if test else ({"steps": {"n_steps": 0}}, [])
     metrics.update(data=counts, wall_time_s=round(time.time() - t0, 1), verifier=verifier_name)
     metrics.update(label_summary(graded))
     if api_usage:
@@ -316,7 +313,7 @@ def main(cfg: PrmExpConfig, ra: RunArgs, model: PrmExpModel, ver: VerifierArgs, 
     run_dir.finish(metrics)
     s = metrics["steps"]
     print(f"\nPRM {name}: {counts['solutions']} solutions, {counts['steps']} labeled steps ({counts['correct_step_share']:.0%} correct)")
-    ci = s.get("auroc_by_question") or {}
+    ci = s.get("auroc_by_problem") or {}
     print(f"held-out steps: n={s.get('n_steps')} ({counts['test_correct_steps']} labeled correct, {s.get('n_steps', 0) - counts['test_correct_steps']} wrong) "
           f"accuracy={s.get('accuracy')} auroc={s.get('auroc')}" + (f" (95% interval over {ci['n_groups']} held-out questions: "
           f"{ci['ci_low']:.2f}-{ci['ci_high']:.2f})" if ci.get("ci_low") is not None else ""))

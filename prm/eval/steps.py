@@ -49,10 +49,11 @@ def score_records(prm: Any, records: Iterable[dict], batch_size: int = 16, desc:
     return [{**r, "step_scores": s} for r, s in zip(recs, scores)]
 
 
-def evaluate_steps(prm: Any, records: Iterable[dict], batch_size: int = 16, aggregators: Iterable[str] = ("min", "prod")) -> tuple[dict, list[dict]]:
+def evaluate_steps(prm: Any, records: Iterable[dict], batch_size: int = 16, aggregators: Iterable[str] = ("min", "prod"),
+                   seed: int = 0) -> tuple[dict, list[dict]]:
     """Step metrics over labeled steps, plus solution-level accuracy/AUROC of each aggregator; each
     AUROC comes with ``auroc_by_problem``, its bootstrap 95% interval resampling whole problems (the
-    steps and solutions of one problem are not independent)."""
+    steps and solutions of one problem are not independent; ``seed`` seeds the resampling)."""
     scored = score_records(prm, records, batch_size)
     scheme = prm.spec.label_scheme
     y, p, problems = [], [], []
@@ -67,7 +68,7 @@ def evaluate_steps(prm: Any, records: Iterable[dict], batch_size: int = 16, aggr
     probs = np.stack([1 - np.asarray(p), np.asarray(p)], axis=1) if p else np.zeros((0, 2))
     y_eval = y if scheme != "ternary" else [1.0 if v == 2.0 else 0.0 for v in y]
     metrics = {"steps": step_metrics(y_eval, probs, "binary" if scheme == "ternary" else scheme)}
-    metrics["steps"]["auroc_by_problem"] = bootstrap_auroc(y_eval, p, problems) if p else None
+    metrics["steps"]["auroc_by_problem"] = bootstrap_auroc(y_eval, p, problems, seed=seed) if p else None
     sol = [(solution_label(r), r["step_scores"], r["prompt"]) for r in scored]
     sol = [(lab, s, q) for lab, s, q in sol if lab is not None and s]
     metrics["solutions"] = {"n": len(sol)}
@@ -76,5 +77,5 @@ def evaluate_steps(prm: Any, records: Iterable[dict], batch_size: int = 16, aggr
             yy = [lab for lab, _, _ in sol]
             pp = [aggregate(s, agg) for _, s, _ in sol]
             metrics["solutions"][agg] = step_metrics(yy, np.asarray(pp), "binary")
-            metrics["solutions"][agg]["auroc_by_problem"] = bootstrap_auroc(yy, pp, [q for _, _, q in sol])
+            metrics["solutions"][agg]["auroc_by_problem"] = bootstrap_auroc(yy, pp, [q for _, _, q in sol], seed=seed)
     return metrics, scored
