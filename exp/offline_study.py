@@ -46,6 +46,7 @@ import torch
 
 from prm.config import ConfigError, RunArgs, at_least, parse, require, run, split_list
 from prm.data import load, resolve_path
+from prm.device import bf16_default
 from prm.io import REPO_ROOT, read_jsonl, write_jsonl
 from prm.label.pipeline import graded_records, sampled_graded
 from prm.recipes import TRAIN_TYPES, EvalConfig, evaluate_prm, train_prm
@@ -123,8 +124,10 @@ def build_data(cfg: StudyConfig, ra: RunArgs, work: Path) -> None:
     # --- SmolLM2's own solutions to other train problems, graded by exact arithmetic
     from prm.label.generate import LocalGenerator
 
-    # bf16 weights and batches of 32: 2x the solutions/s of fp32 batches of 8 on a 2-core CPU
-    gen = LocalGenerator("smollm2", max_new_tokens=cfg.max_new_tokens, batch_size=32, seed=ra.seed, dtype=torch.bfloat16)
+    # bf16 weights (on a CPU with bf16 instructions) and batches of 32: 2x the solutions/s of fp32
+    # batches of 8 on a 2-core CPU
+    gen = LocalGenerator("smollm2", max_new_tokens=cfg.max_new_tokens, batch_size=32, seed=ra.seed,
+                         dtype=torch.bfloat16 if bf16_default() else torch.float32)
     plain = load("gsm8k", train_path, strip_calculator=True)
     others = plain.select(range(cfg.train_problems, min(len(plain), cfg.train_problems + cfg.sampled_problems)))
     graded = sampled_graded(list(others), gen.generate, cfg.samples_per_problem, work / "sampled")

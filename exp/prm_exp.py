@@ -43,7 +43,7 @@ from transformers import set_seed
 
 from prm.config import ModelArgs, RunArgs, VerifierArgs, at_least, fraction, require, resolve_data, run, settings
 from prm.data import load, resolve_path
-from prm.device import wait_for_gpu
+from prm.device import bf16_default, cpu_bf16_fast, wait_for_gpu
 from prm.eval.steps import evaluate_steps
 from prm.io import RunDir, own_dir, writable, write_json, write_jsonl
 from prm.label.claude import confirm_spend
@@ -92,7 +92,7 @@ class PrmExpConfig:
     max_questions: int | None = field(default=None, metadata={"help": "Examine at most this many questions while mining (default: all; 120 with the embedded SmolLM2)."})
     max_new_tokens: int | None = field(default=None, metadata={"help": "Tokens per generated solution (default 256; 96 with the embedded SmolLM2)."})
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature of the SFT model."})
-    gen_batch_size: int | None = field(default=None, metadata={"help": "Sequences per generation batch (default 8; 32 with the embedded SmolLM2, in bf16 on a CPU)."})
+    gen_batch_size: int | None = field(default=None, metadata={"help": "Sequences per generation batch (default 8; 32 with the embedded SmolLM2)."})
     vllm: str = field(default="auto", metadata={"help": "Generate with vLLM: auto (when installed and a GPU is present), yes, no.", "choices": ["auto", "yes", "no"]})
     test_fraction: float | None = field(default=None, metadata={"help": "Share of questions held out for evaluation (default 0.2; 0.3 with the embedded SmolLM2, whose run keeps few questions)."})
     wait_for_gpu: float = field(default=0, metadata={"help": "Minutes to wait, before training, for a GPU with --gpu_min_free_gb free (0: do not wait; no effect without a GPU)."})
@@ -119,7 +119,7 @@ class PrmExpModel(ModelArgs):
 class PrmExpTraining(PRMTrainingArguments):
     """PRM training. Defaults that differ from PRMTrainingArguments: ``num_train_epochs=2``,
     ``learning_rate=2e-4``, ``per_device_train_batch_size=8``, ``max_length=512``,
-    ``max_prompt_length=256``, ``bf16=True`` (CPU autocast without a GPU), ``logging_steps=5``,
+    ``max_prompt_length=256``, ``bf16`` on a GPU or a CPU with bf16 instructions, ``logging_steps=5``,
     ``save_strategy="epoch"``, ``save_total_limit=2``."""
 
     num_train_epochs: float = field(default=2, metadata={"help": "PRM training epochs."})
@@ -127,7 +127,9 @@ class PrmExpTraining(PRMTrainingArguments):
     per_device_train_batch_size: int = field(default=8, metadata={"help": "PRM training batch size."})
     max_length: int | None = field(default=512, metadata={"help": "PRM tokens per solution; whole trailing steps are removed beyond it."})
     max_prompt_length: int | None = field(default=256, metadata={"help": "PRM tokens kept of the question."})
-    bf16: bool = field(default=True, metadata={"help": "bf16 autocast for PRM training (CPU autocast without a GPU)."})
+    bf16: bool = field(default_factory=bf16_default, metadata={"help": "bf16 PRM training. Default: on with a GPU or a CPU with bf16 matmul "
+                                                                "instructions (avx512_bf16, AMX, Arm BF16), off on other CPUs, where bf16 "
+                                                                "runs several times slower than fp32."})
     logging_steps: float = field(default=5, metadata={"help": "Log every N steps."})
     save_strategy: str = field(default="epoch", metadata={"help": "Checkpoint every epoch (a killed run resumes from the newest)."})
     save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept."})
@@ -238,8 +240,9 @@ def main(cfg: PrmExpConfig, ra: RunArgs, model: PrmExpModel, ver: VerifierArgs, 
         from prm.label.generate import ClaudeGenerator, make_generator
 
         # The SFT model mines questions (both methods) and writes the rollouts (Method 1); the
-        # embedded SmolLM2 on a CPU samples in bf16: about 2x the solutions/s of fp32 (as in exp/offline_study.py)
-        dtype = torch.bfloat16 if cfg.sft_model == "smollm2" and not torch.cuda.is_available() else None
+        # embedded SmolLM2 on a CPU samples in bf16 where the CPU has bf16 instructions: about 2x the
+        # solutions/s of fp32 (as in exp/offline_study.py)
+        dtype = torch.bfloat16 if cfg.sft_model == "smollm2" and not torch.cuda.is_available() and cpu_bf16_fast() else None
         gen = make_generator(cfg.sft_model, cfg.vllm, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, batch_size=cfg.gen_batch_size,
                              seed=ra.seed, **({"dtype": dtype} if dtype else {}))
         mcfg = MiningConfig(cfg.mine_samples, cfg.solve_low, cfg.solve_high, cfg.num_samples, cfg.max_questions)
