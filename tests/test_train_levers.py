@@ -48,12 +48,12 @@ def _data():
     return to_dataset(recs)
 
 
-def _train(path: str, out, steps: int = 6, **kw) -> tuple[PRMTrainer, list[float]]:
+def _train(path: str, out, steps: int = 6, data=None, **kw) -> tuple[PRMTrainer, list[float]]:
     torch.manual_seed(0)
     prm = PRM.from_backbone(path, PRMSpec(label_scheme="binary"))
     args = PRMTrainingArguments(output_dir=str(out), max_steps=steps, per_device_train_batch_size=8, learning_rate=1e-3, bf16=True,
                                 logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True, seed=0, **kw)
-    t = PRMTrainer(prm=prm, args=args, train_dataset=_data())
+    t = PRMTrainer(prm=prm, args=args, train_dataset=_data() if data is None else data)
     t.train()
     return t, [h["loss"] for h in t.state.log_history if "loss" in h]
 
@@ -212,3 +212,75 @@ def test_packing_trains_like_padding(tiny, tmp_path):
     _, plain = _train(tiny, tmp_path / "a", steps=4)
     _, packed = _train(tiny, tmp_path / "b", steps=4, packing=True)
     assert max(abs(a - b) for a, b in zip(plain, packed)) < LOSS_TOL
+
+
+def _shared_data():
+    # three solutions per problem: the same question and first step, then they part (and one wrong)
+    recs = []
+    for i in range(8):
+        q = f"Problem {i}: a shop sells {i + 2} apples a day for {i + 3} days. How many apples?"
+        first = f"Each day the shop sells {i + 2} apples."
+        for j, (step, ok) in enumerate([(f"In {i + 3} days that is {(i + 2) * (i + 3)} apples.", 1),
+                                        (f"In {i + 3} days that is {(i + 2) * (i + 3) + 1} apples.", 0),
+                                        (f"So {i + 2} times {i + 3} is {(i + 2) * (i + 3)}.", 1)]):
+            recs.append(make_record(q, [first, step, f"The answer is {(i + 2) * (i + 3) + (ok == 0)}."], [1, ok, ok], "binary",
+                                    meta={"solution": j}))
+    return to_dataset(recs)
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_share_prefix_gives_the_unshared_loss_and_gradients(tmp_path_factory, attn, tmp_path):
+    # a problem's rows held as one tree (shared question and first step): every token sees exactly
+    # its own row, so the loss and every gradient equal those of the padded rows (fp32)
+    from prm.models.prm import set_attention
+
+    prm = PRM.from_backbone(_tiny(tmp_path_factory, "llama"), PRMSpec(label_scheme="binary"))
+    args = PRMTrainingArguments(output_dir=str(tmp_path), max_steps=1, report_to=[], attn_implementation=attn, share_prefix=True)
+    t = PRMTrainer(prm=prm, args=args, train_dataset=_shared_data())
+    set_attention(t.model, attn)
+    rows = [t.train_dataset[i] for i in range(9)]  # three problems, three rows each
+    shared = t.data_collator(rows)
+    plain = StepCollator(prm.tokenizer.pad_token_id)([{k: r[k] for k in ("input_ids", "labels")} for r in rows])
+    real = sum(len(r["input_ids"]) for r in rows)
+    assert (shared["input_ids"] != prm.tokenizer.pad_token_id).sum() < 0.75 * real  # the prefixes are held once
+    assert shared["label_count"].item() == (plain["labels"] != -100).sum().item()
+
+    def loss_and_grads(batch):
+        t.model.zero_grad()
+        loss = t.compute_loss(t.model, dict(batch))
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in t.model.named_parameters() if p.grad is not None}
+
+    ls, gs = loss_and_grads(shared)
+    lu, gu = loss_and_grads(plain)
+    assert ls == pytest.approx(lu, abs=1e-5)
+    assert gs.keys() == gu.keys()
+    for n in gu:
+        assert torch.allclose(gs[n], gu[n], atol=1e-5, rtol=1e-4), n
+
+
+def test_share_prefix_batches_keep_a_problem_together_and_train(tmp_path_factory, tmp_path):
+    from prm.train.data import GroupedLengthSampler
+
+    torch.manual_seed(0)
+    groups = [i // 3 for i in range(24)]
+    order = list(GroupedLengthSampler([10 + i % 5 for i in range(24)], groups, batch_size=6, mega=2))
+    assert sorted(order) == list(range(24))
+    seen = [groups[i] for i in order]
+    assert all(seen[k] == seen[k + 1] or seen[k + 1] not in seen[:k + 1] for k in range(23))  # each group contiguous
+
+    t, losses = _train(_tiny(tmp_path_factory, "llama"), tmp_path, steps=3, data=_shared_data(), share_prefix=True)
+    assert len(losses) == 3 and all(0 < x < 5 for x in losses)
+    sampled = [t.train_dataset[i] for i in list(t._get_train_sampler())[:8]]  # one training batch
+    batch = t.data_collator(sampled)
+    assert (batch["input_ids"] != t.prm.tokenizer.pad_token_id).sum() < sum(len(r["input_ids"]) for r in sampled)  # it shared
+
+
+def test_share_prefix_refuses_an_encoder(tiny, tmp_path):
+    prm = PRM.from_backbone(tiny, PRMSpec(label_scheme="binary"))
+    args = PRMTrainingArguments(output_dir=str(tmp_path), max_steps=1, report_to=[], share_prefix=True)
+    if prm.spec.kind == "causal":
+        PRMTrainer(prm=prm, args=args, train_dataset=_data())  # accepted
+    else:
+        with pytest.raises(ValueError, match="share_prefix needs a causal backbone"):
+            PRMTrainer(prm=prm, args=args, train_dataset=_data())

@@ -105,12 +105,15 @@ def is_causal(config: Any) -> bool:
 
 
 def step_loss(
-    logits: torch.Tensor, labels: torch.Tensor, label_scheme: str, weights: torch.Tensor | None = None
+    logits: torch.Tensor, labels: torch.Tensor, label_scheme: str, weights: torch.Tensor | None = None,
+    denominator: torch.Tensor | float | None = None,
 ) -> torch.Tensor:
     """Mean loss over labeled score positions, for every kind (their step logits share one shape).
 
     logits: (batch, seq, classes); labels: (batch, seq) floats, IGNORE where unlabeled;
-    weights: optional (batch,) per-example or (batch, seq) per-step weights.
+    weights: optional (batch,) per-example or (batch, seq) per-step weights; denominator: what the
+    weighted sum is divided by (default: the labeled positions; a batch whose rows share labeled
+    steps passes the count before sharing).
     Hard schemes use cross-entropy on class ids; ``soft`` uses soft cross-entropy on (1 - p, p).
     """
     mask = labels != IGNORE  # (batch, seq)
@@ -122,11 +125,12 @@ def step_loss(
         loss = -(target * logp[:, 1] + (1.0 - target) * logp[:, 0])
     else:
         loss = F.nll_loss(logp, target.long(), reduction="none")
+    denom = mask.sum() if denominator is None else denominator
     if weights is not None:
         w = weights if weights.dim() == 2 else weights[:, None].expand_as(labels)
         w = w[mask].to(loss.dtype)
-        return (loss * w).sum() / mask.sum()
-    return loss.mean()
+        return (loss * w).sum() / denom
+    return loss.sum() / denom
 
 
 def load_backbone(

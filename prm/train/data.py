@@ -70,7 +70,8 @@ def encode_dataset(
 
     ``encoder`` is a PRM kind's ``encode`` (`prm.models.kinds.Kind.encode`, the one scoring
     layout); without it the token_cls layout with ``separator`` is used.
-    Keeps an optional ``weight`` column (per-example loss weight)."""
+    Keeps the optional ``weight`` (per-example loss weight) and ``group`` (rows that may share a
+    prefix, `StepCollator`) columns."""
 
     def enc(row: dict) -> dict:
         opts = dict(max_length=max_length, max_prompt_length=max_prompt_length, max_completion_length=max_completion_length,
@@ -83,7 +84,7 @@ def encode_dataset(
             return {"input_ids": [], "labels": [], "length": 0, "n_truncated": 0, "keep": False}
         return {"input_ids": e.input_ids, "labels": e.labels, "length": len(e.input_ids), "n_truncated": e.n_truncated, "keep": True}
 
-    keep_cols = {"weight"} & set(ds.column_names)
+    keep_cols = {"weight", "group"} & set(ds.column_names)
     out = ds.map(enc, remove_columns=[c for c in ds.column_names if c not in keep_cols], num_proc=num_proc, desc=f"tokenizing {name}")
     stats = EncodeStats(rows=len(out), truncated_steps=int(sum(out["n_truncated"])))
     kept = out.filter(lambda k: k, input_columns="keep", num_proc=num_proc)
@@ -98,6 +99,42 @@ def encode_dataset(
     return kept, stats
 
 
+class GroupedLengthSampler(torch.utils.data.Sampler[int]):
+    """Length-grouped batches that keep each group's rows (one problem's solutions) next to each
+    other, so `StepCollator` can share their prefix: groups in random order (torch's global RNG,
+    seeded by the Trainer), then within each run of ~``mega`` batches of rows sorted longest first,
+    as transformers' LengthGroupedSampler sorts rows."""
+
+    def __init__(self, lengths: list[int], groups: list[Any], batch_size: int, mega: int = 50):
+        self.lengths, self.groups, self.batch_size, self.mega = list(lengths), list(groups), batch_size, mega
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        members: dict[Any, list[int]] = {}
+        for i, g in enumerate(self.groups):
+            members.setdefault(g, []).append(i)
+        keys = list(members)
+        order: list[int] = []
+        run: list[Any] = []
+        count = 0
+
+        def flush() -> None:
+            for g in sorted(run, key=lambda g: -max(self.lengths[i] for i in members[g])):
+                order.extend(sorted(members[g], key=lambda i: -self.lengths[i]))
+            run.clear()
+
+        for j in torch.randperm(len(keys)).tolist():
+            run.append(keys[j])
+            count += len(members[keys[j]])
+            if count >= self.mega * self.batch_size:
+                flush()
+                count = 0
+        flush()
+        return iter(order)
+
+
 class StepCollator:
     """Pads a batch on the right to its longest row (dynamic padding). Labels stay float32 so soft
     targets are never rounded; hard class ids are turned into longs inside the loss.
@@ -107,13 +144,24 @@ class StepCollator:
     packed sequence gets ``position_ids`` restarting at every row and a (seqs, 1, width, width)
     boolean ``attention_mask`` that keeps attention inside each row (and causal within it for a
     causal backbone); labels stay at their tokens and per-example ``weights`` become per-token.
-    The same rows make the same optimizer step, so the loss is the unpacked batch's."""
+    The same rows make the same optimizer step, so the loss is the unpacked batch's.
 
-    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None, pack: bool = False, causal: bool = False):
+    ``share_prefix=True`` (causal backbones; implies packing) also lets the rows of one ``group``
+    (one problem's solutions) share their common prefix of tokens and labels: it is held once, and
+    each row's own tokens follow it with position ids continuing from it and attention to exactly
+    the tokens of their own row (a tree mask), so every token's logits are those of its row alone.
+    A shared labeled step counts once per row through per-token ``weights`` and the ``label_count``
+    of the unshared batch, so the loss is the unshared batch's. A group's tree grows up to
+    ``max_width`` tokens (then another starts); the sequences are as wide as the widest tree."""
+
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None, pack: bool = False, causal: bool = False,
+                 share_prefix: bool = False, max_width: int | None = None):
         self.pad = pad_token_id
         self.multiple = pad_to_multiple_of
-        self.pack = pack
+        self.share = share_prefix and causal  # an encoder's prefix tokens see the whole row: nothing to share
+        self.pack = pack or self.share
         self.causal = causal
+        self.max_width = max_width
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         if self.pack:
@@ -134,45 +182,131 @@ class StepCollator:
             batch["weights"] = torch.tensor([float(r["weight"]) for r in rows], dtype=torch.float32)
         return batch
 
+    def _trees(self, rows: list[dict]) -> list[_Tree]:
+        """One tree per row, or with ``share`` one per group of rows (longest first), each row
+        joining the tree where it shares the longest prefix while the tree stays within max_width."""
+        if not self.share:
+            return [_Tree.of(r, self.causal) for r in rows]
+        groups: dict[Any, list[dict]] = {}
+        for i, r in enumerate(rows):
+            groups.setdefault(r.get("group", ("row", i)), []).append(r)
+        trees: list[_Tree] = []
+        for members in groups.values():
+            mine: list[_Tree] = []
+            for r in sorted(members, key=lambda r: -len(r["input_ids"])):
+                n = len(r["input_ids"])
+                fits = [(t.shared(r), t) for t in mine]
+                fits = [(k, t) for k, t in fits if k > 0 and (self.max_width is None or t.size + n - k <= self.max_width)]
+                if fits:
+                    k, t = max(fits, key=lambda kt: kt[0])
+                    t.add(r, k)
+                else:
+                    mine.append(_Tree.of(r, self.causal))
+            trees.extend(mine)
+        return trees
+
     def _packed(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        width = max(len(r["input_ids"]) for r in rows)
+        trees = self._trees(rows)
+        width = max(t.size for t in trees)
         if self.multiple:
             width = -(-width // self.multiple) * self.multiple
-        bins: list[list[dict]] = []
+        bins: list[list[_Tree]] = []
         free: list[int] = []
-        for r in sorted(rows, key=lambda r: -len(r["input_ids"])):  # first-fit decreasing
-            n = len(r["input_ids"])
-            j = next((j for j, f in enumerate(free) if f >= n), None)
+        for t in sorted(trees, key=lambda t: -t.size):  # first-fit decreasing
+            j = next((j for j, f in enumerate(free) if f >= t.size), None)
             if j is None:
                 bins.append([])
                 free.append(width)
                 j = len(bins) - 1
-            bins[j].append(r)
-            free[j] -= n
+            bins[j].append(t)
+            free[j] -= t.size
         m = len(bins)
         ids = torch.full((m, width), self.pad, dtype=torch.long)
         pos = torch.zeros((m, width), dtype=torch.long)
-        seg = torch.full((m, width), -1, dtype=torch.long)  # which row of the bin a token belongs to; -1: padding
         labels = torch.full((m, width), float(IGNORE), dtype=torch.float32)
-        weights = torch.zeros((m, width), dtype=torch.float32) if "weight" in rows[0] else None
+        weights = torch.zeros((m, width), dtype=torch.float32)
+        allowed = torch.zeros((m, width, width), dtype=torch.bool)
+        used = torch.zeros((m, width), dtype=torch.bool)
         for i, b in enumerate(bins):
             at = 0
-            for k, r in enumerate(b):
-                n = len(r["input_ids"])
-                ids[i, at : at + n] = torch.as_tensor(r["input_ids"])
-                pos[i, at : at + n] = torch.arange(n)
-                seg[i, at : at + n] = k
-                labels[i, at : at + n] = torch.as_tensor(r["labels"], dtype=torch.float32)
-                if weights is not None:
-                    weights[i, at : at + n] = float(r["weight"])
-                at += n
-        same = seg[:, :, None] == seg[:, None, :]  # (seqs, width, width)
-        same &= (seg >= 0)[:, :, None]
-        if self.causal:
-            same &= torch.ones(width, width, dtype=torch.bool).tril()
+            for t in b:
+                sl = slice(at, at + t.size)
+                ids[i, sl] = torch.as_tensor(t.ids)
+                pos[i, sl] = torch.as_tensor(t.pos)
+                labels[i, sl] = torch.as_tensor(t.labels, dtype=torch.float32)
+                weights[i, sl] = torch.as_tensor(t.weights, dtype=torch.float32)
+                allowed[i, sl, sl] = t.mask()
+                used[i, sl] = True
+                at += t.size
         # padding attends to itself only (no empty softmax row); its outputs carry no label
-        same |= torch.eye(width, dtype=torch.bool)[None] & (seg < 0)[:, :, None]
-        batch = {"input_ids": ids, "position_ids": pos, "attention_mask": same[:, None], "labels": labels}
-        if weights is not None:
+        allowed |= torch.eye(width, dtype=torch.bool)[None] & ~used[:, :, None]
+        batch = {"input_ids": ids, "position_ids": pos, "attention_mask": allowed[:, None], "labels": labels}
+        if "weight" in rows[0] or self.share:
             batch["weights"] = weights
+        if self.share:
+            batch["label_count"] = torch.tensor(float(sum(sum(1 for v in r["labels"] if v != IGNORE) for r in rows)))
         return batch
+
+
+@dataclass
+class _Tree:
+    """Rows laid out in one packed segment, sharing leading tokens: slot i holds ``ids[i]`` at
+    position ``pos[i]``; each member row is its list of slots; ``weights`` sums the row weights
+    through a slot (a labeled slot shared by two rows of weight 1 counts twice)."""
+
+    causal: bool
+    ids: list[int]
+    pos: list[int]
+    labels: list[float]
+    weights: list[float]
+    members: list[tuple[dict, list[int]]]
+
+    @classmethod
+    def of(cls, row: dict, causal: bool) -> _Tree:
+        n = len(row["input_ids"])
+        return cls(causal, list(row["input_ids"]), list(range(n)), [float(v) for v in row["labels"]],
+                   [float(row.get("weight", 1.0))] * n, [(row, list(range(n)))])
+
+    @property
+    def size(self) -> int:
+        return len(self.ids)
+
+    def shared(self, row: dict) -> int:
+        """Tokens (with equal labels) ``row`` has in common with the member it shares most with."""
+        best = 0
+        for other, _ in self.members:
+            k = 0
+            for a, b, la, lb in zip(row["input_ids"], other["input_ids"], row["labels"], other["labels"]):
+                if a != b or la != lb:
+                    break
+                k += 1
+            best = max(best, k)
+        return best
+
+    def add(self, row: dict, k: int) -> None:
+        other, slots = next((o, s) for o, s in self.members if self._prefix_equal(row, o, k))
+        w = float(row.get("weight", 1.0))
+        mine = slots[:k]
+        for s in mine:
+            self.weights[s] += w
+        for j in range(k, len(row["input_ids"])):
+            mine.append(len(self.ids))
+            self.ids.append(row["input_ids"][j])
+            self.pos.append(j)
+            self.labels.append(float(row["labels"][j]))
+            self.weights.append(w)
+        self.members.append((row, mine))
+
+    @staticmethod
+    def _prefix_equal(a: dict, b: dict, k: int) -> bool:
+        return list(a["input_ids"][:k]) == list(b["input_ids"][:k]) and list(a["labels"][:k]) == list(b["labels"][:k])
+
+    def mask(self) -> torch.Tensor:
+        """(size, size) bool: each member's tokens attend within the member (causally if causal)."""
+        m = torch.zeros((self.size, self.size), dtype=torch.bool)
+        for row, slots in self.members:
+            s = torch.as_tensor(slots)
+            n = len(slots)
+            block = torch.ones((n, n), dtype=torch.bool)
+            m[s[:, None], s[None, :]] |= block.tril() if self.causal else block
+        return m

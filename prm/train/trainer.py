@@ -20,7 +20,11 @@ since length-grouped batches leave ~5% padding at 1,000 rows and the mask adds w
 ``freeze_embeddings`` (off: a modelling choice; ~1% less), ``attn_implementation`` (auto: eager on
 CPU for rows <= 512 tokens), TrainingArguments' own ``optim`` (default ``adamw_torch_fused``, one
 fused kernel) and ``torch_compile`` (off: on a CPU it recompiled for every new batch width, 7 min
-for 20 steps, and gained nothing once compiled).
+for 20 steps, and gained nothing once compiled; compiling the forward with ``dynamic=True`` instead
+compiles once, 75 s for MiniLM on 2 cores, and its steps were no faster: median 0.223 vs 0.212 s).
+The first step of a run is slow for both this trainer and TRL's (SmolLM2: forward 10 s, then 1.5 s
+for the same batch): its element-wise ops first-touch the pages of the activations (~2M page faults
+for a 7.5 GB peak); malloc settings and transparent huge pages did not shorten it.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from prm.models.prm import (
 )
 from prm.train.data import (
     EncodeStats,
+    GroupedLengthSampler,
     StepCollator,
     as_stepwise,
     encode_dataset,
@@ -87,6 +92,11 @@ class PRMTrainingArguments(TrainingArguments):
     packing: bool = field(default=False, metadata={"help": "Fit each batch's rows into as few sequences as hold them (first-fit at the longest row's "
                                                    "width), attention kept inside each row by a block-diagonal mask and position ids "
                                                    "restarting per row; same rows per step, same loss. token_cls and lm_tokens kinds."})
+    share_prefix: bool = field(default=False, metadata={"help": "Causal backbones (token_cls, lm_tokens kinds): batches keep one problem's rows "
+                                                        "together, and the rows of a packed sequence share their common prefix of tokens "
+                                                        "(the question, identical leading steps), computed once, with a tree mask so each "
+                                                        "token sees exactly its own row. Implies packing; same loss and gradients as "
+                                                        "separate rows (a shared labeled step counts once per row)."})
     freeze_embeddings: bool = field(default=False, metadata={"help": "Do not train the input token embeddings (MiniLM: 11.7M of 22.7M parameters; "
                                                              "a tied LM head freezes with them). A modelling choice: it changes the result."})
 
@@ -101,6 +111,12 @@ class PRMTrainingArguments(TrainingArguments):
         # rate on CPUs with AVX-512 bf16); TrainingArguments insists on use_cpu for that.
         if self.bf16 and not self.use_cpu and not torch.cuda.is_available() and not (hasattr(torch, "xpu") and torch.xpu.is_available()):
             self.use_cpu = True
+        if self.bf16 and self.use_cpu:
+            from prm.device import cpu_bf16_fast
+
+            if not cpu_bf16_fast():
+                log.warning("bf16 on a CPU without bf16 matmul instructions (avx512_bf16, AMX, Arm BF16) runs several times "
+                            "slower than fp32 here; pass --bf16 false (bf16=False) to train in fp32")
         if not torch.cuda.is_available():
             self.dataloader_pin_memory = False  # pinning needs an accelerator; avoids a warning per run
         super().__post_init__()
@@ -176,8 +192,12 @@ class PRMTrainer(Trainer):
         self.encode_stats: dict[str, EncodeStats] = {}
         train = self._encode(train_dataset, args, "train") if train_dataset is not None else None
         evals = self._encode(eval_dataset, args, "eval", eval=True) if eval_dataset is not None else None
-        if args.packing and spec.prm_kind not in ("token_cls", "lm_tokens"):
-            raise ValueError(f"packing needs a kind whose model takes position_ids (token_cls, lm_tokens), not {spec.prm_kind}")
+        if (args.packing or args.share_prefix) and spec.prm_kind not in ("token_cls", "lm_tokens"):
+            flag = "share_prefix" if args.share_prefix else "packing"
+            raise ValueError(f"{flag} needs a kind whose model takes position_ids (token_cls, lm_tokens), not {spec.prm_kind}")
+        if args.share_prefix and spec.kind != "causal":
+            raise ValueError(f"share_prefix needs a causal backbone: in an encoder ({spec.backbone or 'this model'}) a prefix token "
+                             "attends to the whole row, so rows cannot share it")
         if args.disable_dropout:
             disable_dropout(prm.model)
         kernel = attention_kernel(args)
@@ -189,7 +209,8 @@ class PRMTrainer(Trainer):
             train_dataset=train,
             eval_dataset=evals,
             processing_class=prm.tokenizer,
-            data_collator=StepCollator(prm.tokenizer.pad_token_id, pack=args.packing, causal=spec.kind == "causal"),
+            data_collator=StepCollator(prm.tokenizer.pad_token_id, pack=args.packing, causal=spec.kind == "causal",
+                                       share_prefix=args.share_prefix, max_width=args.max_length),
             compute_metrics=self._metrics,
             preprocess_logits_for_metrics=lambda logits, labels: logits.float().softmax(-1),
             **kwargs,
@@ -247,6 +268,10 @@ class PRMTrainer(Trainer):
         scheme = label_scheme_of(ds)
         if scheme != self.prm.spec.label_scheme:
             raise ValueError(f"{name} data has label scheme '{scheme}' but the PRM was built for '{self.prm.spec.label_scheme}'")
+        if args.share_prefix and not eval and self.prm.spec.kind == "causal":
+            # rows of one question may share a prefix; evaluation keeps one row per solution
+            index: dict[str, int] = {}
+            ds = ds.add_column("group", [index.setdefault(p, len(index)) for p in ds["prompt"]])
         enc, stats = encode_dataset(
             ds, self.prm.tokenizer, separator=args.step_separator, max_length=args.max_length,
             max_prompt_length=args.max_prompt_length, max_completion_length=args.max_completion_length,
@@ -258,13 +283,20 @@ class PRMTrainer(Trainer):
         self.encode_stats[name] = stats
         return enc
 
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        ds = train_dataset if train_dataset is not None else self.train_dataset
+        if self.args.share_prefix and isinstance(ds, datasets.Dataset) and "group" in ds.column_names:
+            return GroupedLengthSampler(ds["length"], ds["group"], self.args.train_batch_size * self.args.gradient_accumulation_steps)
+        return super()._get_train_sampler(train_dataset)
+
     def compute_loss(self, model: Any, inputs: dict, return_outputs: bool = False, num_items_in_batch: Any = None):
         labels = inputs.pop("labels")
         weights = inputs.pop("weights", None)
+        count = inputs.pop("label_count", None)  # shared prefixes: labeled steps of the unshared rows
         if inputs["attention_mask"].dim() == 4:  # packed rows: the block mask in the attention kernel's form
             inputs["attention_mask"] = packed_mask(inputs["attention_mask"], model)
         logits = self.prm.kind.step_logits(model, **inputs)  # (batch, seq, classes) for every kind
-        loss = step_loss(logits, labels, self.prm.spec.label_scheme, weights)
+        loss = step_loss(logits, labels, self.prm.spec.label_scheme, weights, denominator=count)
         return (loss, {"logits": logits}) if return_outputs else loss
 
     def _metrics(self, pred: EvalPrediction) -> dict:
