@@ -96,6 +96,7 @@ def test_train_smoke(tmp_path, shared_data):
     if (REPO_ROOT / ".bench" / "trl-venv" / "bin" / "python").is_file():
         trl = b["runs"]["trl_best"][0]
         assert trl["system"] == "trl" and trl["bf16"] and not trl["gradient_checkpointing"] and trl["steps"] == 3
+        assert trl["train_sampling_strategy"] == "group_by_length"  # the length-grouped batches ours uses too
         assert b["ratios"]["ours_vs_trl_best"]["examples_per_s"]["n"] == 1
 
 
@@ -129,6 +130,7 @@ def test_spread_and_throughput_skip_warmup():
     c([{"input_ids": [1] * 4}, {"input_ids": [1] * 4}])
     m = throughput([0.0, 5.0, 7.0], c, warmup=1)
     assert m["examples_per_s"] == 1.0 and m["tokens_per_s"] == 4.0 and m["padding_fraction"] == pytest.approx(1 - 23 / 28)
+    assert m["positions_per_token"] == pytest.approx(28 / 23)
 
 
 @pytest.mark.slow

@@ -82,6 +82,9 @@ def throughput(times: Sequence[float], counter: CountingCollator, warmup: int) -
     return {
         "steps": n_steps, "warmup_steps": warmup, "train_seconds": times[-1] - times[0], "steady_seconds": sec,
         "examples_per_s": ex / sec if sec > 0 else None, "tokens_per_s": tok / sec if sec > 0 else None,
+        # positions the model computed per row token: 1 + padding; below 1 when rows share a prefix
+        # (then padding_fraction, 1 - tokens / positions, is negative)
+        "positions_per_token": allb["padded_tokens"] / allb["tokens"] if allb["tokens"] else None,
         "padding_fraction": allb["padding_fraction"], "tokens": allb["tokens"], "padded_tokens": allb["padded_tokens"],
         "examples": allb["examples"], "steady_tokens": tok, "steady_examples": ex, "steady_sum_sq_len": sum(b["sq"] for b in steady_batches),
         "padding_fraction_steady": steady["padding_fraction"],

@@ -7,9 +7,12 @@ Protocol (the defaults; ``python exp/bench.py train``): per backbone the same TR
 (steps = ceil(rows / batch)) and its examples/s and tokens/s are the epoch's rows and real tokens
 over the wall time from the start of training to the last optimizer step (``warmup`` = 0: nothing
 is left out). Each run is its own process (cold start, its own peak RSS). TRL gets every switch its
-user has: bf16 autocast (CPU: ``use_cpu``), no gradient checkpointing, and the attention kernel;
-both eager and sdpa run in every round and "TRL best" is the one with the higher median examples/s
-(``trl_best`` holds a copy of its runs; both are recorded). Runs alternate ours, TRL eager, TRL sdpa,
+user has: bf16 autocast (CPU: ``use_cpu``), no gradient checkpointing, the attention kernel, and
+transformers' length-grouped batches (``train_sampling_strategy="group_by_length"``, this project's
+default too: without it TRL pads ~40% of its tokens instead of ~5%); both eager and sdpa run in every
+round (``--trl_sampling group_by_length,random`` adds TRL's default random batches) and "TRL best" is
+the one with the higher median examples/s (``trl_best`` holds a copy of its runs; all are recorded).
+Runs alternate ours, TRL eager, TRL sdpa,
 ours, ... for ``pairs`` rounds; ratios are taken within a round and summarised by median and range,
 so slow drifts of a shared machine hit both sides. The load average is recorded per round, and each
 run's process CPU time too: on a busy machine (run with ``OMP_NUM_THREADS=1`` there; two OpenMP
@@ -86,9 +89,14 @@ class TrainBench:
     pairs: int = field(default=3, metadata={"help": "Alternation rounds (ours, TRL eager, TRL sdpa[, TRL defaults]) per backbone."})
     defaults_rounds: PerName = field(default=0, metadata={"help": "Rounds that also run TRL at its defaults (fp32 + gradient checkpointing: slow), per backbone; default none."})
     trl_attention: list[str] = field(default_factory=lambda: ["eager", "sdpa"], metadata={"help": "Attention kernels TRL best is chosen from (each runs every round)."})
+    trl_sampling: list[str] = field(default_factory=lambda: ["group_by_length"], metadata={"help": "Batch samplers TRL best is chosen from (transformers' train_sampling_strategy: "
+                                                                                               "group_by_length, random); each runs with every attention kernel. "
+                                                                                               "group_by_length is this project's default too; random was TRL's default."})
     warmup: int = field(default=0, metadata={"help": "Optimizer steps left out of the throughput (0: the whole epoch counts, start-up included)."})
     bf16_master_weights: bool = field(default=True, metadata={"help": "This project: bf16 weights + fp32 masters instead of autocast (PRMTrainingArguments)."})
     freeze_embeddings: bool = field(default=False, metadata={"help": "This project: leave the input embeddings untrained (a modelling choice; PRMTrainingArguments)."})
+    share_prefix: bool = field(default=False, metadata={"help": "This project, causal backbones: a problem's rows share their common prefix "
+                                                        "(PRMTrainingArguments.share_prefix); encoders train without it."})
     random_init: bool = field(default=False, metadata={"help": "Random weights from the backbone's config (GPU run: a Llama-3.2-1B shape)."})
     tokenizer: str | None = field(default=None, metadata={"help": "Tokenizer path when the backbone folder holds only a config."})
     profile: list[str] = field(default_factory=lambda: ["minilm"], metadata={"help": "Backbones (or all) that get one extra profiled run per system (torch.profiler top operators); none: an empty list."})
@@ -99,7 +107,10 @@ class TrainBench:
 
     def __post_init__(self) -> None:
         self.backbones, self.profile, self.trl_attention = split_list(self.backbones), split_list(self.profile), split_list(self.trl_attention)
+        self.trl_sampling = split_list(self.trl_sampling)
         require(bool(self.trl_attention) and set(self.trl_attention) <= {"eager", "sdpa"}, "trl_attention", f"must be eager and/or sdpa, got {self.trl_attention}")
+        require(bool(self.trl_sampling) and set(self.trl_sampling) <= {"group_by_length", "random"}, "trl_sampling",
+                f"must be group_by_length and/or random, got {self.trl_sampling}")
         for name in ("n_train", "n_eval", "steps", "batch_size", "defaults_rounds"):
             value = getattr(self, name)
             value = value if isinstance(value, (int, float)) else PerName(value)
@@ -113,6 +124,11 @@ class TrainBench:
 
 
 _per = per_name
+
+
+def trl_variants(cfg: TrainBench) -> dict[str, tuple[str, str]]:
+    """TRL "best" candidates by run name: trl_<attention>, with _random when the sampler is not length-grouped."""
+    return {f"trl_{a}" + ("" if s == "group_by_length" else f"_{s}"): (a, s) for a in cfg.trl_attention for s in cfg.trl_sampling}
 
 
 def load_average() -> list[float] | None:
@@ -139,7 +155,8 @@ def train_benchmark(cfg: TrainBench, data_path: str, work: Path) -> dict:
                                     # accuracy of always answering "correct": a short run that only learns the prior lands here
                                     "eval_majority_accuracy": {k: sum(v for r in held[:n] for v in r["labels"]) / max(1, sum(len(r["labels"]) for r in held[:n])) for k, n in n_eval.items()}},
            "protocol": {"whole_epoch": not any(_per(cfg.steps, k) for k in keys), "warmup_steps_excluded": cfg.warmup, "pairs": cfg.pairs,
-                        "trl_attention": cfg.trl_attention, "order": ["ours", *(f"trl_{a}" for a in cfg.trl_attention), "trl_defaults (if any)"]},
+                        "trl_attention": cfg.trl_attention, "trl_sampling": cfg.trl_sampling,
+                        "order": ["ours", *trl_variants(cfg), "trl_defaults (if any)"]},
            "load_average_before": load_average(), "backbones": {}}
     for name, key in zip(names, keys):
         tf = write_rows(work / f"train_{key}.jsonl", train[: n_train[key]])
@@ -149,9 +166,11 @@ def train_benchmark(cfg: TrainBench, data_path: str, work: Path) -> dict:
         spec = {"model": resolve(name), "tokenizer": cfg.tokenizer, "random_init": cfg.random_init, "train_file": str(tf), "eval_file": str(ef),
                 "steps": steps, "batch_size": bs, "learning_rate": cfg.learning_rate, "n_train": n_train[key],
                 "max_length": cfg.max_length, "seed": cfg.seed, "warmup": cfg.warmup, "eval_batch_size": 32, "profile": False,
-                "attn_implementation": cfg.attn_implementation, "bf16_master_weights": cfg.bf16_master_weights, "freeze_embeddings": cfg.freeze_embeddings}
+                "attn_implementation": cfg.attn_implementation, "bf16_master_weights": cfg.bf16_master_weights, "freeze_embeddings": cfg.freeze_embeddings,
+                "share_prefix": cfg.share_prefix}
         n_def = _per(cfg.defaults_rounds, key)
-        trl_names = [f"trl_{a}" for a in cfg.trl_attention]
+        variants = trl_variants(cfg)
+        trl_names = list(variants)
         runs: dict[str, list[dict]] = {"ours": [], **{t: [] for t in trl_names}, "trl_defaults": []}
         loads = []
         for i in range(cfg.pairs):  # A B C A B C ...
@@ -159,8 +178,8 @@ def train_benchmark(cfg: TrainBench, data_path: str, work: Path) -> dict:
             runs["ours"].append(run_child(ours_cmd, dict(spec, mode="bf16"), work, f"{key}_ours_{i}"))
             if trl_cmd is None:
                 continue
-            for attn, t in zip(cfg.trl_attention, trl_names):
-                runs[t].append(run_child(trl_cmd, dict(spec, mode="best", trl_attn=attn), work, f"{key}_{t}_{i}"))
+            for t, (attn, sampling) in variants.items():
+                runs[t].append(run_child(trl_cmd, dict(spec, mode="best", trl_attn=attn, trl_sampling=sampling), work, f"{key}_{t}_{i}"))
             if i < n_def:
                 runs["trl_defaults"].append(run_child(trl_cmd, dict(spec, mode="defaults"), work, f"{key}_trl_defaults_{i}"))
             log.info("%s round %d: ours %.2f ex/s, %s", key, i, runs["ours"][-1]["examples_per_s"],
@@ -174,7 +193,7 @@ def train_benchmark(cfg: TrainBench, data_path: str, work: Path) -> dict:
             runs["trl_best"] = runs[best]
             res["trl_best_is"] = best
         res["runs"] = {k: v for k, v in runs.items() if v}
-        metrics = ("examples_per_s", "tokens_per_s", "examples_per_cpu_s", "train_seconds", "cpu_seconds", "padding_fraction", "peak_rss_mb", "step_accuracy", "peak_gpu_mb")
+        metrics = ("examples_per_s", "tokens_per_s", "examples_per_cpu_s", "train_seconds", "cpu_seconds", "padding_fraction", "positions_per_token", "peak_rss_mb", "step_accuracy", "peak_gpu_mb")
         res["summary"] = {sysname: {m: spread([r.get(m) for r in rs]) for m in metrics} for sysname, rs in res["runs"].items()}
         ratios = {}
         for other in [*trl_names, "trl_best", "trl_defaults"]:
@@ -188,7 +207,8 @@ def train_benchmark(cfg: TrainBench, data_path: str, work: Path) -> dict:
         if trl_cmd is not None and ("all" in cfg.profile or key in cfg.profile):
             pspec = dict(spec, profile=True, steps=min(spec["steps"], 4), warmup=1)
             res["profile"] = {"ours": run_child(ours_cmd, dict(pspec, mode="bf16"), work, f"{key}_ours_profile")["profile_top"],
-                              "trl_best": run_child(trl_cmd, dict(pspec, mode="best", trl_attn=res["trl_best_is"][4:]), work, f"{key}_trl_profile")["profile_top"]}
+                              "trl_best": run_child(trl_cmd, dict(pspec, mode="best", trl_attn=variants[res["trl_best_is"]][0], trl_sampling=variants[res["trl_best_is"]][1]),
+                                                    work, f"{key}_trl_profile")["profile_top"]}
         out["backbones"][key] = res
     out["load_average_after"] = load_average()
     return out

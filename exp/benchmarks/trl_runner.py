@@ -4,7 +4,7 @@
 
 SPEC holds: model (path), random_init, train_file / eval_file (TRL stepwise JSONL), steps,
 batch_size, learning_rate, max_length, seed, mode ("defaults" or "best"), trl_attn (the attention
-kernel of a "best" run: eager or sdpa), out (JSON path), warmup, eval_batch_size, profile. Only stdlib, torch, transformers, datasets and trl are used
+kernel of a "best" run: eager or sdpa), trl_sampling (its train_sampling_strategy: group_by_length or random), out (JSON path), warmup, eval_batch_size, profile. Only stdlib, torch, transformers, datasets and trl are used
 (``prm`` is not installed here); measurements come from the sibling ``measure.py``.
 """
 
@@ -62,8 +62,10 @@ def main(spec_path: str) -> None:
         # refuses bf16 unless use_cpu is set, so a CPU user of the defaults must turn bf16 off.
         cfg = dict(common, bf16=gpu)
     elif spec["mode"] == "best":
-        # every switch a TRL user has: bf16 autocast (CPU: use_cpu=True), no checkpointing, the attention kernel above
-        cfg = dict(common, bf16=True, use_cpu=not gpu, gradient_checkpointing=False)
+        # every switch a TRL user has: bf16 autocast (CPU: use_cpu=True), no checkpointing, the attention kernel above,
+        # and the batch sampler (transformers' length-grouped batches need only the input_ids TRL's tokenizing writes)
+        cfg = dict(common, bf16=True, use_cpu=not gpu, gradient_checkpointing=False,
+                   train_sampling_strategy=spec.get("trl_sampling") or "random")
     else:
         raise ValueError(f"unknown TRL mode {spec['mode']!r}")
     args = PRMConfig(**cfg)
@@ -75,7 +77,7 @@ def main(spec_path: str) -> None:
     out.update(acc)
     out.update({
         "system": "trl", "mode": spec["mode"], "bf16": bool(args.bf16), "gradient_checkpointing": bool(args.gradient_checkpointing),
-        "use_cpu": bool(args.use_cpu), "attn_implementation": model.config._attn_implementation, "rss_after_model_mb": rss_model,
+        "use_cpu": bool(args.use_cpu), "attn_implementation": model.config._attn_implementation, "train_sampling_strategy": args.train_sampling_strategy, "rss_after_model_mb": rss_model,
         "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if gpu else None,
         "versions": {"trl": trl.__version__, "transformers": transformers.__version__, "torch": torch.__version__},
         "threads": torch.get_num_threads(),

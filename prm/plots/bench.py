@@ -14,7 +14,7 @@ import numpy as np
 
 from prm.plots import FIGURES, Made, figure, save_figure
 
-SYSTEMS = (("ours", "this project"), ("trl_best", "TRL best (bf16, no ckpt, faster attention)"), ("trl_defaults", "TRL defaults"))
+SYSTEMS = (("ours", "this project"), ("trl_best", "TRL best (bf16, no ckpt, length-grouped, faster attention)"), ("trl_defaults", "TRL defaults"))
 
 
 def _load(results_dir: Path, name: str) -> tuple[dict, Path] | None:
@@ -41,8 +41,9 @@ def _train_figure(results_dir: Path, figures_dir: Path, name: str) -> list[Made]
     # recorded an epoch-equivalent estimate, plotted when present
     first = r["backbones"][backbones[0]]["summary"]["ours"]
     rate = "epoch_examples_per_s" if (first.get("epoch_examples_per_s") or {}).get("median") else "examples_per_s"
-    for j, (metric, title) in enumerate(((rate, "training examples/s" + (" (epoch-equivalent)" if rate != "examples_per_s" else "")),
-                                         ("padding_fraction", "padding fraction"))):
+    # positions computed per row token (1 + padding, below 1 with shared prefixes); older files: padding
+    room = ("positions_per_token", "positions computed per token") if (first.get("positions_per_token") or {}).get("median") else ("padding_fraction", "padding fraction")
+    for j, (metric, title) in enumerate(((rate, "training examples/s" + (" (epoch-equivalent)" if rate != "examples_per_s" else "")), room)):
         ax = axes[j]
         for i, b in enumerate(backbones):
             summ = r["backbones"][b]["summary"]
