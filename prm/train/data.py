@@ -195,11 +195,11 @@ class StepCollator:
             mine: list[_Tree] = []
             for r in sorted(members, key=lambda r: -len(r["input_ids"])):
                 n = len(r["input_ids"])
-                fits = [(t.shared(r), t) for t in mine]
-                fits = [(k, t) for k, t in fits if k > 0 and (self.max_width is None or t.size + n - k <= self.max_width)]
+                fits = [(t, *t.shared(r)) for t in mine]
+                fits = [f for f in fits if f[1] > 0 and (self.max_width is None or f[0].size + n - f[1] <= self.max_width)]
                 if fits:
-                    k, t = max(fits, key=lambda kt: kt[0])
-                    t.add(r, k)
+                    t, k, slots = max(fits, key=lambda f: f[1])
+                    t.add(r, k, slots)
                 else:
                     mine.append(_Tree.of(r, self.causal))
             trees.extend(mine)
@@ -271,20 +271,22 @@ class _Tree:
     def size(self) -> int:
         return len(self.ids)
 
-    def shared(self, row: dict) -> int:
-        """Tokens (with equal labels) ``row`` has in common with the member it shares most with."""
-        best = 0
-        for other, _ in self.members:
+    def shared(self, row: dict) -> tuple[int, list[int]]:
+        """The most leading tokens (with equal labels) ``row`` has in common with one member, and
+        that member's slots."""
+        best, best_slots = 0, []
+        for other, slots in self.members:
             k = 0
             for a, b, la, lb in zip(row["input_ids"], other["input_ids"], row["labels"], other["labels"]):
                 if a != b or la != lb:
                     break
                 k += 1
-            best = max(best, k)
-        return best
+            if k > best:
+                best, best_slots = k, slots
+        return best, best_slots
 
-    def add(self, row: dict, k: int) -> None:
-        other, slots = next((o, s) for o, s in self.members if self._prefix_equal(row, o, k))
+    def add(self, row: dict, k: int, slots: list[int]) -> None:
+        """Add ``row`` sharing its first ``k`` tokens with the member whose slots are ``slots``."""
         w = float(row.get("weight", 1.0))
         mine = slots[:k]
         for s in mine:
@@ -296,10 +298,6 @@ class _Tree:
             self.labels.append(float(row["labels"][j]))
             self.weights.append(w)
         self.members.append((row, mine))
-
-    @staticmethod
-    def _prefix_equal(a: dict, b: dict, k: int) -> bool:
-        return list(a["input_ids"][:k]) == list(b["input_ids"][:k]) and list(a["labels"][:k]) == list(b["labels"][:k])
 
     def mask(self) -> torch.Tensor:
         """(size, size) bool: each member's tokens attend within the member (causally if causal)."""

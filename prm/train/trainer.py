@@ -17,8 +17,11 @@ weights, no autocast, fp32 masters in AdamW whose gradients live in buffers allo
 `prm.train.precision`; 15% less, and 11% less again from the reused buffers),
 ``packing`` (off: first-fit rows into fewer sequences with a block-diagonal mask; 5% more here,
 since length-grouped batches leave ~5% padding at 1,000 rows and the mask adds work),
-``share_prefix`` (off: causal token kinds only; a problem's rows share their prompt and first steps in one tree-masked sequence; SmolLM2 fp32, 200 rows: 1.80x (1.68-1.98) examples/s, 0.60 vs 1.14 positions per row token, 4.6 vs 7.1 GB peak RSS), ``freeze_embeddings`` (off: a modelling choice; ~1% less), ``attn_implementation`` (auto: eager on
-CPU for rows <= 512 tokens), TrainingArguments' own ``optim`` (default ``adamw_torch_fused``, one
+``share_prefix`` (off: causal token kinds only; a problem's rows share their prompt and first steps
+in one tree-masked sequence; SmolLM2 fp32, 200 rows: 1.80x (1.68-1.98) examples/s, 0.60 vs 1.14
+positions per row token, 4.6 vs 7.1 GB peak RSS), ``freeze_embeddings`` (off: a modelling choice;
+~1% less), ``attn_implementation`` (auto: eager on CPU for rows <= 512 tokens),
+TrainingArguments' own ``optim`` (default ``adamw_torch_fused``, one
 fused kernel) and ``torch_compile`` (off: on a CPU it recompiled for every new batch width, 7 min
 for 20 steps, and gained nothing once compiled; compiling the forward with ``dynamic=True`` instead
 compiles once, 75 s for MiniLM on 2 cores, and its steps were no faster: median 0.223 vs 0.212 s).
