@@ -2,7 +2,7 @@
 (python exp/make_figures.py).
 
     export PRM_DATA_DIR=../shared/data
-    python exp/bench.py train        # one whole epoch each: this trainer vs TRL 1.12 PRMTrainer at its best (bf16, no ckpt, faster of eager/sdpa), MiniLM + SmolLM2
+    python exp/bench.py train        # one whole epoch each: this trainer vs TRL 1.12 PRMTrainer at its best (bf16 where the CPU has it else fp32, no ckpt, faster of eager/sdpa), MiniLM + SmolLM2
     OMP_NUM_THREADS=1 python exp/bench.py train   # the same on a busy shared machine (compare examples_per_cpu_s there)
     python exp/bench.py prefix       # single pass vs the per-prefix layout of the old prm_exp.py (SmolLM2)
     python exp/bench.py score        # best-of-N solutions/s at N=8,16: naive vs shared-prefix KV cache (SmolLM2)

@@ -93,11 +93,30 @@ def test_train_smoke(tmp_path, shared_data):
     ours = b["runs"]["ours"][0]
     assert ours["steps"] == 3 and 0 <= ours["padding_fraction"] < 1 and ours["peak_rss_mb"] > 0
     assert 0 <= ours["step_accuracy"] <= 1
+    from prm.device import bf16_default
+
+    assert ours["bf16"] == bf16_default()  # precision auto: bf16 only where this machine computes it fast
     if (REPO_ROOT / ".bench" / "trl-venv" / "bin" / "python").is_file():
         trl = b["runs"]["trl_best"][0]
-        assert trl["system"] == "trl" and trl["bf16"] and not trl["gradient_checkpointing"] and trl["steps"] == 3
+        assert trl["system"] == "trl" and trl["bf16"] == ours["bf16"] and not trl["gradient_checkpointing"] and trl["steps"] == 3
         assert trl["train_sampling_strategy"] == "group_by_length"  # the length-grouped batches ours uses too
         assert b["ratios"]["ours_vs_trl_best"]["examples_per_s"]["n"] == 1
+
+
+def test_train_bench_precision_candidates(monkeypatch):
+    import prm.device
+    from exp.benchmarks.train import TrainBench, trl_variants
+
+    monkeypatch.setattr(prm.device, "cpu_bf16_fast", lambda: False)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    auto = trl_variants(TrainBench())  # no bf16 instructions: TRL's best candidates run in fp32
+    assert auto == {"trl_eager_fp32": ("eager", "group_by_length", False), "trl_sdpa_fp32": ("sdpa", "group_by_length", False)}
+    both = trl_variants(TrainBench(trl_precision="bf16,fp32,auto", trl_attention=["eager"]))
+    assert both == {"trl_eager": ("eager", "group_by_length", True), "trl_eager_fp32": ("eager", "group_by_length", False)}
+    with pytest.raises(ValueError, match="trl_precision"):
+        TrainBench(trl_precision="fp16")
+    with pytest.raises(ValueError, match="precision"):
+        TrainBench(precision="half")
 
 
 def test_bench_rejects_unknown_command():

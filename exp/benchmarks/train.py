@@ -7,10 +7,14 @@ Protocol (the defaults; ``python exp/bench.py train``): per backbone the same TR
 (steps = ceil(rows / batch)) and its examples/s and tokens/s are the epoch's rows and real tokens
 over the wall time from the start of training to the last optimizer step (``warmup`` = 0: nothing
 is left out). Each run is its own process (cold start, its own peak RSS). TRL gets every switch its
-user has: bf16 autocast (CPU: ``use_cpu``), no gradient checkpointing, the attention kernel, and
+user has: the faster precision (bf16 autocast, CPU: ``use_cpu``; or fp32 where the CPU has no bf16
+instructions and bf16 runs on slow fallback kernels: ``precision`` / ``trl_precision``, default
+``auto`` = bf16 on a GPU or a CPU with bf16 instructions, fp32 elsewhere, the same policy as this
+project's defaults), no gradient checkpointing, the attention kernel, and
 transformers' length-grouped batches (``train_sampling_strategy="group_by_length"``, this project's
 default too: without it TRL pads ~40% of its tokens instead of ~5%); both eager and sdpa run in every
-round (``--trl_sampling group_by_length,random`` adds TRL's default random batches) and "TRL best" is
+round (``--trl_sampling group_by_length,random`` adds TRL's default random batches,
+``--trl_precision bf16,fp32`` both precisions) and "TRL best" is
 the one with the higher median examples/s (``trl_best`` holds a copy of its runs; all are recorded).
 Runs alternate ours, TRL eager, TRL sdpa,
 ours, ... for ``pairs`` rounds; ratios are taken within a round and summarised by median and range,
@@ -92,6 +96,10 @@ class TrainBench:
     trl_sampling: list[str] = field(default_factory=lambda: ["group_by_length"], metadata={"help": "Batch samplers TRL best is chosen from (transformers' train_sampling_strategy: "
                                                                                                "group_by_length, random); each runs with every attention kernel. "
                                                                                                "group_by_length is this project's default too; random was TRL's default."})
+    precision: str = field(default="auto", metadata={"help": "This project's precision: auto (bf16 on a GPU or a CPU with bf16 instructions, "
+                                                   "else fp32: prm.device.bf16_default), bf16 or fp32."})
+    trl_precision: list[str] = field(default_factory=lambda: ["auto"], metadata={"help": "Precisions TRL best is chosen from (auto, bf16, fp32; each runs with every "
+                                                                                 "attention kernel and sampler). auto: as --precision auto."})
     warmup: int = field(default=0, metadata={"help": "Optimizer steps left out of the throughput (0: the whole epoch counts, start-up included)."})
     bf16_master_weights: bool = field(default=True, metadata={"help": "This project: bf16 weights + fp32 masters instead of autocast (PRMTrainingArguments)."})
     freeze_embeddings: bool = field(default=False, metadata={"help": "This project: leave the input embeddings untrained (a modelling choice; PRMTrainingArguments)."})
@@ -107,7 +115,10 @@ class TrainBench:
 
     def __post_init__(self) -> None:
         self.backbones, self.profile, self.trl_attention = split_list(self.backbones), split_list(self.profile), split_list(self.trl_attention)
-        self.trl_sampling = split_list(self.trl_sampling)
+        self.trl_sampling, self.trl_precision = split_list(self.trl_sampling), split_list(self.trl_precision)
+        require(self.precision in ("auto", "bf16", "fp32"), "precision", f"must be auto, bf16 or fp32, got {self.precision!r}")
+        require(bool(self.trl_precision) and set(self.trl_precision) <= {"auto", "bf16", "fp32"}, "trl_precision",
+                f"must be auto, bf16 and/or fp32, got {self.trl_precision}")
         require(bool(self.trl_attention) and set(self.trl_attention) <= {"eager", "sdpa"}, "trl_attention", f"must be eager and/or sdpa, got {self.trl_attention}")
         require(bool(self.trl_sampling) and set(self.trl_sampling) <= {"group_by_length", "random"}, "trl_sampling",
                 f"must be group_by_length and/or random, got {self.trl_sampling}")
@@ -126,9 +137,21 @@ class TrainBench:
 _per = per_name
 
 
-def trl_variants(cfg: TrainBench) -> dict[str, tuple[str, str]]:
-    """TRL "best" candidates by run name: trl_<attention>, with _random when the sampler is not length-grouped."""
-    return {f"trl_{a}" + ("" if s == "group_by_length" else f"_{s}"): (a, s) for a in cfg.trl_attention for s in cfg.trl_sampling}
+def bf16_of(precision: str) -> bool:
+    """``auto`` resolves to this machine's default (prm.device.bf16_default)."""
+    if precision == "auto":
+        from prm.device import bf16_default
+
+        return bf16_default()
+    return precision == "bf16"
+
+
+def trl_variants(cfg: TrainBench) -> dict[str, tuple[str, str, bool]]:
+    """TRL "best" candidates by run name -> (attention, sampler, bf16): trl_<attention>, with _random when
+    the sampler is not length-grouped and _fp32 when not in bf16."""
+    bf16s = list(dict.fromkeys(bf16_of(p) for p in cfg.trl_precision))
+    return {f"trl_{a}" + ("" if s == "group_by_length" else f"_{s}") + ("" if b else "_fp32"): (a, s, b)
+            for b in bf16s for a in cfg.trl_attention for s in cfg.trl_sampling}
 
 
 def load_average() -> list[float] | None:
@@ -155,7 +178,8 @@ def train_benchmark(cfg: TrainBench, data_path: str, work: Path) -> dict:
                                     # accuracy of always answering "correct": a short run that only learns the prior lands here
                                     "eval_majority_accuracy": {k: sum(v for r in held[:n] for v in r["labels"]) / max(1, sum(len(r["labels"]) for r in held[:n])) for k, n in n_eval.items()}},
            "protocol": {"whole_epoch": not any(_per(cfg.steps, k) for k in keys), "warmup_steps_excluded": cfg.warmup, "pairs": cfg.pairs,
-                        "trl_attention": cfg.trl_attention, "trl_sampling": cfg.trl_sampling,
+                        "trl_attention": cfg.trl_attention, "trl_sampling": cfg.trl_sampling, "ours_bf16": bf16_of(cfg.precision),
+                        "trl_bf16": sorted({b for _, _, b in trl_variants(cfg).values()}),
                         "order": ["ours", *trl_variants(cfg), "trl_defaults (if any)"]},
            "load_average_before": load_average(), "backbones": {}}
     for name, key in zip(names, keys):
@@ -168,6 +192,7 @@ def train_benchmark(cfg: TrainBench, data_path: str, work: Path) -> dict:
                 "max_length": cfg.max_length, "seed": cfg.seed, "warmup": cfg.warmup, "eval_batch_size": 32, "profile": False,
                 "attn_implementation": cfg.attn_implementation, "bf16_master_weights": cfg.bf16_master_weights, "freeze_embeddings": cfg.freeze_embeddings,
                 "share_prefix": cfg.share_prefix}
+        ours_mode = "bf16" if bf16_of(cfg.precision) else "fp32"
         n_def = _per(cfg.defaults_rounds, key)
         variants = trl_variants(cfg)
         trl_names = list(variants)
@@ -175,11 +200,11 @@ def train_benchmark(cfg: TrainBench, data_path: str, work: Path) -> dict:
         loads = []
         for i in range(cfg.pairs):  # A B C A B C ...
             loads.append(load_average())
-            runs["ours"].append(run_child(ours_cmd, dict(spec, mode="bf16"), work, f"{key}_ours_{i}"))
+            runs["ours"].append(run_child(ours_cmd, dict(spec, mode=ours_mode), work, f"{key}_ours_{i}"))
             if trl_cmd is None:
                 continue
-            for t, (attn, sampling) in variants.items():
-                runs[t].append(run_child(trl_cmd, dict(spec, mode="best", trl_attn=attn, trl_sampling=sampling), work, f"{key}_{t}_{i}"))
+            for t, (attn, sampling, bf16) in variants.items():
+                runs[t].append(run_child(trl_cmd, dict(spec, mode="best", trl_attn=attn, trl_sampling=sampling, trl_bf16=bf16), work, f"{key}_{t}_{i}"))
             if i < n_def:
                 runs["trl_defaults"].append(run_child(trl_cmd, dict(spec, mode="defaults"), work, f"{key}_trl_defaults_{i}"))
             log.info("%s round %d: ours %.2f ex/s, %s", key, i, runs["ours"][-1]["examples_per_s"],
@@ -206,8 +231,9 @@ def train_benchmark(cfg: TrainBench, data_path: str, work: Path) -> dict:
         res["ratios"] = ratios
         if trl_cmd is not None and ("all" in cfg.profile or key in cfg.profile):
             pspec = dict(spec, profile=True, steps=min(spec["steps"], 4), warmup=1)
-            res["profile"] = {"ours": run_child(ours_cmd, dict(pspec, mode="bf16"), work, f"{key}_ours_profile")["profile_top"],
-                              "trl_best": run_child(trl_cmd, dict(pspec, mode="best", trl_attn=variants[res["trl_best_is"]][0], trl_sampling=variants[res["trl_best_is"]][1]),
+            attn, sampling, bf16 = variants[res["trl_best_is"]]
+            res["profile"] = {"ours": run_child(ours_cmd, dict(pspec, mode=ours_mode), work, f"{key}_ours_profile")["profile_top"],
+                              "trl_best": run_child(trl_cmd, dict(pspec, mode="best", trl_attn=attn, trl_sampling=sampling, trl_bf16=bf16),
                                                     work, f"{key}_trl_profile")["profile_top"]}
         out["backbones"][key] = res
     out["load_average_after"] = load_average()

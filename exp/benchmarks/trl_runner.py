@@ -4,7 +4,7 @@
 
 SPEC holds: model (path), random_init, train_file / eval_file (TRL stepwise JSONL), steps,
 batch_size, learning_rate, max_length, seed, mode ("defaults" or "best"), trl_attn (the attention
-kernel of a "best" run: eager or sdpa), trl_sampling (its train_sampling_strategy: group_by_length or random), out (JSON path), warmup, eval_batch_size, profile. Only stdlib, torch, transformers, datasets and trl are used
+kernel of a "best" run: eager or sdpa), trl_bf16 (its precision: bf16 autocast, else fp32; default bf16), trl_sampling (its train_sampling_strategy: group_by_length or random), out (JSON path), warmup, eval_batch_size, profile. Only stdlib, torch, transformers, datasets and trl are used
 (``prm`` is not installed here); measurements come from the sibling ``measure.py``.
 """
 
@@ -62,9 +62,10 @@ def main(spec_path: str) -> None:
         # refuses bf16 unless use_cpu is set, so a CPU user of the defaults must turn bf16 off.
         cfg = dict(common, bf16=gpu)
     elif spec["mode"] == "best":
-        # every switch a TRL user has: bf16 autocast (CPU: use_cpu=True), no checkpointing, the attention kernel above,
-        # and the batch sampler (transformers' length-grouped batches need only the input_ids TRL's tokenizing writes)
-        cfg = dict(common, bf16=True, use_cpu=not gpu, gradient_checkpointing=False,
+        # every switch a TRL user has: bf16 autocast (CPU: use_cpu=True) or fp32 where the CPU lacks bf16 instructions,
+        # no checkpointing, the attention kernel above, and the batch sampler (transformers' length-grouped
+        # batches need only the input_ids TRL's tokenizing writes)
+        cfg = dict(common, bf16=spec.get("trl_bf16", True), use_cpu=not gpu, gradient_checkpointing=False,
                    train_sampling_strategy=spec.get("trl_sampling") or "random")
     else:
         raise ValueError(f"unknown TRL mode {spec['mode']!r}")

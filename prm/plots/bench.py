@@ -14,7 +14,7 @@ import numpy as np
 
 from prm.plots import FIGURES, Made, figure, save_figure
 
-SYSTEMS = (("ours", "this project"), ("trl_best", "TRL best (bf16, no ckpt, length-grouped, faster attention)"), ("trl_defaults", "TRL defaults"))
+SYSTEMS = (("ours", "this project"), ("trl_best", "TRL best (faster precision, no ckpt, length-grouped, faster attention)"), ("trl_defaults", "TRL defaults"))
 
 
 def _load(results_dir: Path, name: str) -> tuple[dict, Path] | None:
