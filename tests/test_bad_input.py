@@ -115,6 +115,9 @@ CASES = [
     Case("no_input", {}, ["--format", "math_shepherd", "--output", "{d}/out.jsonl"], needs=["--input"]),
     # a folder with no data files in it
     Case("input_empty_folder", {"empty/": b""}, ms(name="empty"), needs=["empty"]),
+    # a folder of files with different columns (a data folder given instead of its file): one line naming the files
+    Case("input_mixed_folder", {"data/a.jsonl": MS_JSONL, "data/b.jsonl": jl(PRM800K)}, ms(name="data"),
+         needs=["data", "give one of its files", "a.jsonl, b.jsonl"]),
     # an empty file gives no records: an error, not an empty output with exit 0
     Case("empty_file", {"in.jsonl": b""}, ms(), needs=["in.jsonl", "no rows"], kind="silent"),
     # --- options -------------------------------------------------------------------------------

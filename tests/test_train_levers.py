@@ -284,3 +284,23 @@ def test_share_prefix_refuses_an_encoder(tiny, tmp_path):
     else:
         with pytest.raises(ValueError, match="share_prefix needs a causal backbone"):
             PRMTrainer(prm=prm, args=args, train_dataset=_data())
+
+
+def test_share_prefix_default_is_on_only_where_it_applies(tmp_path_factory, tmp_path):
+    # unset: on for a causal backbone on length-grouped batches whose rows repeat a prompt; resolved
+    # per trainer (the args object is not changed, so it serves another run on other data)
+    llama, bert = _tiny(tmp_path_factory, "llama"), _tiny(tmp_path_factory, "bert")
+    args = PRMTrainingArguments(output_dir=str(tmp_path), max_steps=1, report_to=[])
+    assert args.share_prefix is None
+
+    def resolved(path, data, a=args):
+        return PRMTrainer(prm=PRM.from_backbone(path, PRMSpec(label_scheme="binary")), args=a, train_dataset=data).share_prefix
+
+    assert resolved(llama, _shared_data()) is True
+    assert resolved(llama, _data()) is False  # one row per prompt: nothing to share
+    assert resolved(bert, _shared_data()) is False  # an encoder's prefix sees the tail: not an error when unset
+    assert args.share_prefix is None
+    off = PRMTrainingArguments(output_dir=str(tmp_path), max_steps=1, report_to=[], share_prefix=False)
+    assert resolved(llama, _shared_data(), off) is False
+    shuffled = PRMTrainingArguments(output_dir=str(tmp_path), max_steps=1, report_to=[], train_sampling_strategy="random")
+    assert resolved(llama, _shared_data(), shuffled) is False  # the user's sampler is kept

@@ -103,8 +103,9 @@ class TrainBench:
     warmup: int = field(default=0, metadata={"help": "Optimizer steps left out of the throughput (0: the whole epoch counts, start-up included)."})
     bf16_master_weights: bool = field(default=True, metadata={"help": "This project: bf16 weights + fp32 masters instead of autocast (PRMTrainingArguments)."})
     freeze_embeddings: bool = field(default=False, metadata={"help": "This project: leave the input embeddings untrained (a modelling choice; PRMTrainingArguments)."})
-    share_prefix: bool = field(default=False, metadata={"help": "This project, causal backbones: a problem's rows share their common prefix "
-                                                        "(PRMTrainingArguments.share_prefix); encoders train without it."})
+    share_prefix: bool | None = field(default=None, metadata={"help": "This project: a problem's rows share their common prefix (PRMTrainingArguments."
+                                                               "share_prefix); unset: the trainer's default, on for causal backbones "
+                                                               "(encoders cannot share); false: off."})
     random_init: bool = field(default=False, metadata={"help": "Random weights from the backbone's config (GPU run: a Llama-3.2-1B shape)."})
     tokenizer: str | None = field(default=None, metadata={"help": "Tokenizer path when the backbone folder holds only a config."})
     profile: list[str] = field(default_factory=lambda: ["minilm"], metadata={"help": "Backbones (or all) that get one extra profiled run per system (torch.profiler top operators); none: an empty list."})

@@ -202,12 +202,16 @@ def _hub_rows(source: str, name: str | None, split: str, streaming: bool, local:
         hub = datasets.load_dataset(source, name, split=split, streaming=streaming)
         for i, row in enumerate(hub):
             yield f"{source}[{split}] row {i}", row
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, datasets.exceptions.DatasetsError) as e:
+        # DatasetsError: e.g. a folder whose files have different columns (GSM8K's train and test
+        # splits, or unrelated JSONL files side by side) fails to build as one dataset
         if isinstance(e, DataError):
             raise
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         if local:
-            raise DataError(None, "cannot read this folder as a dataset", first, where=source) from None
+            files = sorted(p.name for p in Path(source).iterdir() if p.suffix in (".json", ".jsonl", ".gz", ".parquet", ".csv"))
+            hint = f"; give one of its files instead ({', '.join(files[:4])}{', ...' if len(files) > 4 else ''})" if files else ""
+            raise DataError(None, "cannot read this folder as a dataset", first + hint, where=source) from None
         if isinstance(e, ConnectionError):
             why = "offline: HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set" if _offline() else first
             raise DataError(None, "not a local file, and the Hugging Face hub is unreachable", f"{why}; give the path of a local copy",

@@ -17,9 +17,9 @@ weights, no autocast, fp32 masters in AdamW whose gradients live in buffers allo
 `prm.train.precision`; 15% less, and 11% less again from the reused buffers),
 ``packing`` (off: first-fit rows into fewer sequences with a block-diagonal mask; 5% more here,
 since length-grouped batches leave ~5% padding at 1,000 rows and the mask adds work),
-``share_prefix`` (off: causal token kinds only; a problem's rows share their prompt and first steps
-in one tree-masked sequence; SmolLM2 fp32, 200 rows: 1.80x (1.68-1.98) examples/s, 0.60 vs 1.14
-positions per row token, 4.6 vs 7.1 GB peak RSS), ``freeze_embeddings`` (off: a modelling choice;
+``share_prefix`` (on by default where it applies: causal token kinds, rows repeating a prompt; a
+problem's rows share their prompt and first steps in one tree-masked sequence; SmolLM2 fp32, 200
+rows: 1.80x (1.68-1.98) examples/s, 0.60 vs 1.14 positions per row token, 4.6 vs 7.1 GB peak RSS), ``freeze_embeddings`` (off: a modelling choice;
 ~1% less), ``attn_implementation`` (auto: eager on CPU for rows <= 512 tokens),
 TrainingArguments' own ``optim`` (default ``adamw_torch_fused``, one
 fused kernel) and ``torch_compile`` (off: on a CPU it recompiled for every new batch width, 7 min
@@ -95,11 +95,13 @@ class PRMTrainingArguments(TrainingArguments):
     packing: bool = field(default=False, metadata={"help": "Fit each batch's rows into as few sequences as hold them (first-fit at the longest row's "
                                                    "width), attention kept inside each row by a block-diagonal mask and position ids "
                                                    "restarting per row; same rows per step, same loss. token_cls and lm_tokens kinds."})
-    share_prefix: bool = field(default=False, metadata={"help": "Causal backbones (token_cls, lm_tokens kinds): batches keep one problem's rows "
-                                                        "together, and the rows of a packed sequence share their common prefix of tokens "
-                                                        "(the question, identical leading steps), computed once, with a tree mask so each "
-                                                        "token sees exactly its own row. Implies packing; same loss and gradients as "
-                                                        "separate rows (a shared labeled step counts once per row)."})
+    share_prefix: bool | None = field(default=None, metadata={"help": "Causal backbones (token_cls, lm_tokens kinds): batches keep one problem's rows "
+                                                               "together, and the rows of a packed sequence share their common prefix of tokens "
+                                                               "(the question, identical leading steps), computed once, with a tree mask so each "
+                                                               "token sees exactly its own row. Implies packing; same loss and gradients as "
+                                                               "separate rows (a shared labeled step counts once per row). Default (unset): on "
+                                                               "where it applies, i.e. a causal backbone with these kinds, length-grouped "
+                                                               "batches, and training rows that repeat a prompt; false turns it off."})
     freeze_embeddings: bool = field(default=False, metadata={"help": "Do not train the input token embeddings (MiniLM: 11.7M of 22.7M parameters; "
                                                              "a tied LM head freezes with them). A modelling choice: it changes the result."})
 
@@ -193,12 +195,13 @@ class PRMTrainer(Trainer):
             args.label_names = ["labels"]  # heads whose forward takes no labels (qwen_prm, value_head)
         spec.max_length, spec.max_prompt_length, spec.max_completion_length = args.max_length, args.max_prompt_length, args.max_completion_length
         self.encode_stats: dict[str, EncodeStats] = {}
+        self.share_prefix = bool(args.share_prefix)  # resolved from the training rows when unset (_encode)
         train = self._encode(train_dataset, args, "train") if train_dataset is not None else None
         evals = self._encode(eval_dataset, args, "eval", eval=True) if eval_dataset is not None else None
-        if (args.packing or args.share_prefix) and spec.prm_kind not in ("token_cls", "lm_tokens"):
-            flag = "share_prefix" if args.share_prefix else "packing"
+        if (args.packing or self.share_prefix) and spec.prm_kind not in ("token_cls", "lm_tokens"):
+            flag = "share_prefix" if self.share_prefix else "packing"
             raise ValueError(f"{flag} needs a kind whose model takes position_ids (token_cls, lm_tokens), not {spec.prm_kind}")
-        if args.share_prefix and spec.kind != "causal":
+        if self.share_prefix and spec.kind != "causal":
             raise ValueError(f"share_prefix needs a causal backbone: in an encoder ({spec.backbone or 'this model'}) a prefix token "
                              "attends to the whole row, so rows cannot share it")
         if args.disable_dropout:
@@ -213,7 +216,7 @@ class PRMTrainer(Trainer):
             eval_dataset=evals,
             processing_class=prm.tokenizer,
             data_collator=StepCollator(prm.tokenizer.pad_token_id, pack=args.packing, causal=spec.kind == "causal",
-                                       share_prefix=args.share_prefix, max_width=args.max_length),
+                                       share_prefix=self.share_prefix, max_width=args.max_length),
             compute_metrics=self._metrics,
             preprocess_logits_for_metrics=lambda logits, labels: logits.float().softmax(-1),
             **kwargs,
@@ -271,7 +274,9 @@ class PRMTrainer(Trainer):
         scheme = label_scheme_of(ds)
         if scheme != self.prm.spec.label_scheme:
             raise ValueError(f"{name} data has label scheme '{scheme}' but the PRM was built for '{self.prm.spec.label_scheme}'")
-        if args.share_prefix and not eval and self.prm.spec.kind == "causal":
+        if not eval:  # the default resolved per trainer, so one args object serves runs on other data
+            self.share_prefix = self._share_prefix_applies(args, ds) if args.share_prefix is None else args.share_prefix
+        if self.share_prefix and not eval and self.prm.spec.kind == "causal":
             # rows of one question may share a prefix; evaluation keeps one row per solution
             index: dict[str, int] = {}
             ds = ds.add_column("group", [index.setdefault(p, len(index)) for p in ds["prompt"]])
@@ -286,9 +291,22 @@ class PRMTrainer(Trainer):
         self.encode_stats[name] = stats
         return enc
 
+    def _share_prefix_applies(self, args: PRMTrainingArguments, ds: datasets.Dataset) -> bool:
+        """share_prefix's default: on for a causal token_cls/lm_tokens PRM trained on length-grouped
+        batches (the sampler it replaces) whose rows repeat a prompt; elsewhere there is nothing to share."""
+        spec = self.prm.spec
+        if spec.kind != "causal" or spec.prm_kind not in ("token_cls", "lm_tokens") or args.train_sampling_strategy != "group_by_length":
+            return False
+        prompts = ds["prompt"]
+        on = len(set(prompts)) < len(prompts)
+        if on:
+            log.info("share_prefix on: %d training rows over %d prompts share their common prefixes (share_prefix=False turns it off)",
+                     len(prompts), len(set(prompts)))
+        return on
+
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         ds = train_dataset if train_dataset is not None else self.train_dataset
-        if self.args.share_prefix and isinstance(ds, datasets.Dataset) and "group" in ds.column_names:
+        if self.share_prefix and isinstance(ds, datasets.Dataset) and "group" in ds.column_names:
             return GroupedLengthSampler(ds["length"], ds["group"], self.args.train_batch_size * self.args.gradient_accumulation_steps)
         return super()._get_train_sampler(train_dataset)
 
