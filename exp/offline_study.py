@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import yaml
 
 from prm.config import ConfigError, RunArgs, at_least, parse, require, run, split_list
 from prm.data import load, resolve_path
@@ -162,7 +163,11 @@ def train_variant(name: str, cfg: StudyConfig, ra: RunArgs, work: Path) -> dict:
     """Train one variant from its recipe (after _common.yaml); data files come from ``work``.
     A finished run of the same settings whose model is there is reused."""
     recipe = variant_path(name)
-    rargs, data, model, args = parse(TRAIN_TYPES, ["--config", str(VARIANTS_DIR / "_common.yaml"), "--config", str(recipe),
+    files = [VARIANTS_DIR / "_common.yaml", recipe]
+    # bf16 where this machine computes it fast, unless a recipe says: on a CPU without bf16
+    # instructions MiniLM's bf16 steps ran many times slower than fp32
+    machine = [] if any("bf16" in (yaml.safe_load(f.read_text()) or {}) for f in files) else ["--bf16", str(bf16_default())]
+    rargs, data, model, args = parse(TRAIN_TYPES, [*machine, "--config", str(files[0]), "--config", str(recipe),
                                                     "--results_dir", ra.results_dir, "--experiment", EXP, "--run_name", variant_name(name),
                                                     "--seed", str(ra.seed)])
     data = dataclasses.replace(data, data=str(work / Path(data.data).name), eval_data=str(work / Path(data.eval_data).name),
