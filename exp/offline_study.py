@@ -43,9 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import yaml
 
-from prm.config import ConfigError, RunArgs, at_least, parse, require, run, split_list
+from prm.config import ConfigError, RunArgs, at_least, load_yaml, parse, require, run, split_list
 from prm.data import load, resolve_path
 from prm.device import bf16_default
 from prm.io import REPO_ROOT, read_jsonl, write_jsonl
@@ -166,7 +165,8 @@ def train_variant(name: str, cfg: StudyConfig, ra: RunArgs, work: Path) -> dict:
     files = [VARIANTS_DIR / "_common.yaml", recipe]
     # bf16 where this machine computes it fast, unless a recipe says: on a CPU without bf16
     # instructions MiniLM's bf16 steps ran many times slower than fp32
-    machine = [] if any("bf16" in (yaml.safe_load(f.read_text()) or {}) for f in files) else ["--bf16", str(bf16_default())]
+    known = {f.name for t in TRAIN_TYPES for f in dataclasses.fields(t)}
+    machine = [] if any("bf16" in load_yaml(f, known) for f in files) else ["--bf16", str(bf16_default())]
     rargs, data, model, args = parse(TRAIN_TYPES, [*machine, "--config", str(files[0]), "--config", str(recipe),
                                                     "--results_dir", ra.results_dir, "--experiment", EXP, "--run_name", variant_name(name),
                                                     "--seed", str(ra.seed)])

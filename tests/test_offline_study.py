@@ -62,6 +62,13 @@ def test_study_smoke_run(tmp_path, monkeypatch, shared_data):
         assert Path("results/offline_study", run, "metrics.json").is_file(), run
     assert Path("data/offline_study/bon_candidates.jsonl").is_file() and Path("data/offline_study/sampled.jsonl").is_file()
     assert Path("data/offline_study/heldout_sampled.jsonl").is_file()
+    # no recipe sets bf16: the variants train in bf16 only where this machine computes it fast
+    import json
+
+    from prm.device import bf16_default
+
+    saved = json.loads(Path("results/offline_study/balanced/config.json").read_text())
+    assert saved["config"]["PRMTrainingArguments"]["bf16"] == bf16_default()
     # the mixed variants' data: every SmolLM2 solution once, or sampled_repeat times, after the references
     from prm.io import read_jsonl
 
