@@ -193,28 +193,31 @@ def test_model_and_tokenizer_api_with_old_format(tiny_bert, tmp_path):
 
 @pytest.mark.parametrize("backbone", ["tiny_bert", "tiny_llama"])
 def test_attention_kernel_choice_keeps_scores(backbone, request, tmp_path):
-    # the trainer's attention kernel (auto: eager for short rows on a CPU, a speed choice) does not
-    # change what the model computes: eager and sdpa score the same steps alike
+    # the trainer's attention kernel (a speed choice: auto takes eager on a CPU for short bf16 or
+    # packed rows) does not change what the model computes: eager and sdpa score the same steps alike
     path = request.getfixturevalue(backbone)
     prm = PRM.from_backbone(path, PRMSpec(separator="\n"))
     assert prm.model.config._attn_implementation == "sdpa"
     sdpa = prm.score_steps(PROBLEM, STEPS)
-    args = PRMTrainingArguments(output_dir=str(tmp_path), max_steps=1, max_length=256, report_to=[])  # auto: eager on a CPU
+    args = PRMTrainingArguments(output_dir=str(tmp_path), max_steps=1, max_length=256, attn_implementation="eager", report_to=[])
     PRMTrainer(prm=prm, args=args, train_dataset=to_dataset([make_record(PROBLEM, STEPS, [1, 1, 0], "binary")]))
     assert prm.model.config._attn_implementation == "eager"
     assert max(abs(a - b) for a, b in zip(prm.score_steps(PROBLEM, STEPS), sdpa)) < 1e-5
 
 
 def test_attention_kernel_auto_rule():
-    # auto picks eager only on a CPU with short rows; an explicit choice always wins
+    # auto picks eager only on a CPU with short rows in bf16 or packed; an explicit choice always wins
     from prm.train.trainer import attention_kernel
 
-    cases = [  # (attn_implementation, max_length, expected on this CPU-only machine)
-        ("auto", 512, "eager"),
-        ("auto", 2048, None),  # long rows: eager's attention probabilities cost too much memory
-        ("auto", None, None),
-        ("sdpa", 256, "sdpa"),
+    cases = [  # (attn_implementation, max_length, bf16, packed, expected on this CPU-only machine)
+        ("auto", 512, True, False, "eager"),
+        ("auto", 512, False, True, "eager"),  # packed rows: a 4-D mask, where eager was the faster
+        ("auto", 512, False, False, None),  # fp32 rows one per sequence: SDPA was the faster
+        ("auto", 2048, True, True, None),  # long rows: eager's attention probabilities cost too much memory
+        ("auto", None, True, False, None),
+        ("sdpa", 256, True, True, "sdpa"),
+        ("eager", 2048, False, False, "eager"),
     ]
-    for impl, max_length, expected in cases:
-        args = PRMTrainingArguments(output_dir="unused", attn_implementation=impl, max_length=max_length, report_to=[])
-        assert attention_kernel(args) == (expected if not torch.cuda.is_available() or impl != "auto" else None)
+    for impl, max_length, bf16, packed, expected in cases:
+        args = PRMTrainingArguments(output_dir="unused", attn_implementation=impl, max_length=max_length, bf16=bf16, use_cpu=bf16, report_to=[])
+        assert attention_kernel(args, packed=packed) == (expected if not torch.cuda.is_available() or impl != "auto" else None), (impl, max_length, bf16, packed)

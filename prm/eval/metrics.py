@@ -6,7 +6,6 @@ import logging
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 
 from prm.schema import label_names
 
@@ -40,6 +39,9 @@ def step_metrics(labels: Sequence[float], probs: np.ndarray, label_scheme: str, 
         y_cls = (y >= 0.5).astype(int)
         y_bin = y_cls
         names = label_names("binary")
+    # imported here: sklearn at module level cost every trainer start ~1 s and ~40 MB
+    from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
+
     classes = list(range(len(names)))
     out: dict = {"n_steps": int(y.size), "accuracy": float((pred == y_cls).mean())}
     p_w, r_w, f_w, _ = precision_recall_fscore_support(y_cls, pred, labels=classes, average="weighted", zero_division=0)
@@ -77,6 +79,8 @@ def bootstrap_auroc(labels: Sequence[float], scores: Sequence[float], groups: Se
     resamples whole ``groups`` (e.g. questions: the steps of one question are not independent).
     Resamples left with one class are skipped; None values when the data hold one class."""
     y = (np.asarray(labels, dtype=float) >= 0.5).astype(int)
+    from sklearn.metrics import roc_auc_score
+
     s = np.asarray(scores, dtype=float)
     if len(y) == 0 or y.min() == y.max():
         return {"auroc": None, "ci_low": None, "ci_high": None, "n_groups": 0}

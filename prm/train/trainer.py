@@ -20,7 +20,7 @@ since length-grouped batches leave ~5% padding at 1,000 rows and the mask adds w
 ``share_prefix`` (on by default where it applies: causal token kinds, rows repeating a prompt; a
 problem's rows share their prompt and first steps in one tree-masked sequence; SmolLM2 fp32, 200
 rows: 1.80x (1.68-1.98) examples/s, 0.60 vs 1.14 positions per row token, 4.6 vs 7.1 GB peak RSS), ``freeze_embeddings`` (off: a modelling choice;
-~1% less), ``attn_implementation`` (auto: eager on CPU for rows <= 512 tokens),
+~1% less), ``attn_implementation`` (auto: eager on CPU for rows <= 512 tokens in bf16 or packed, else the backbone's sdpa),
 TrainingArguments' own ``optim`` (default ``adamw_torch_fused``, one
 fused kernel) and ``torch_compile`` (off: on a CPU it recompiled for every new batch width, 7 min
 for 20 steps, and gained nothing once compiled; compiling the forward with ``dynamic=True`` instead
@@ -85,8 +85,9 @@ class PRMTrainingArguments(TrainingArguments):
     train_sampling_strategy: str = field(default="group_by_length", metadata={"help": "random, sequential or group_by_length."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: the collator needs the step labels."})
     attn_implementation: str = field(default="auto", metadata={"help": "Attention kernel while training: auto, eager, sdpa, flash_attention_2, ... "
-                                                                 "auto = eager on a CPU with max_length <= 512 (1.3-1.5x the speed of sdpa's "
-                                                                 "CPU flash kernel here, more memory; results/bench/train*.json), else the backbone's own."})
+                                                                 "auto = eager on a CPU with max_length <= 512 in bf16 or with packed rows (there 1.04-1.5x the "
+                                                                 "speed of sdpa, more memory; results/bench/train*.json), else the backbone's own "
+                                                                 "(fp32 rows on a CPU: sdpa, 1.09x eager's speed on MiniLM, 25% less memory)."})
     bf16_master_weights: bool = field(default=True, metadata={"help": "With bf16: hold the weights in bf16 and compute without autocast while AdamW "
                                                               "updates fp32 master copies; the model is given back (and checkpointed) in fp32. "
                                                               "Removes autocast's per-op dtype copies (14% of a CPU step). Used only with "
@@ -132,14 +133,18 @@ class PRMTrainingArguments(TrainingArguments):
 EAGER_MAX_LENGTH = 512
 
 
-def attention_kernel(args: PRMTrainingArguments) -> str | None:
-    """The attention implementation to train with (None: keep the backbone's). On CPU, torch's SDPA
-    flash kernel is slow for short rows (its backward was 31% of a MiniLM step), so ``auto`` picks
-    eager there when rows are at most `EAGER_MAX_LENGTH` tokens."""
+def attention_kernel(args: PRMTrainingArguments, packed: bool = False) -> str | None:
+    """The attention implementation to train with (None: keep the backbone's). ``auto`` picks eager
+    on a CPU for rows of at most `EAGER_MAX_LENGTH` tokens where it measured faster than torch's
+    SDPA: in bf16 (1.3-1.5x; the CPU flash kernel's backward was 31% of a MiniLM step) and for
+    ``packed`` batches, a 4-D block or tree mask (SmolLM2 fp32 with shared prefixes: 1.04x, 10% more
+    memory); with fp32 rows one per sequence SDPA was the faster (MiniLM: 1.09x, 25% less memory),
+    so the backbone's own kernel stays."""
     if args.attn_implementation != "auto":
         return args.attn_implementation
     on_cpu = args.use_cpu or not torch.cuda.is_available()
-    return "eager" if on_cpu and args.max_length is not None and args.max_length <= EAGER_MAX_LENGTH else None
+    short = args.max_length is not None and args.max_length <= EAGER_MAX_LENGTH
+    return "eager" if on_cpu and short and (args.bf16 or packed) else None
 
 
 def disable_dropout(model: torch.nn.Module) -> None:
@@ -206,7 +211,7 @@ class PRMTrainer(Trainer):
                              "attends to the whole row, so rows cannot share it")
         if args.disable_dropout:
             disable_dropout(prm.model)
-        kernel = attention_kernel(args)
+        kernel = attention_kernel(args, packed=args.packing or self.share_prefix)
         if kernel:
             set_attention(prm.model, kernel)
         super().__init__(
