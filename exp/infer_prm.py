@@ -4,6 +4,9 @@
         --data data/sample_stepwise.jsonl --format stepwise --output scores.jsonl
     python exp/infer_prm.py --model results/train_prm/minilm_gsm8k_errors/model \\
         --problem "What is 2+3*4?" --steps "3*4 = 12." "2 + 12 = 15." "The answer is 15."
+
+The PRM runs on the GPU when there is one (``--device auto``), in bf16 there and fp32 on a CPU
+(``--dtype auto``); ``--device cpu --dtype fp32`` pins both.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prm.config import Options, at_least, check_model, require, resolve_data, run
+from prm.config import DeviceArgs, Options, at_least, check_model, require, resolve_data, run
 from prm.data import load
 from prm.eval.aggregate import AGGREGATORS, aggregate
 from prm.eval.steps import score_records
@@ -47,12 +50,13 @@ class InferConfig:
         require(self.output is None or not Path(self.output).is_dir(), "output", f"{self.output} is a directory; give a file name")
 
 
-def main(cfg: InferConfig) -> list[dict]:
+def main(cfg: InferConfig, dev: DeviceArgs) -> list[dict]:
+    device, dtype = dev.torch_device(), dev.torch_dtype()  # a GPU this machine lacks is refused before any work
     path = resolve_data(cfg.data, "data")
     if cfg.dry_run:
         log.info("dry run: settings valid, data %s", path)
         return []
-    prm = PRM.load(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    prm = PRM.load(cfg.model, trust_remote_code=cfg.trust_remote_code, device=device, torch_dtype=dtype)
     if cfg.problem:
         records = [{"id": "cli", "prompt": cfg.problem, "completions": cfg.steps, "labels": [None] * len(cfg.steps)}]
     else:
@@ -75,7 +79,7 @@ def main(cfg: InferConfig) -> list[dict]:
     return scored
 
 
-TYPES = (InferConfig,)
+TYPES = (InferConfig, DeviceArgs)
 
 
 def cli(argv: list[str] | None = None) -> list[dict]:

@@ -10,6 +10,9 @@ at several N, side by side on one problem set.
     # on a GPU machine with vLLM installed
     python exp/search.py --config exp/configs/search/offline.yaml --generator vllm --model meta-llama/Llama-3.2-1B-Instruct
 
+The local generator and the PRM run on the GPU when there is one (``--device auto``), in bf16 there
+and fp32 on a CPU (``--dtype auto``); vLLM places its own model.
+
 Writes results/search/<run_name>/{config.json, metrics.json, predictions.jsonl}: accuracy with
 bootstrap 95% intervals, generated tokens, PRM calls (solutions scored) and wall time per strategy
 and N. Figures: python exp/make_figures.py.
@@ -25,7 +28,18 @@ from dataclasses import dataclass, field
 from tqdm.auto import tqdm
 
 from prm.answers import answers_equal
-from prm.config import ConfigError, RunArgs, at_least, check_model, require, resolve_data, run, settings, split_list
+from prm.config import (
+    ConfigError,
+    DeviceArgs,
+    RunArgs,
+    at_least,
+    check_model,
+    require,
+    resolve_data,
+    run,
+    settings,
+    split_list,
+)
 from prm.data import load
 from prm.eval.aggregate import AGGREGATORS
 from prm.eval.bon import bootstrap_accuracy
@@ -90,12 +104,13 @@ class SearchConfig:
             check_model(self.prm, "prm")
 
 
-TYPES = (RunArgs, SearchConfig)
+TYPES = (RunArgs, SearchConfig, DeviceArgs)
 
 
-def main(ra: RunArgs, cfg: SearchConfig) -> dict:
+def main(ra: RunArgs, cfg: SearchConfig, dev: DeviceArgs) -> dict:
     # --- setup: the run directory belongs to these settings (another run's is refused)
-    run_dir = RunDir.claim(ra.run_dir("search"), settings(ra, cfg), seed=ra.seed, overwrite=ra.overwrite)
+    device, dtype = dev.torch_device(), dev.torch_dtype()  # a GPU this machine lacks is refused now
+    run_dir = RunDir.claim(ra.run_dir("search"), settings(ra, cfg, dev), seed=ra.seed, overwrite=ra.overwrite)
     paths = {"problems": resolve_data(cfg.problems, "problems"), "prm": resolve_data(cfg.prm, "prm")}
     if ra.dry_run:
         log.info("dry run: settings valid, %s; would write %s", paths, run_dir.path)
@@ -117,11 +132,13 @@ def main(ra: RunArgs, cfg: SearchConfig) -> dict:
     # confirms its first paid call; search scores as it goes, so --max_cost_usd caps the rest
     critic = dict(cache_path=run_dir.path / "claude_critic.jsonl", yes=cfg.yes, max_cost_usd=cfg.max_cost_usd)
     try:
-        prm = load_prm(paths["prm"], critic=critic) if cfg.prm else None
+        prm = load_prm(paths["prm"], critic=critic, device=device, torch_dtype=dtype) if cfg.prm else None
     except PRMLoadError as e:
         raise ConfigError(f"--prm {cfg.prm}: {e}") from None
     run_dir.begin()
-    extra = {"cache_path": run_dir.path / "claude_requests.jsonl"} if cfg.generator == "claude" else {}  # a rerun pays nothing twice
+    extra: dict = {"cache_path": run_dir.path / "claude_requests.jsonl"} if cfg.generator == "claude" else {}  # a rerun pays nothing twice
+    if cfg.generator == "local":
+        extra.update(device=device, dtype=dtype)  # vLLM places its own model
     gen = SharedSamples(make_generator(cfg.generator, model=cfg.model, temperature=cfg.temperature, top_p=cfg.top_p,
                                        max_step_tokens=cfg.max_step_tokens, max_tokens=cfg.max_tokens, seed=ra.seed, **extra))
 

@@ -216,7 +216,7 @@ def test_critic_is_the_prm_of_a_search(fake_api, tmp_path):
 def test_search_script_parses_a_critic_prm():
     from exp.search import TYPES
 
-    _, cfg = parse(TYPES, ["--prm", f"claude:{MODEL}", "--strategies", "best_of_n", "--ns", "2", "--yes", "--max_cost_usd", "1"])
+    _, cfg, _ = parse(TYPES, ["--prm", f"claude:{MODEL}", "--strategies", "best_of_n", "--ns", "2", "--yes", "--max_cost_usd", "1"])
     assert cfg.prm == f"claude:{MODEL}" and cfg.yes and cfg.max_cost_usd == 1.0
 
 

@@ -98,6 +98,8 @@ CASES = [
     ("serve_prm", ["--model", "minilm", "--dtype", "half"], r"--dtype unknown 'half'; known: auto, bf16, fp16, fp32, bfloat16"),
     ("evaluate", ["--model", "minilm", "--task", "steps", "--data", SAMPLE, "--format", "stepwise", "--device", "gpu"],
      r"--device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+    ("infer_prm", ["--model", "minilm", "--data", SAMPLE, "--dtype", "fp16", "--device", "cpu"], r"--dtype fp16 needs a CUDA device"),
+    ("search", ["--strategies", "majority", "--device", "tpu"], r"--device must be auto, cpu, cuda or cuda:N, got 'tpu'"),
     ("dreamprm_minif2f", ["--precision", "bf16"], r"unrecognized arguments: --precision bf16"),
     ("serve_prm", ["--model", "minilm", "--bf16"], r"unrecognized arguments: --bf16"),
     # an unknown flag

@@ -32,14 +32,18 @@ def test_train_prm_writes_run_dir(trained):
 
 
 def test_infer_prm(trained, tmp_path, capsys):
-    from exp.infer_prm import InferConfig, main
+    from exp.infer_prm import TYPES, main
 
     out = tmp_path / "scores.jsonl"
-    (cfg,) = parse(InferConfig, ["--model", str(trained[0] / "model"), "--data", str(REPO_ROOT / "data" / "sample_stepwise.jsonl"), "--output", str(out)])
-    scored = main(cfg)
+    argv = ["--model", str(trained[0] / "model"), "--data", str(REPO_ROOT / "data" / "sample_stepwise.jsonl")]
+    scored = main(*parse(TYPES, [*argv, "--output", str(out)]))
     assert len(scored) == 5 and len(out.read_text().splitlines()) == 5
     assert "solution score (min)" in capsys.readouterr().out
     assert all(0.0 <= s <= 1.0 for r in scored for s in r["step_scores"])
+    # --dtype reaches the model: bf16 weights round the scores a little, never far
+    bf16 = [s for r in main(*parse(TYPES, [*argv, "--device", "cpu", "--dtype", "bf16"])) for s in r["step_scores"]]
+    fp32 = [s for r in scored for s in r["step_scores"]]
+    assert bf16 != fp32 and max(abs(a - b) for a, b in zip(bf16, fp32)) < 0.05
 
 
 def test_evaluate_processbench_on_champ_with_dev_split(trained, tmp_path):

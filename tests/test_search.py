@@ -242,6 +242,15 @@ def test_same_seed_repeats_and_other_seed_differs(tiny):
     assert ids[0] == ids[1] and ids[0] != ids[2]
 
 
+
+def test_generator_loads_where_and_how_asked(tiny_lm):
+    # exp/search.py's --device/--dtype reach a generator loaded by path: bf16 weights on the CPU, same interface
+    gen = LocalStepGenerator(tiny_lm, temperature=1.0, max_step_tokens=4, max_tokens=8, seed=0, dtype=torch.bfloat16, device="cpu")
+    p = next(gen.model.parameters())
+    assert p.dtype == torch.bfloat16 and p.device.type == "cpu"
+    (kids,) = gen.expand("q", [Partial()], [2])
+    assert len(kids) == 2 and all(1 <= len(c.token_ids) <= 4 for c in kids)
+
 @pytest.mark.slow
 def test_smollm2_steps_end_at_the_separator():
     """SmolLM2 itself: a step stops at its line break, and prefix reuse gives the same greedy tokens."""
@@ -371,7 +380,7 @@ def test_search_recipes_parse(recipe):
     from prm.io import REPO_ROOT
 
     # the PRM it names is trained by exp/configs/train_prm/offline.yaml (not committed): a backbone stands in
-    _, cfg = parse(TYPES, ["--config", str(REPO_ROOT / "exp" / "configs" / "search" / f"{recipe}.yaml"), "--prm", "minilm"])
+    _, cfg, _ = parse(TYPES, ["--config", str(REPO_ROOT / "exp" / "configs" / "search" / f"{recipe}.yaml"), "--prm", "minilm"])
     assert cfg.strategies and cfg.ns and (REPO_ROOT / cfg.problems).is_file()
 
 

@@ -325,10 +325,11 @@ class PRM:
         return cls(model, tok, spec)
 
     @classmethod
-    def load(cls, path: str | Path, *, torch_dtype: torch.dtype | None = None, trust_remote_code: bool = False, kind: str | None = None,
-             load_in_4bit: bool | None = None) -> PRM:
-        """Load a PRM saved by `save` (full model or PEFT adapter), or any PRM `load_prm` knows."""
-        return load_prm(str(path), kind, trust_remote_code, torch_dtype=torch_dtype, load_in_4bit=load_in_4bit)
+    def load(cls, path: str | Path, *, torch_dtype: torch.dtype | str | None = None, trust_remote_code: bool = False, kind: str | None = None,
+             load_in_4bit: bool | None = None, device: torch.device | str | None = None) -> PRM:
+        """Load a PRM saved by `save` (full model or PEFT adapter), or any PRM `load_prm` knows, onto
+        ``device`` (None: the CPU; "auto": the GPU when there is one)."""
+        return load_prm(str(path), kind, trust_remote_code, torch_dtype=torch_dtype, load_in_4bit=load_in_4bit, device=device)
 
     def save(self, path: str | Path) -> None:
         path = Path(path)

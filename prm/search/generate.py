@@ -114,9 +114,10 @@ class LocalStepGenerator:
 
     def __init__(self, model: str | Any = "smollm2", tokenizer: Any = None, *, temperature: float = 0.8, top_p: float = 1.0,
                  max_step_tokens: int = 96, max_tokens: int = 320, seed: int = 0, reuse_prefix: bool = True,
-                 system_prompt: str = SYSTEM_PROMPT, examples: Sequence[tuple[str, str]] = EXAMPLES, dtype: torch.dtype | None = None):
+                 system_prompt: str = SYSTEM_PROMPT, examples: Sequence[tuple[str, str]] = EXAMPLES, dtype: torch.dtype | None = None,
+                 device: torch.device | str | None = None):
         if isinstance(model, str):
-            self.model, self.tokenizer = load_causal_lm(model, dtype=dtype)
+            self.model, self.tokenizer = load_causal_lm(model, dtype=dtype, device=device)
         else:  # an already built model (tests, benchmarks)
             self.model, self.tokenizer = model.eval(), tokenizer
         self.temperature, self.top_p, self.seed, self.reuse_prefix = temperature, top_p, seed, reuse_prefix

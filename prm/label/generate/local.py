@@ -32,8 +32,10 @@ EXAMPLES = (
 )
 
 
-def load_causal_lm(name_or_path: str, *, dtype: torch.dtype | None = None, trust_remote_code: bool = False) -> tuple[Any, Any]:
-    """A causal LM and its tokenizer; an adapter directory loads its base model plus the adapter."""
+def load_causal_lm(name_or_path: str, *, dtype: torch.dtype | None = None, trust_remote_code: bool = False,
+                   device: torch.device | str | None = None) -> tuple[Any, Any]:
+    """A causal LM and its tokenizer; an adapter directory loads its base model plus the adapter.
+    ``device``: where the weights go (None: where they loaded, the CPU)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = Path(name_or_path)
@@ -58,6 +60,8 @@ def load_causal_lm(name_or_path: str, *, dtype: torch.dtype | None = None, trust
     tok.padding_side = "left"  # generation continues from the right end of every row
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
+    if device is not None:
+        model.to(device)
     model.eval()
     return model, tok
 
