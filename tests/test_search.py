@@ -242,7 +242,6 @@ def test_same_seed_repeats_and_other_seed_differs(tiny):
     assert ids[0] == ids[1] and ids[0] != ids[2]
 
 
-
 def test_generator_loads_where_and_how_asked(tiny_lm):
     # exp/search.py's --device/--dtype reach a generator loaded by path: bf16 weights on the CPU, same interface
     gen = LocalStepGenerator(tiny_lm, temperature=1.0, max_step_tokens=4, max_tokens=8, seed=0, dtype=torch.bfloat16, device="cpu")

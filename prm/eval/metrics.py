@@ -78,9 +78,9 @@ def bootstrap_auroc(labels: Sequence[float], scores: Sequence[float], groups: Se
     """AUROC of ``scores`` against binarized ``labels`` (>= 0.5) with a bootstrap 95% interval that
     resamples whole ``groups`` (e.g. questions: the steps of one question are not independent).
     Resamples left with one class are skipped; None values when the data hold one class."""
-    y = (np.asarray(labels, dtype=float) >= 0.5).astype(int)
     from sklearn.metrics import roc_auc_score
 
+    y = (np.asarray(labels, dtype=float) >= 0.5).astype(int)
     s = np.asarray(scores, dtype=float)
     if len(y) == 0 or y.min() == y.max():
         return {"auroc": None, "ci_low": None, "ci_high": None, "n_groups": 0}

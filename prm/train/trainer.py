@@ -302,12 +302,11 @@ class PRMTrainer(Trainer):
         spec = self.prm.spec
         if spec.kind != "causal" or spec.prm_kind not in ("token_cls", "lm_tokens") or args.train_sampling_strategy != "group_by_length":
             return False
-        prompts = ds["prompt"]
-        on = len(set(prompts)) < len(prompts)
-        if on:
+        rows, distinct = len(ds), len(set(ds["prompt"]))
+        if distinct < rows:
             log.info("share_prefix on: %d training rows over %d prompts share their common prefixes (share_prefix=False turns it off)",
-                     len(prompts), len(set(prompts)))
-        return on
+                     rows, distinct)
+        return distinct < rows
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         ds = train_dataset if train_dataset is not None else self.train_dataset
