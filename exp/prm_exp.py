@@ -239,12 +239,13 @@ def main(cfg: PrmExpConfig, ra: RunArgs, model: PrmExpModel, ver: VerifierArgs, 
 
         from prm.label.generate import ClaudeGenerator, make_generator
 
-        # The SFT model mines questions (both methods) and writes the rollouts (Method 1); the
-        # embedded SmolLM2 on a CPU samples in bf16 where the CPU has bf16 instructions: about 2x the
-        # solutions/s of fp32 (as in exp/offline_study.py)
-        dtype = torch.bfloat16 if cfg.sft_model == "smollm2" and not torch.cuda.is_available() and cpu_bf16_fast() else None
+        # The SFT model mines questions (both methods) and writes the rollouts (Method 1): on the GPU
+        # in bf16 when there is one (unless --use_cpu); the embedded SmolLM2 on a CPU samples in bf16
+        # where the CPU has bf16 instructions: about 2x the solutions/s of fp32 (as in exp/offline_study.py)
+        on_cpu = args.use_cpu or not torch.cuda.is_available()
+        dtype = torch.bfloat16 if cfg.sft_model == "smollm2" and on_cpu and cpu_bf16_fast() else None
         gen = make_generator(cfg.sft_model, cfg.vllm, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, batch_size=cfg.gen_batch_size,
-                             seed=ra.seed, **({"dtype": dtype} if dtype else {}))
+                             seed=ra.seed, device="cpu" if on_cpu else None, **({"dtype": dtype} if dtype else {}))
         mcfg = MiningConfig(cfg.mine_samples, cfg.solve_low, cfg.solve_high, cfg.num_samples, cfg.max_questions)
         try:
             kept = mine(problems, gen.generate, mcfg, work / "mining.jsonl", batch=max(1, cfg.gen_batch_size // max(1, cfg.mine_samples)))

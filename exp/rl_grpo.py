@@ -25,7 +25,18 @@ from dataclasses import dataclass, field
 
 from transformers import AutoTokenizer, set_seed
 
-from prm.config import RunArgs, at_least, check_model, require, resolve_data, run, settings
+from prm.config import (
+    DTYPE_SPELLINGS,
+    RunArgs,
+    at_least,
+    check_model,
+    dtype_name,
+    require,
+    resolve_data,
+    resolve_dtype,
+    run,
+    settings,
+)
 from prm.data import load
 from prm.eval.aggregate import AGGREGATORS
 from prm.io import RunDir, write_jsonl
@@ -55,12 +66,17 @@ class RLConfig:
     answer_weight: float = field(default=0.0, metadata={"help": "Weight of the answer-correctness reward (0: PRM only)."})
     empty_reward: float = field(default=0.0, metadata={"help": "PRM reward of a completion with no step."})
     prm_batch_size: int = field(default=16, metadata={"help": "Completions per PRM forward pass."})
+    prm_dtype: str = field(default="auto", metadata={"help": "PRM weights while it scores: auto (bf16 when the policy trains on a GPU, "
+                                                             "fp32 on a CPU), bf16, fp16 (GPU only) or fp32."})
 
     def __post_init__(self) -> None:
         check_model(self.policy, "policy")
         check_model(self.prm, "prm")
         at_least(self, ("limit", "prm_batch_size"))
         require(self.aggregator in AGGREGATORS, "aggregator", f"unknown '{self.aggregator}'; known: {', '.join(AGGREGATORS.names())}")
+        name = dtype_name(self.prm_dtype)
+        require(name is not None, "prm_dtype", f"unknown {self.prm_dtype!r}; known: {', '.join(DTYPE_SPELLINGS)}")
+        self.prm_dtype = name
         require(self.split_mode in SPLIT_MODES, "split_mode", f"unknown '{self.split_mode}'; known: {', '.join(SPLIT_MODES)}")
         require(self.prm_weight >= 0 and self.answer_weight >= 0 and self.prm_weight + self.answer_weight > 0, "prm_weight",
                 "--prm_weight and --answer_weight must be >= 0 and not both 0")
@@ -71,6 +87,8 @@ TYPES = (RunArgs, RLConfig, GRPOConfig)
 
 def main(ra: RunArgs, cfg: RLConfig, args: GRPOConfig) -> dict:
     # --- setup: the run directory belongs to these settings (another run's is refused)
+    device = args.device  # this process's: the policy's, and the PRM's
+    require(cfg.prm_dtype != "fp16" or device.type == "cuda", "prm_dtype", f"fp16 needs a GPU (this run trains on {device.type}); use bf16 or fp32")
     run_dir = RunDir.claim(ra.run_dir("rl_grpo", args.run_name or "default"), settings(ra, cfg, args), seed=args.seed, overwrite=ra.overwrite)
     if args.output_dir in (None, "trainer_output"):
         args.output_dir = str(run_dir.path / "checkpoints")
@@ -90,14 +108,15 @@ def main(ra: RunArgs, cfg: RLConfig, args: GRPOConfig) -> dict:
     log.info("%d problems; %d completions per problem", len(train), args.num_generations)
 
     # --- PRM and rewards
-    prm = PRM.load(paths["prm"], trust_remote_code=args.trust_remote_code)
+    # on each process's device (the policy's), in bf16 on a GPU: scoring is inference
+    prm = PRM.load(paths["prm"], trust_remote_code=args.trust_remote_code, torch_dtype=resolve_dtype(cfg.prm_dtype, device), device=device)
+    weights_at = next(prm.model.parameters())  # where and how the PRM scored (metrics.json)
     funcs, weights = reward_functions(prm, cfg.aggregator, cfg.split_mode, cfg.prm_batch_size, cfg.empty_reward, cfg.prm_weight, cfg.answer_weight)
     args.reward_weights = weights
 
     # --- train
     run_dir.begin()
     trainer = GRPOTrainer(model=policy, reward_funcs=funcs, args=args, train_dataset=train, processing_class=tok)
-    prm.model.to(trainer.accelerator.device)  # each process scores its own completions
     model = trainer.accelerator.unwrap_model(trainer.model)
     before = {n: p.detach().float().norm().item() for n, p in model.named_parameters()}
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
@@ -114,6 +133,7 @@ def main(ra: RunArgs, cfg: RLConfig, args: GRPOConfig) -> dict:
         "last": steps[-1] if steps else {},
         "params_changed": changed,
         "params_total": len(before),
+        "prm_weights": f"{weights_at.device.type} {str(weights_at.dtype).removeprefix('torch.')}",
     }
     write_jsonl(run_dir.path / "log.jsonl", history)
     run_dir.finish(metrics)

@@ -53,6 +53,25 @@ def test_make_generator_without_vllm(tiny_lm):
         make_generator(tiny_lm, "maybe")
 
 
+def test_generator_placement(tiny_lm, monkeypatch):
+    import torch
+
+    from prm.label.generate.local import placement
+
+    # asked for: kept; the weights are where and how asked, and it still samples
+    gen = LocalGenerator(tiny_lm, max_new_tokens=4, dtype=torch.bfloat16, device="cpu")
+    p = next(gen.model.parameters())
+    assert p.dtype == torch.bfloat16 and p.device.type == "cpu" and len(gen.generate(["q?"], n=2)[0]) == 2
+    assert placement("cpu", None) == ("cpu", None)
+    assert placement(None, None) == (None, None)  # no GPU here: where it loads, the loader's dtype
+    # unset on a GPU machine: the current GPU in bf16 (prm_exp's SFT sampler ran on the CPU there without vLLM)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert placement(None, None) == (torch.device("cuda", 1), torch.bfloat16)
+    assert placement(None, torch.float32) == (torch.device("cuda", 1), torch.float32)
+    assert placement("cpu", None) == ("cpu", None)  # --use_cpu
+
+
 @pytest.mark.gpu
 def test_vllm_matches_the_interface():
     pytest.importorskip("vllm")

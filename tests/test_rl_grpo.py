@@ -33,7 +33,8 @@ def tiny_models(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("answer_weight", [0.0, 0.5])
 def test_grpo_steps_log_prm_rewards_and_move_the_policy(tiny_models, tmp_path, answer_weight):
-    # guards: the PRM reward reaches TRL's logs, the answer reward joins only when weighted, and training changes the policy
+    # guards: the PRM reward reaches TRL's logs, the answer reward joins only when weighted, and training changes the policy;
+    # the PRM scores in the dtype asked for (bf16 in one case; auto is fp32 on a CPU)
     from safetensors.torch import load_file
 
     from exp.rl_grpo import cli
@@ -44,7 +45,7 @@ def test_grpo_steps_log_prm_rewards_and_move_the_policy(tiny_models, tmp_path, a
         "--answer_weight", str(answer_weight), "--results_dir", str(tmp_path), "--run_name", "tiny",
         "--max_steps", "2", "--per_device_train_batch_size", "4", "--num_generations", "4", "--max_completion_length", "12",
         "--learning_rate", "1e-2", "--logging_steps", "1", "--use_cpu", "true", "--report_to", "none", "--save_strategy", "no",
-        "--gradient_checkpointing", "false", "--seed", "0",
+        "--gradient_checkpointing", "false", "--seed", "0", "--prm_dtype", "bf16" if answer_weight else "auto",
     ])
     run = tmp_path / "rl_grpo" / "tiny"
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
@@ -53,6 +54,8 @@ def test_grpo_steps_log_prm_rewards_and_move_the_policy(tiny_models, tmp_path, a
     assert ("rewards/answer/mean" in rows[0]) == bool(answer_weight)
     assert "prm_min/steps_per_completion" in rows[0]  # the reward's own metrics are logged too
     assert metrics["steps"] == 2 and metrics["params_changed"] > 0
+    assert json.loads((run / "config.json").read_text())["config"]["RLConfig"]["prm_dtype"] == ("bf16" if answer_weight else "auto")
+    assert metrics["prm_weights"] == ("cpu bfloat16" if answer_weight else "cpu float32")
     before = load_file(policy / "model.safetensors")
     after = load_file(run / "model" / "model.safetensors")
     assert any(not torch.equal(before[k], after[k]) for k in before)

@@ -112,6 +112,8 @@ CASES = [
     ("rl_grpo", ["--prm", "./no/such/prm"], r"--prm \./no/such/prm: no such directory"),
     ("rl_grpo", ["--prm", "minilm", "--aggregator", "median"], r"--aggregator unknown 'median'; known:"),
     ("rl_grpo", ["--prm", "minilm", "--prm_weight", "0"], r"--prm_weight .*not both 0"),
+    ("rl_grpo", ["--prm", "minilm", "--prm_dtype", "fp8"], r"--prm_dtype unknown 'fp8'; known:"),
+    ("rl_grpo", ["--prm", "minilm", "--prm_dtype", "fp16", "--use_cpu", "true"], r"--prm_dtype fp16 needs a GPU \(this run trains on cpu\)"),
     ("serve_prm", ["--model", "{tmp}/nope"], r"--model .*nope: no such"),
     ("serve_prm", ["--model", "minilm", "--port", "0"], r"--port must be a TCP port"),
     # the label quality report: an unknown labeler, a paid labeler without a key or server

@@ -66,6 +66,17 @@ def load_causal_lm(name_or_path: str, *, dtype: torch.dtype | None = None, trust
     return model, tok
 
 
+def placement(device: torch.device | str | None, dtype: torch.dtype | None) -> tuple[torch.device | str | None, torch.dtype | None]:
+    """Where a generator's weights go and in which dtype. Unset device: the current GPU when there
+    is one (sampling there is many times the CPU's rate), else where they load (the CPU). Unset dtype
+    on a GPU: bf16; elsewhere the loader's default."""
+    if device is None and torch.cuda.is_available():
+        device = torch.device("cuda", torch.cuda.current_device())
+    if dtype is None and device is not None and torch.device(device).type == "cuda":
+        dtype = torch.bfloat16
+    return device, dtype
+
+
 def chat_prompt(tok: Any, problem: str, system_prompt: str = SYSTEM_PROMPT, examples: Sequence[tuple[str, str]] = EXAMPLES) -> str:
     """The generation prompt: the chat template when the tokenizer has one, else plain text."""
     if getattr(tok, "chat_template", None):
@@ -94,8 +105,10 @@ class LocalGenerator:
         examples: Sequence[tuple[str, str]] = EXAMPLES,
         dtype: torch.dtype | None = None,
         trust_remote_code: bool = False,
+        device: torch.device | str | None = None,
     ):
-        self.model, self.tokenizer = load_causal_lm(model, dtype=dtype, trust_remote_code=trust_remote_code)
+        device, dtype = placement(device, dtype)
+        self.model, self.tokenizer = load_causal_lm(model, dtype=dtype, trust_remote_code=trust_remote_code, device=device)
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
         self.batch_size, self.seed, self.system_prompt, self.examples = batch_size, seed, system_prompt, list(examples)
 
