@@ -93,6 +93,7 @@ def test_train_smoke(tmp_path, shared_data):
     ours = b["runs"]["ours"][0]
     assert ours["steps"] == 3 and 0 <= ours["padding_fraction"] < 1 and ours["peak_rss_mb"] > 0
     assert 0 <= ours["step_accuracy"] <= 1
+    assert 0 < ours["mfu"] < 1 and b["matmul_peak_flops_per_s"]  # model FLOP/s over the peak measured around the rounds
     from prm.device import bf16_default
 
     assert ours["bf16"] == bf16_default()  # precision auto: bf16 only where this machine computes it fast
@@ -100,7 +101,23 @@ def test_train_smoke(tmp_path, shared_data):
         trl = b["runs"]["trl_best"][0]
         assert trl["system"] == "trl" and trl["bf16"] == ours["bf16"] and not trl["gradient_checkpointing"] and trl["steps"] == 3
         assert trl["train_sampling_strategy"] == "group_by_length"  # the length-grouped batches ours uses too
+        assert 0 < trl["mfu"] < 1
         assert b["ratios"]["ours_vs_trl_best"]["examples_per_s"]["n"] == 1
+
+
+def test_model_flops_counts_rows_not_embeddings(tmp_path):
+    from transformers import AutoConfig, AutoModelForTokenClassification
+
+    from exp.benchmarks.common import tiny_backbone
+    from exp.benchmarks.measure import model_flops
+
+    model = AutoModelForTokenClassification.from_config(AutoConfig.from_pretrained(tiny_backbone("bert", tmp_path / "bert")))
+    cfg = model.config
+    # by hand: every parameter but the three embedding tables (their LayerNorm computes)
+    tables = ("word_embeddings", "position_embeddings", "token_type_embeddings")
+    n = sum(p.numel() for name, p in model.named_parameters() if not any(t + "." in name for t in tables))
+    rows = [5, 9]  # two rows: 14 tokens, 25 + 81 squared
+    assert model_flops(model, sum(rows), sum(r * r for r in rows)) == 6 * n * 14 + 12 * cfg.num_hidden_layers * cfg.hidden_size * 106
 
 
 def test_train_bench_precision_candidates(monkeypatch):

@@ -11,39 +11,13 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import time
 from typing import Any
 
 import torch
 
+from .measure import matmul_peak, model_flops, non_embedding_params
+
 log = logging.getLogger(__name__)
-
-
-def matmul_peak(dtype: torch.dtype, size: int | None = None, seconds: float = 1.0) -> float:
-    """Best observed FLOP/s of a square ``F.linear`` in ``dtype`` on the default device: the kernel
-    a model's linear layers run. (On a CPU without avx512_bf16 or AMX, bf16 ``a @ b`` takes a path
-    ~20x slower than linear's, so a peak timed with it would be one a model beats.)"""
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
-    size = size or (8192 if dev == "cuda" else 1024)
-    a = torch.randn(size, size, device=dev, dtype=dtype)
-    b = torch.randn(size, size, device=dev, dtype=dtype)
-    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
-    for _ in range(2):
-        torch.nn.functional.linear(a, b)
-    sync()
-    best, t_end = 0.0, time.perf_counter() + seconds
-    while time.perf_counter() < t_end:
-        t = time.perf_counter()
-        for _ in range(5):
-            torch.nn.functional.linear(a, b)
-        sync()
-        best = max(best, 5 * 2 * size**3 / (time.perf_counter() - t))
-    return best
-
-
-def non_embedding_params(model: Any) -> int:
-    emb = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
-    return sum(p.numel() for p in model.parameters() if id(p) not in emb)
 
 
 def efficiency_benchmark(model: str, rows: list[dict], steps: int, batch_size: int, warmup: int = 2, random_init: bool = False, seed: int = 0,
@@ -61,10 +35,6 @@ def efficiency_benchmark(model: str, rows: list[dict], steps: int, batch_size: i
         peak_before = matmul_peak(dtype, seconds=peak_seconds)
         set_seed(seed)
         prm = PRM.from_backbone(model, PRMSpec(label_scheme="binary"), use_pretrained=not random_init)
-        cfg = prm.model.config
-        n_params = non_embedding_params(prm.model)
-        layers = getattr(cfg, "num_hidden_layers", 0)
-        hidden = getattr(cfg, "hidden_size", 0)
         args = PRMTrainingArguments(output_dir=tempfile.mkdtemp(prefix="mfu-bench-"), max_steps=steps, per_device_train_batch_size=batch_size,
                                     learning_rate=5e-5, save_strategy="no", report_to=[], disable_tqdm=True, bf16=bf16, logging_steps=10_000,
                                     max_length=512, max_prompt_length=None, seed=seed)
@@ -76,11 +46,11 @@ def efficiency_benchmark(model: str, rows: list[dict], steps: int, batch_size: i
         trainer.train()
         m = throughput(timer.t, counter, warmup)
         peak_after = matmul_peak(dtype, seconds=peak_seconds)
-        flops = 6 * n_params * m["steady_tokens"] + 12 * layers * hidden * m["steady_sum_sq_len"]
+        flops = model_flops(trainer.model, m["steady_tokens"], m["steady_sum_sq_len"])
         achieved = flops / m["steady_seconds"]
         peak = max(peak_before, peak_after)
         out["runs"]["bf16" if bf16 else "fp32"] = {
-            "non_embedding_params": n_params, "tokens": m["steady_tokens"], "seconds": m["steady_seconds"], "model_flops": flops,
+            "non_embedding_params": non_embedding_params(trainer.model), "tokens": m["steady_tokens"], "seconds": m["steady_seconds"], "model_flops": flops,
             "achieved_flops_per_s": achieved, "matmul_peak_flops_per_s": peak, "matmul_peak_before": peak_before,
             "matmul_peak_after": peak_after, "mfu": achieved / peak, "tokens_per_s": m["tokens_per_s"], "padding_fraction": m["padding_fraction"],
             "bf16_master_weights": trainer.use_master_weights, "attn_implementation": prm.model.config._attn_implementation,

@@ -24,6 +24,43 @@ def peak_rss_mb() -> float:
     return r / (1024 * 1024) if sys.platform == "darwin" else r / 1024
 
 
+def matmul_peak(dtype: torch.dtype, size: int | None = None, seconds: float = 1.0) -> float:
+    """Best observed FLOP/s of a square ``F.linear`` in ``dtype`` on the default device: the kernel
+    a model's linear layers run. (On a CPU without avx512_bf16 or AMX, bf16 ``a @ b`` takes a path
+    ~20x slower than linear's, so a peak timed with it would be one a model beats.)"""
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    size = size or (8192 if dev == "cuda" else 1024)
+    a = torch.randn(size, size, device=dev, dtype=dtype)
+    b = torch.randn(size, size, device=dev, dtype=dtype)
+    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+    for _ in range(2):
+        torch.nn.functional.linear(a, b)
+    sync()
+    best, t_end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        t = time.perf_counter()
+        for _ in range(5):
+            torch.nn.functional.linear(a, b)
+        sync()
+        best = max(best, 5 * 2 * size**3 / (time.perf_counter() - t))
+    return best
+
+
+def non_embedding_params(model: Any) -> int:
+    """Parameters outside embedding tables (a lookup costs no FLOPs)."""
+    emb = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+    return sum(p.numel() for p in model.parameters() if id(p) not in emb)
+
+
+def model_flops(model: Any, tokens: int, sum_sq_len: int) -> float:
+    """Training FLOPs of rows of ``tokens`` real tokens in all (padding is not work done for them):
+    6 x non-embedding parameters x tokens, plus attention's QK^T and attention x V, forward and
+    backward, 12 x layers x hidden x the sum of squared row lengths. Rows are counted one by one,
+    as a plain trainer must compute them, so a run that shares prompts computes less than this."""
+    cfg = model.config
+    return 6 * non_embedding_params(model) * tokens + 12 * getattr(cfg, "num_hidden_layers", 0) * getattr(cfg, "hidden_size", 0) * sum_sq_len
+
+
 class CountingCollator:
     """Wraps a collator and records, per batch, rows, real tokens, padded width and the sum of
     squared row lengths (for attention FLOPs). With no gradient accumulation, batch i is step i."""
@@ -181,5 +218,7 @@ def train_timed(trainer: Any, spec: dict, t0: float) -> dict:
     cpu = timer.cpu[-1] - timer.cpu[w]  # all threads of this process, over the same steps
     out.update({"cpu_seconds": cpu, "examples_per_cpu_s": out["steady_examples"] / cpu if cpu > 0 else None})
     out.update(epoch_equivalent(out, [len(x) for x in trainer.train_dataset["input_ids"]]))
-    out.update({"setup_seconds": setup_s, "peak_rss_mb": rss, "profile_top": top})
+    sec = out["steady_seconds"]
+    flops = model_flops(trainer.model, out["steady_tokens"], out["steady_sum_sq_len"])
+    out.update({"setup_seconds": setup_s, "peak_rss_mb": rss, "profile_top": top, "model_flops_per_s": flops / sec if sec > 0 else None})
     return out

@@ -163,7 +163,11 @@ def load_average() -> list[float] | None:
 
 
 def train_benchmark(cfg: TrainBench, data_path: str, work: Path) -> dict:
+    import torch
+
     from prm.models.backbones import resolve
+
+    from .measure import matmul_peak
 
     work.mkdir(parents=True, exist_ok=True)
     names = list(cfg.backbones)
@@ -199,6 +203,9 @@ def train_benchmark(cfg: TrainBench, data_path: str, work: Path) -> dict:
         trl_names = list(variants)
         runs: dict[str, list[dict]] = {"ours": [], **{t: [] for t in trl_names}, "trl_defaults": []}
         loads = []
+        dtypes = sorted({bf16_of(cfg.precision), *(b for _, _, b in variants.values())})
+        peaks = {b: [matmul_peak(torch.bfloat16 if b else torch.float32)] for b in dtypes}  # this parent's threads = the runs'
+
         for i in range(cfg.pairs):  # A B C A B C ...
             loads.append(load_average())
             runs["ours"].append(run_child(ours_cmd, dict(spec, mode=ours_mode), work, f"{key}_ours_{i}"))
@@ -211,15 +218,21 @@ def train_benchmark(cfg: TrainBench, data_path: str, work: Path) -> dict:
             log.info("%s round %d: ours %.2f ex/s, %s", key, i, runs["ours"][-1]["examples_per_s"],
                      ", ".join(f"{t} {runs[t][-1]['examples_per_s']:.2f}" for t in trl_names))
         loads.append(load_average())
+        for b in dtypes:
+            peaks[b].append(matmul_peak(torch.bfloat16 if b else torch.float32))
+        for r in (r for rs in runs.values() for r in rs):  # MFU: the run's model FLOP/s over the best peak of its dtype around the rounds
+            r["mfu"] = r["model_flops_per_s"] / max(peaks[bool(r["bf16"])]) if r.get("model_flops_per_s") else None
         res: dict[str, Any] = {"spec": {k: v for k, v in spec.items() if k not in ("train_file", "eval_file", "model")}, "model": name,
-                               "load_average_per_round": loads}
+                               "load_average_per_round": loads,
+                               "matmul_peak_flops_per_s": {("bf16" if b else "fp32"): {"before": v[0], "after": v[1]} for b, v in peaks.items()}}
         if trl_cmd is not None:
             # TRL best: the attention kernel with the higher median whole-run examples/s in this run
             best = max(trl_names, key=lambda t: spread([r["examples_per_s"] for r in runs[t]])["median"])
             runs["trl_best"] = runs[best]
             res["trl_best_is"] = best
         res["runs"] = {k: v for k, v in runs.items() if v}
-        metrics = ("examples_per_s", "tokens_per_s", "examples_per_cpu_s", "train_seconds", "cpu_seconds", "padding_fraction", "positions_per_token", "peak_rss_mb", "step_accuracy", "peak_gpu_mb")
+        metrics = ("examples_per_s", "tokens_per_s", "examples_per_cpu_s", "train_seconds", "cpu_seconds", "padding_fraction", "positions_per_token", "peak_rss_mb", "step_accuracy", "peak_gpu_mb",
+                   "model_flops_per_s", "mfu")
         res["summary"] = {sysname: {m: spread([r.get(m) for r in rs]) for m in metrics} for sysname, rs in res["runs"].items()}
         ratios = {}
         for other in [*trl_names, "trl_best", "trl_defaults"]:
