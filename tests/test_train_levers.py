@@ -304,3 +304,89 @@ def test_share_prefix_default_is_on_only_where_it_applies(tmp_path_factory, tmp_
     assert resolved(llama, _shared_data(), off) is False
     shuffled = PRMTrainingArguments(output_dir=str(tmp_path), max_steps=1, report_to=[], train_sampling_strategy="random")
     assert resolved(llama, _shared_data(), shuffled) is False  # the user's sampler is kept
+
+
+def _tiny_roberta(tmp_path_factory) -> str:
+    from transformers import RobertaConfig
+
+    tok = AutoTokenizer.from_pretrained(minilm_path())
+    torch.manual_seed(0)
+    cfg = RobertaConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, num_labels=2,
+                        pad_token_id=tok.pad_token_id, max_position_embeddings=600)
+    d = tmp_path_factory.mktemp("roberta")
+    AutoModelForTokenClassification.from_config(cfg).save_pretrained(d)
+    tok.save_pretrained(d)
+    return str(d)
+
+
+@pytest.mark.parametrize("arch,attn,packing", [("bert", "eager", False), ("bert", "sdpa", False), ("bert", "sdpa", True),
+                                               ("bert", "eager", True), ("roberta", "sdpa", False), ("bert-lora", "sdpa", False)])
+def test_last_layer_at_labels_gives_the_full_loss_and_gradients(tmp_path_factory, tmp_path, arch, attn, packing):
+    # the last layer computed at labeled positions only: the loss and every gradient equal the full
+    # forward pass's (fp32, dropout off), padded or packed rows, eager or sdpa, with LoRA adapters too
+    from prm.models import last_layer
+    from prm.models.prm import set_attention
+
+    path = _tiny_roberta(tmp_path_factory) if arch == "roberta" else _tiny(tmp_path_factory, "bert")
+    prm = PRM.from_backbone(path, PRMSpec(label_scheme="binary"))
+    if arch == "bert-lora":
+        from prm.models.prm import apply_lora
+
+        prm = apply_lora(prm, r=4, dropout=0.0)
+    args = PRMTrainingArguments(output_dir=str(tmp_path), max_steps=1, report_to=[], attn_implementation=attn, packing=packing)
+    t = PRMTrainer(prm=prm, args=args, train_dataset=_data())
+    set_attention(t.model, attn)
+    t.model.eval()  # dropout off: the two paths draw different dropout masks
+    assert last_layer.supports(t.model)
+    rows = [t.train_dataset[i] for i in range(8)]
+    batch = t.data_collator(rows)
+
+    def run(on: bool):
+        t.args.last_layer_at_labels = on
+        t.model.zero_grad()
+        loss, out = t.compute_loss(t.model, dict(batch), return_outputs=True)
+        loss.backward()
+        return loss.item(), out["logits"].detach(), {n: p.grad.clone() for n, p in t.model.named_parameters() if p.grad is not None}
+
+    (la, ga_logits, ga), (lb, gb_logits, gb) = run(True), run(False)
+    labeled = batch["labels"] != -100
+    assert la == pytest.approx(lb, abs=1e-5)
+    assert torch.allclose(ga_logits[labeled], gb_logits[labeled], atol=1e-5)
+    assert (ga_logits[~labeled] == 0).all() and (gb_logits[~labeled] != 0).any()  # the lever did run: nothing computed elsewhere
+    assert ga.keys() == gb.keys() and ga
+    for n in gb:
+        assert torch.allclose(ga[n], gb[n], atol=1e-6, rtol=1e-4), n
+
+
+def test_last_layer_at_labels_applies_to_bert_layouts_only(tmp_path_factory):
+    from prm.models import last_layer
+
+    bert = PRM.from_backbone(_tiny(tmp_path_factory, "bert"), PRMSpec(label_scheme="binary"))
+    llama = PRM.from_backbone(_tiny(tmp_path_factory, "llama"), PRMSpec(label_scheme="binary"))
+    assert last_layer.supports(bert.model) and not last_layer.supports(llama.model)
+    with pytest.raises(ValueError, match="not a BERT-layout token classifier"):
+        last_layer.logits_at(llama.model, torch.ones(1, 3, dtype=torch.bool), input_ids=torch.ones(1, 3, dtype=torch.long))
+    # a row with no position to read gets zeros; a batch with none runs the plain pass
+    ids = torch.tensor([[101, 2000, 2001, 102], [101, 2002, 102, 0]])
+    att = (ids != 0).long()
+    at = torch.tensor([[False, True, False, True], [False, False, False, False]])
+    bert.model.eval()
+    with torch.no_grad():
+        full = bert.model(input_ids=ids, attention_mask=att).logits
+        part = last_layer.logits_at(bert.model, at, input_ids=ids, attention_mask=att)
+        none = last_layer.logits_at(bert.model, torch.zeros_like(at), input_ids=ids, attention_mask=att)
+    assert torch.allclose(part[at], full[at], atol=1e-5) and (part[~at] == 0).all()
+    assert torch.equal(none, full)
+
+
+def test_encoder_scores_read_the_last_layer_at_steps_only(tmp_path_factory):
+    # PRM.score_batch (the one scoring path) gives the full forward pass's probabilities at the step positions
+    prm = PRM.from_backbone(_tiny(tmp_path_factory, "bert"), PRMSpec(label_scheme="binary"))
+    items = [("What is 2+3?", ["2 + 3 = 5.", "The answer is 5."]), ("What is 7*6?", ["7 * 6 = 42.", "So 42.", "The answer is 42."])]
+    scores = prm.score_batch(items)
+    encs = [prm.encode(p, s) for p, s in items]
+    prm.model.eval()
+    for e, got in zip(encs, scores):
+        with torch.no_grad():
+            probs = prm.model(input_ids=torch.tensor([e.input_ids])).logits.softmax(-1)[0, e.score_positions, 1]
+        assert got == pytest.approx(probs.tolist(), abs=1e-5)

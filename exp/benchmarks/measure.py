@@ -55,8 +55,9 @@ def non_embedding_params(model: Any) -> int:
 def model_flops(model: Any, tokens: int, sum_sq_len: int) -> float:
     """Training FLOPs of rows of ``tokens`` real tokens in all (padding is not work done for them):
     6 x non-embedding parameters x tokens, plus attention's QK^T and attention x V, forward and
-    backward, 12 x layers x hidden x the sum of squared row lengths. Rows are counted one by one,
-    as a plain trainer must compute them, so a run that shares prompts computes less than this."""
+    backward, 12 x layers x hidden x the sum of squared row lengths. Rows are counted whole and one
+    by one, as a plain trainer computes them: a run that shares prompts, or computes an encoder's
+    last layer at labeled positions only, does less work than this for the same rows."""
     cfg = model.config
     return 6 * non_embedding_params(model) * tokens + 12 * getattr(cfg, "num_hidden_layers", 0) * getattr(cfg, "hidden_size", 0) * sum_sq_len
 

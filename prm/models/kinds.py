@@ -50,6 +50,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers.modeling_outputs import TokenClassifierOutput
 
+from prm.models import last_layer
 from prm.models.encoding import StepEncoding, encode_steps, truncate_at_steps
 from prm.registry import Registry
 
@@ -193,8 +194,9 @@ class Kind:
                train_on_last_step_only: bool = False, require_label: bool = False, **_: Any) -> StepEncoding | None:
         raise NotImplementedError
 
-    def step_logits(self, model: Any, **inputs: Any) -> torch.Tensor:
-        """(batch, seq, classes) logits whose `positive_class` softmax is P(step correct)."""
+    def step_logits(self, model: Any, at: torch.Tensor | None = None, **inputs: Any) -> torch.Tensor:
+        """(batch, seq, classes) logits whose `positive_class` softmax is P(step correct). ``at``
+        (batch, seq; bool): the positions that will be read; a kind may compute only those (zeros elsewhere)."""
         return model(**inputs).logits
 
     def positive_class(self) -> int:
@@ -239,6 +241,12 @@ class TokenCls(Kind):
         if spec.separator in SPECIAL_SEPARATORS and spec.separator not in tok.get_vocab():
             tok.add_special_tokens({"additional_special_tokens": [spec.separator]})
             model.resize_token_embeddings(len(tok))
+
+    def step_logits(self, model, at=None, **inputs):
+        # an encoder's last layer only where the scores are read (`prm.models.last_layer`)
+        if at is not None and last_layer.supports(model):
+            return last_layer.logits_at(model, at, **inputs)
+        return model(**inputs).logits
 
     def encode(self, prompt, steps, labels=None, **opts):
         s = self.spec
@@ -346,7 +354,7 @@ class LMTokens(Kind):
         return truncate_at_steps(enc["input_ids"], pos, labels, n_steps=len(steps),
                                  **{k: v for k, v in opts.items() if k in ("max_length", "train_on_last_step_only", "require_label")})
 
-    def step_logits(self, model, **inputs):
+    def step_logits(self, model, at=None, **inputs):
         # Only the two tokens' rows of the LM head are needed: (batch, seq, hidden) @ (hidden, 2)
         # instead of the full vocabulary. Ordered (bad, good): class 1 = correct.
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -420,7 +428,7 @@ class QwenPRM(_HeadKind):
         return truncate_at_steps(enc["input_ids"], pos, labels, n_steps=len(steps),
                                  **{k: v for k, v in opts.items() if k in ("max_length", "train_on_last_step_only", "require_label")})
 
-    def step_logits(self, model, **inputs):
+    def step_logits(self, model, at=None, **inputs):
         out = model(**inputs)
         return out.logits if hasattr(out, "logits") else out[0]  # the remote class returns a tuple-like output
 

@@ -409,7 +409,10 @@ class PRM:
                 n = len(encs[i].input_ids)
                 ids[r, :n] = torch.tensor(encs[i].input_ids)
                 att[r, :n] = 1
-            probs = self._probs(input_ids=ids.to(device), attention_mask=att.to(device))
+            at = torch.zeros((len(idx), width), dtype=torch.bool)
+            for r, i in enumerate(idx):
+                at[r, encs[i].score_positions] = True
+            probs = self._probs(at=at.to(device), input_ids=ids.to(device), attention_mask=att.to(device))
             for r, i in enumerate(idx):
                 out[i] = probs[r, encs[i].score_positions].tolist()
 

@@ -19,7 +19,10 @@ weights, no autocast, fp32 masters in AdamW whose gradients live in buffers allo
 since length-grouped batches leave ~5% padding at 1,000 rows and the mask adds work),
 ``share_prefix`` (on by default where it applies: causal token kinds, rows repeating a prompt; a
 problem's rows share their prompt and first steps in one tree-masked sequence; SmolLM2 fp32, 200
-rows: 1.80x (1.68-1.98) examples/s, 0.60 vs 1.14 positions per row token, 4.6 vs 7.1 GB peak RSS), ``freeze_embeddings`` (off: a modelling choice;
+rows: 1.80x (1.68-1.98) examples/s, 0.60 vs 1.14 positions per row token, 4.6 vs 7.1 GB peak RSS),
+``last_layer_at_labels`` (on: a BERT-layout encoder's last layer runs its queries, feed-forward and
+head at labeled positions only, `prm.models.last_layer`; same loss and gradients; MiniLM forward +
+backward 1.25x), ``freeze_embeddings`` (off: a modelling choice;
 ~1% less), ``attn_implementation`` (auto: eager on CPU for rows <= 512 tokens in bf16 or packed, else the backbone's sdpa),
 TrainingArguments' own ``optim`` (default ``adamw_torch_fused``, one
 fused kernel) and ``torch_compile`` (off: on a CPU it recompiled for every new batch width, 7 min
@@ -103,6 +106,9 @@ class PRMTrainingArguments(TrainingArguments):
                                                                "separate rows (a shared labeled step counts once per row). Default (unset): on "
                                                                "where it applies, i.e. a causal backbone with these kinds, length-grouped "
                                                                "batches, and training rows that repeat a prompt; false turns it off."})
+    last_layer_at_labels: bool = field(default=True, metadata={"help": "Encoders with BERT's layer layout (bert, roberta, xlm-roberta): compute the "
+                                                                   "last layer's queries, feed-forward and head only at labeled positions (keys and "
+                                                                   "values still at all); same loss and gradients. Elsewhere no effect."})
     freeze_embeddings: bool = field(default=False, metadata={"help": "Do not train the input token embeddings (MiniLM: 11.7M of 22.7M parameters; "
                                                              "a tied LM head freezes with them). A modelling choice: it changes the result."})
 
@@ -320,7 +326,8 @@ class PRMTrainer(Trainer):
         count = inputs.pop("label_count", None)  # shared prefixes: labeled steps of the unshared rows
         if inputs["attention_mask"].dim() == 4:  # packed rows: the block mask in the attention kernel's form
             inputs["attention_mask"] = packed_mask(inputs["attention_mask"], model)
-        logits = self.prm.kind.step_logits(model, **inputs)  # (batch, seq, classes) for every kind
+        at = labels != IGNORE if self.args.last_layer_at_labels else None  # the positions the loss reads
+        logits = self.prm.kind.step_logits(model, at=at, **inputs)  # (batch, seq, classes) for every kind
         loss = step_loss(logits, labels, self.prm.spec.label_scheme, weights, denominator=count)
         return (loss, {"logits": logits}) if return_outputs else loss
 
