@@ -21,6 +21,7 @@ def main(spec_path: str) -> None:
     import transformers
     from transformers import set_seed
 
+    from prm.models import last_layer
     from prm.models.prm import PRM, PRMSpec
     from prm.train import PRMTrainer, PRMTrainingArguments
 
@@ -36,6 +37,7 @@ def main(spec_path: str) -> None:
         save_strategy="no", report_to=[], logging_steps=max(1, spec["steps"]), dataloader_num_workers=0, disable_tqdm=True, bf16=bf16,
         attn_implementation=spec.get("attn_implementation") or "auto",
         bf16_master_weights=spec.get("bf16_master_weights", True), freeze_embeddings=spec.get("freeze_embeddings", False),
+        last_layer_at_labels=spec.get("last_layer_at_labels", True),
         # None: the trainer's default (on where it applies); true asks for it on causal backbones only
         share_prefix=None if spec.get("share_prefix") is None else bool(spec["share_prefix"]) and prm.spec.kind == "causal",
     )
@@ -49,6 +51,7 @@ def main(spec_path: str) -> None:
         "system": "ours", "mode": spec["mode"], "bf16": bf16, "gradient_checkpointing": bool(args.gradient_checkpointing),
         "use_cpu": bool(args.use_cpu), "attn_implementation": prm.model.config._attn_implementation, "train_sampling_strategy": args.train_sampling_strategy,
         "bf16_master_weights": trainer.use_master_weights, "freeze_embeddings": bool(args.freeze_embeddings),
+        "last_layer_at_labels": bool(args.last_layer_at_labels) and last_layer.supports(trainer.model),
         "share_prefix": trainer.share_prefix, "rss_after_model_mb": rss_model,
         "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if gpu else None,
         "versions": {"transformers": transformers.__version__, "torch": torch.__version__}, "threads": torch.get_num_threads(),

@@ -103,6 +103,8 @@ class TrainBench:
     warmup: int = field(default=0, metadata={"help": "Optimizer steps left out of the throughput (0: the whole epoch counts, start-up included)."})
     bf16_master_weights: bool = field(default=True, metadata={"help": "This project: bf16 weights + fp32 masters instead of autocast (PRMTrainingArguments)."})
     freeze_embeddings: bool = field(default=False, metadata={"help": "This project: leave the input embeddings untrained (a modelling choice; PRMTrainingArguments)."})
+    last_layer_at_labels: bool = field(default=True, metadata={"help": "This project: an encoder's last layer at labeled positions only (PRMTrainingArguments; "
+                                                                       "false: the full last layer, for an A/B)."})
     share_prefix: bool | None = field(default=None, metadata={"help": "This project: a problem's rows share their common prefix (PRMTrainingArguments."
                                                                "share_prefix); unset: the trainer's default, on for causal backbones "
                                                                "(encoders cannot share); false: off."})
@@ -196,6 +198,7 @@ def train_benchmark(cfg: TrainBench, data_path: str, work: Path) -> dict:
                 "steps": steps, "batch_size": bs, "learning_rate": cfg.learning_rate, "n_train": n_train[key],
                 "max_length": cfg.max_length, "seed": cfg.seed, "warmup": cfg.warmup, "eval_batch_size": 32, "profile": False,
                 "attn_implementation": cfg.attn_implementation, "bf16_master_weights": cfg.bf16_master_weights, "freeze_embeddings": cfg.freeze_embeddings,
+                "last_layer_at_labels": cfg.last_layer_at_labels,
                 "share_prefix": cfg.share_prefix}
         ours_mode = "bf16" if bf16_of(cfg.precision) else "fp32"
         n_def = _per(cfg.defaults_rounds, key)
