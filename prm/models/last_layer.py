@@ -45,6 +45,7 @@ def _last_layer(model: Any) -> Any | None:
     last = layers[-1]
     sa = getattr(getattr(last, "attention", None), "self", None)
     needed = all(hasattr(sa, a) for a in ("query", "key", "value", "attention_head_size", "scaling", "dropout", "config"))
+    needed = needed and hasattr(sys.modules.get(type(sa).__module__), "eager_attention_forward")  # transformers' v5 attention interface
     # a layer whose forward is already replaced (accelerate's device hooks) keeps its own
     if not needed or hasattr(last, "crossattention") or "forward" in vars(last) or hasattr(last, "_hf_hook"):
         return None
