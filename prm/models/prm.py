@@ -405,12 +405,11 @@ class PRM:
             width = max(len(encs[i].input_ids) for i in idx)
             ids = torch.full((len(idx), width), pad, dtype=torch.long)
             att = torch.zeros((len(idx), width), dtype=torch.long)
+            at = torch.zeros((len(idx), width), dtype=torch.bool)  # the positions read (an encoder computes its last layer only there)
             for r, i in enumerate(idx):  # right padding: positions stay as encoded
                 n = len(encs[i].input_ids)
                 ids[r, :n] = torch.tensor(encs[i].input_ids)
                 att[r, :n] = 1
-            at = torch.zeros((len(idx), width), dtype=torch.bool)
-            for r, i in enumerate(idx):
                 at[r, encs[i].score_positions] = True
             probs = self._probs(at=at.to(device), input_ids=ids.to(device), attention_mask=att.to(device))
             for r, i in enumerate(idx):
